@@ -1,0 +1,70 @@
+"""What every task provides: its objects, their initial poses, a success check and an expert."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import ClassVar
+
+import mujoco
+import numpy as np
+
+from envs import robot
+from envs.expert import Phase
+from envs.scene import Footprint
+
+OBJECT_CONTACT = dict(contype=robot.OBJECT_GROUP, conaffinity=robot.OBJECT_GROUP | robot.ARM_GROUP,
+                      condim=4, friction=[1.0, 0.01, 0.001])
+
+
+def free_body_pose(model: mujoco.MjModel, data: mujoco.MjData, body: int) -> np.ndarray:
+    """The 7 qpos entries (position, quaternion) of a body with a free joint."""
+    address = model.jnt_qposadr[model.body_jntadr[body]]
+    return data.qpos[address:address + 7]
+
+
+def set_free_body(model: mujoco.MjModel, data: mujoco.MjData, body: int, pos, yaw: float = 0.0
+                  ) -> None:
+    free_body_pose(model, data, body)[:] = [*pos, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+
+
+def tilt(model: mujoco.MjModel, data: mujoco.MjData, body: int) -> float:
+    """Angle (rad) between the body's z axis and the world's."""
+    return float(np.arccos(np.clip(data.xmat[body][8], -1.0, 1.0)))
+
+
+class Task(ABC):
+    """One manipulation task. Ids of its elements are looked up in :meth:`bind`."""
+
+    name: ClassVar[str]
+    max_steps: ClassVar[int]  # episode limit in 50 Hz control steps
+
+    @abstractmethod
+    def add_objects(self, spec: mujoco.MjSpec) -> None:
+        """Add the task's bodies (free joints for movable objects) to the scene spec."""
+
+    @abstractmethod
+    def bind(self, model: mujoco.MjModel) -> None:
+        """Look up the ids of the task's bodies and geoms in the compiled model."""
+
+    @abstractmethod
+    def place_objects(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator,
+                      table_z: float) -> list[Footprint]:
+        """Set initial object poses (rejection-sampled); return the table area they occupy."""
+
+    @abstractmethod
+    def is_success(self, model: mujoco.MjModel, data: mujoco.MjData) -> bool:
+        """A pure function of the simulator state (after ``mj_forward``)."""
+
+    @abstractmethod
+    def expert_phases(self, model: mujoco.MjModel, data: mujoco.MjData) -> Iterator[Phase]:
+        """The scripted expert's plan; resumed at each phase start to read the current state."""
+
+    def bind_arms(self, model: mujoco.MjModel) -> None:
+        """Common ids every task's checks use: finger pads per arm and the table top."""
+        self.arms = {side: robot.arm_ids(model, side) for side in robot.SIDES}
+        self.table_geom = model.geom("table_top").id
+        self.table_body = model.body("table").id
+
+    def table_z(self, model: mujoco.MjModel) -> float:
+        return float(model.body_pos[self.table_body][2])
