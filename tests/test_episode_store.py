@@ -161,17 +161,28 @@ def test_consolidate_rejects_duplicate_seed_and_other_task(tmp_path: Path) -> No
     assert digest(out) == before
 
 
-def test_failed_consolidation_keeps_previous_file(tmp_path: Path) -> None:
+def _part_without_joint_vel(path: Path) -> None:
+    write_episode_part(path.parent, 2, make_record(2, 5))
+    with h5py.File(path, "r+") as f:
+        del f["ep_000002/joint_vel"]
+
+
+def _part_of_garbage(path: Path) -> None:
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+
+
+@pytest.mark.parametrize("break_part", [_part_without_joint_vel, _part_of_garbage])
+def test_failed_consolidation_keeps_previous_file(tmp_path: Path, break_part) -> None:
     out = tmp_path / "handover_block_clean.h5"
     write_dataset(out, [make_record(0, 4)])
     before = digest(out)
 
     parts_dir = tmp_path / "parts"
     good = write_episode_part(parts_dir, 1, make_record(1, 5))
-    corrupt = parts_dir / "ep_000002.h5"
-    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
-    with pytest.raises(DatasetError, match="ep_000002.h5"):
-        consolidate([good, corrupt], out, root_attrs())
+    bad = parts_dir / "ep_000002.h5"
+    break_part(bad)
+    with pytest.raises(DatasetError, match="ep_000002"):
+        consolidate([good, bad], out, root_attrs())  # fails after copying the good part
 
     assert digest(out) == before
     assert not list(tmp_path.glob("*.tmp"))

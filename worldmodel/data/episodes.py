@@ -1,0 +1,520 @@
+"""HDF5 episode store: crash-safe part files, one consolidated file per (task, setting).
+
+Glossary: ``T`` control steps per episode at ``control_hz``; observation frames o_0..o_T;
+``action[t]`` is applied between o_t and o_{t+1}. At load time frames are taken every
+``actions_per_frame = control_hz / fps`` control steps (the fps stride), and the actions
+between two kept frames are grouped, so nothing is recorded twice.
+
+Layout (schema version 1): root attrs (``REQUIRED_ROOT_ATTRS`` plus caller extras) and a
+group ``episodes/ep_{index:06d}`` per episode with attrs ``EPISODE_ATTRS`` and datasets
+``images/<camera>`` and ``ARRAY_FIELDS``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+SETTINGS = ("clean", "randomized")
+COLLECT_COMMAND = "python -m experiments.collect"
+REQUIRED_ROOT_ATTRS = (
+    "schema_version",
+    "task",
+    "setting",
+    "control_hz",
+    "physics_dt",
+    "mujoco_version",
+    "config",
+    "cameras",
+    "image_size",
+    "skipped_seeds",
+    "eval_seeds",
+)
+EPISODE_ATTRS = ("seed", "setting", "success", "first_success_step", "length")
+ARRAY_FIELDS = ("joint_pos", "joint_vel", "qpos", "qvel", "action")
+_ARRAY_DTYPES = {
+    "joint_pos": np.float32,
+    "joint_vel": np.float32,
+    "qpos": np.float64,
+    "qvel": np.float64,
+    "action": np.float32,
+}
+_PART_NAME = re.compile(r"^ep_(\d{6})\.h5$")
+_TMP_SUFFIX = ".tmp"
+
+
+class DatasetError(Exception):
+    """A dataset file is missing or unusable; the message is one line: file, problem, fix."""
+
+    def __init__(self, path: Path, problem: str, fix: str) -> None:
+        super().__init__(" ".join(f"{path}: {problem} - {fix}".split()))
+
+
+@dataclass
+class EpisodeRecord:
+    """One episode at the full control rate; arrays are cast to the stored dtypes."""
+
+    seed: int
+    setting: str
+    images: dict[str, np.ndarray]  # camera -> (T+1, H, W, 3) uint8
+    joint_pos: np.ndarray  # (T+1, J) float32, gripper normalised
+    joint_vel: np.ndarray  # (T+1, J) float32
+    qpos: np.ndarray  # (T+1, nq) float64
+    qvel: np.ndarray  # (T+1, nv) float64
+    action: np.ndarray  # (T, J) float32 commanded joint targets
+    success: bool
+    first_success_step: int  # -1 if never
+
+    def __post_init__(self) -> None:
+        if self.setting not in SETTINGS:
+            raise ValueError(f"setting: expected one of {SETTINGS}, got {self.setting!r}")
+        for name in ARRAY_FIELDS:
+            setattr(self, name, np.asarray(getattr(self, name), dtype=_ARRAY_DTYPES[name]))
+        if self.action.ndim != 2 or min(self.action.shape) < 1:
+            raise ValueError(f"action: expected shape (T>=1, J>=1), got {self.action.shape}")
+        steps, joints = self.action.shape
+        expected = {  # name -> (rows, columns); None: any number of columns
+            "joint_pos": (steps + 1, joints),
+            "joint_vel": (steps + 1, joints),
+            "qpos": (steps + 1, None),
+            "qvel": (steps + 1, None),
+        }
+        for name, (rows, cols) in expected.items():
+            shape = getattr(self, name).shape
+            if len(shape) != 2 or shape[0] != rows or cols not in (None, shape[1]):
+                want = f"({rows}, {'n' if cols is None else cols})"
+                raise ValueError(f"{name}: expected shape {want}, got {shape}")
+        self._check_images(steps)
+        if not -1 <= self.first_success_step <= steps:
+            raise ValueError(
+                f"first_success_step: expected -1 or 0..{steps}, got {self.first_success_step}"
+            )
+        if self.success and self.first_success_step == -1:
+            raise ValueError("first_success_step: expected a step in 0..T when success is True")
+
+    def _check_images(self, steps: int) -> None:
+        if not self.images:
+            raise ValueError("images: expected at least one camera, got none")
+        size = None
+        self.images = {cam: np.asarray(frames) for cam, frames in self.images.items()}
+        for cam, frames in self.images.items():
+            if not isinstance(cam, str) or not cam or "/" in cam:
+                raise ValueError(f"images: camera names must be non-empty without '/', got {cam!r}")
+            if frames.dtype != np.uint8:
+                raise ValueError(f"images[{cam!r}]: expected dtype uint8, got {frames.dtype}")
+            size = size or frames.shape[1:3]
+            expected = (steps + 1, *size, 3)
+            if frames.shape != expected:
+                raise ValueError(f"images[{cam!r}]: expected shape {expected}, got {frames.shape}")
+
+    @property
+    def length(self) -> int:
+        """Number of control steps T."""
+        return self.action.shape[0]
+
+
+@dataclass
+class StridedEpisode:
+    """An episode seen at ``fps``: N+1 frames and the N groups of actions between them."""
+
+    seed: int
+    setting: str
+    fps: float
+    actions_per_frame: int  # s = control_hz / fps
+    frame_steps: np.ndarray  # (N+1,) control step of each kept frame: 0, s, 2s, ...
+    images: dict[str, np.ndarray]  # camera -> (N+1, H, W, 3) uint8
+    joint_pos: np.ndarray  # (N+1, J)
+    joint_vel: np.ndarray  # (N+1, J)
+    action: np.ndarray  # (N, s, J): action[n] runs between frame n and frame n+1
+    success: bool
+    first_success_step: int  # in control steps, -1 if never
+
+
+def fps_stride(control_hz: float, fps: float) -> int:
+    """Control steps per kept frame; ValueError unless control_hz / fps is a positive integer."""
+    stride = control_hz / fps if fps > 0 else 0.0
+    if stride < 1 or not np.isclose(stride, round(stride), rtol=0, atol=1e-9):
+        examples = ", ".join(f"{control_hz / k:g}" for k in (1, 2, 4, 5, 10))
+        raise ValueError(
+            f"fps={fps:g}: control_hz / fps must be a positive integer "
+            f"(valid fps are {control_hz:g} / k, e.g. {examples})"
+        )
+    return round(stride)
+
+
+def stride_episode(record: EpisodeRecord, *, control_hz: float, fps: float) -> StridedEpisode:
+    """Keep frames o_0, o_s, o_2s, ... (full strides only) and group actions per interval."""
+    return _strided(
+        record.images,
+        record.joint_pos,
+        record.joint_vel,
+        record.action,
+        seed=record.seed,
+        setting=record.setting,
+        success=record.success,
+        first_success_step=record.first_success_step,
+        control_hz=control_hz,
+        fps=fps,
+    )
+
+
+def _strided(
+    images: Mapping[str, Any],
+    joint_pos: Any,
+    joint_vel: Any,
+    action: Any,
+    *,
+    seed: int,
+    setting: str,
+    success: bool,
+    first_success_step: int,
+    control_hz: float,
+    fps: float,
+) -> StridedEpisode:
+    """Shared by numpy arrays and h5py datasets: both slice with a step, reading only kept frames."""
+    stride = fps_stride(control_hz, fps)
+    steps, joints = action.shape
+    intervals = steps // stride  # N; a trailing partial stride is dropped
+    frames = slice(0, intervals * stride + 1, stride)
+    return StridedEpisode(
+        seed=seed,
+        setting=setting,
+        fps=fps,
+        actions_per_frame=stride,
+        frame_steps=np.arange(intervals + 1) * stride,
+        images={cam: np.asarray(data[frames]) for cam, data in images.items()},
+        joint_pos=np.asarray(joint_pos[frames]),
+        joint_vel=np.asarray(joint_vel[frames]),
+        action=np.asarray(action[: intervals * stride]).reshape(intervals, stride, joints),
+        success=success,
+        first_success_step=first_success_step,
+    )
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_episode_part(parts_dir: Path, index: int, record: EpisodeRecord) -> Path:
+    """Write one episode to ``parts_dir/ep_{index:06d}.h5`` atomically (tmp file + rename)."""
+    if index < 0:
+        raise ValueError(f"index: expected >= 0, got {index}")
+    parts_dir = Path(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    final = parts_dir / f"ep_{index:06d}.h5"
+    with _atomic_h5(final) as f:
+        _write_record(f.create_group(final.stem), record)
+    return final
+
+
+def finished_parts(parts_dir: Path) -> dict[int, Path]:
+    """Complete part files by episode index, in index order; ``*.tmp`` leftovers are ignored."""
+    parts_dir = Path(parts_dir)
+    if not parts_dir.is_dir():
+        return {}
+    found = {}
+    for path in parts_dir.iterdir():
+        match = _PART_NAME.match(path.name)
+        if match and path.is_file():
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def remove_parts(parts_dir: Path) -> None:
+    """Delete part files and ``*.tmp`` leftovers, then the directory if nothing else is in it."""
+    parts_dir = Path(parts_dir)
+    if not parts_dir.is_dir():
+        return
+    for path in parts_dir.iterdir():
+        if _PART_NAME.match(path.name) or path.name.endswith(_TMP_SUFFIX):
+            path.unlink()
+    if not any(parts_dir.iterdir()):
+        parts_dir.rmdir()
+
+
+def consolidate(parts: Sequence[Path], out_path: Path, attrs: Mapping[str, Any]) -> None:
+    """Write ``out_path`` from part files in the given order, after the episodes it already has.
+
+    ``attrs`` become the root attributes (replacing existing ones; the caller merges e.g.
+    ``skipped_seeds``). Episodes are renumbered ``ep_000000``.. in order. Everything is
+    written to ``out_path.name + '.tmp'`` and renamed, so a kill leaves ``out_path`` as it was.
+    """
+    out_path = Path(out_path)
+    root = _root_attrs(attrs)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    sources: list[tuple[Path, h5py.Group]] = []  # (file, group whose children are episodes)
+    try:
+        if out_path.exists():
+            old = _open_checked(out_path)
+            sources.append((out_path, old["episodes"]))
+            for key in ("task", "setting"):
+                if old.attrs[key] != root[key]:
+                    raise ValueError(
+                        f"{out_path}: has {key}={old.attrs[key]!r}, cannot extend it with "
+                        f"{key}={root[key]!r}"
+                    )
+        for part in map(Path, parts):
+            sources.append((part, _open_h5(part)["/"]))
+        with _atomic_h5(out_path) as dst:
+            dst.attrs.update(root)
+            _copy_episodes(sources, dst.create_group("episodes"), root)
+    finally:
+        for _, group in sources:
+            group.file.close()
+
+
+def _copy_episodes(
+    sources: list[tuple[Path, h5py.Group]], episodes: h5py.Group, root: Mapping[str, Any]
+) -> None:
+    """Copy every episode of every source into ``episodes``, renumbered, checking each first."""
+    seen: dict[int, Path] = {}
+    for path, group in sources:
+        try:
+            for name in sorted(group):
+                _check_episode(path, name, group[name], root)
+                seed = int(group[name].attrs["seed"])
+                if seed in seen:
+                    raise ValueError(f"{path}: {name} repeats seed {seed} already in {seen[seed]}")
+                seen[seed] = path
+                # h5o copy keeps chunking and compression, without decompressing
+                episodes.copy(group[name], f"ep_{len(episodes):06d}")
+        except OSError as exc:
+            problem = f"unreadable HDF5 data ({exc})"
+            raise DatasetError(path, problem, f"delete it and re-run {_collect_hint(path)}") from exc
+
+
+def _root_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate caller attrs and add ``schema_version``; arrays get stable dtypes."""
+    if "schema_version" in attrs:
+        raise ValueError("attrs: schema_version is set by the store, do not pass it")
+    missing = [k for k in REQUIRED_ROOT_ATTRS if k != "schema_version" and k not in attrs]
+    if missing:
+        raise ValueError(f"attrs: missing required keys {missing}")
+    root = {"schema_version": SCHEMA_VERSION, **attrs}
+    if root["setting"] not in SETTINGS:
+        raise ValueError(f"attrs['setting']: expected one of {SETTINGS}, got {root['setting']!r}")
+    if not isinstance(root["config"], str):
+        raise ValueError("attrs['config']: expected the resolved config as a YAML/JSON string")
+    cameras = list(root["cameras"])
+    if not cameras or len(set(cameras)) != len(cameras) or not all(
+        isinstance(c, str) for c in cameras
+    ):
+        raise ValueError(f"attrs['cameras']: expected unique camera names, got {cameras}")
+    root["cameras"] = cameras
+    root["image_size"] = np.asarray(root["image_size"], dtype=np.int64)
+    if root["image_size"].shape != (2,):
+        raise ValueError(f"attrs['image_size']: expected (H, W), got {root['image_size']}")
+    for key in ("skipped_seeds", "eval_seeds"):
+        root[key] = np.asarray(root[key], dtype=np.int64).reshape(-1)
+    for key, value in root.items():
+        if not isinstance(value, (str, int, float, np.generic, np.ndarray, list, tuple)):
+            raise ValueError(f"attrs[{key!r}]: expected str, number or array, got {type(value)}")
+    return root
+
+
+def _write_record(group: h5py.Group, record: EpisodeRecord) -> None:
+    group.attrs.update(
+        seed=int(record.seed),
+        setting=record.setting,
+        success=bool(record.success),
+        first_success_step=int(record.first_success_step),
+        length=record.length,
+    )
+    images = group.create_group("images")
+    for cam, frames in record.images.items():
+        chunks = (1, *frames.shape[1:])  # one frame per chunk
+        images.create_dataset(
+            cam, data=frames, chunks=chunks, compression="gzip", compression_opts=1
+        )
+    for name in ARRAY_FIELDS:
+        group.create_dataset(name, data=getattr(record, name))
+
+
+@contextmanager
+def _atomic_h5(final: Path) -> Iterator[h5py.File]:
+    """Yield a new HDF5 file at ``final + '.tmp'``; on success fsync and rename it to ``final``."""
+    tmp = final.with_name(final.name + _TMP_SUFFIX)
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        _fsync(tmp)
+        os.replace(tmp, final)
+        _fsync(final.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _collect_hint(path: Path) -> str:
+    """The collect command for ``<task>_<setting>.h5``, guessed from the file name."""
+    task, _, setting = path.name.split(".", 1)[0].rpartition("_")
+    if not task or setting not in SETTINGS:
+        task, setting = "<task>", "<setting>"
+    return f"{COLLECT_COMMAND} task={task} setting={setting}"
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """Open an existing, finished HDF5 file read-only, or raise DatasetError."""
+    rerun = f"delete it and re-run {_collect_hint(path)}"
+    if path.name.endswith(_TMP_SUFFIX):
+        raise DatasetError(path, "is a temporary file of an unfinished write", rerun)
+    if not path.is_file():
+        raise DatasetError(path, "file not found", f"collect it with {_collect_hint(path)}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        problem = f"not a readable HDF5 file, truncated or corrupt ({exc})"
+        raise DatasetError(path, problem, rerun) from exc
+
+
+def _open_checked(path: Path) -> h5py.File:
+    """Open a consolidated file and validate schema, root attrs and every episode's layout."""
+    f = _open_h5(path)
+    rerun = f"delete it and re-run {_collect_hint(path)}"
+    try:
+        version = f.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            problem = "no schema_version attribute" if version is None else (
+                f"schema version {version}, this code reads {SCHEMA_VERSION}"
+            )
+            raise DatasetError(path, problem, f"re-collect with {_collect_hint(path)}")
+        missing = [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]
+        if missing:
+            raise DatasetError(path, f"missing root attributes {missing}", rerun)
+        if not isinstance(f.get("episodes"), h5py.Group):
+            raise DatasetError(path, "no 'episodes' group", rerun)
+        root = dict(f.attrs)
+        for name in sorted(f["episodes"]):
+            _check_episode(path, f"episodes/{name}", f["episodes"][name], root)
+    except OSError as exc:
+        f.close()
+        raise DatasetError(path, f"unreadable HDF5 metadata ({exc})", rerun) from exc
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _check_episode(path: Path, name: str, group: Any, root: Mapping[str, Any]) -> None:
+    """Raise DatasetError unless ``group`` holds a complete episode matching the root attrs."""
+    rerun = f"delete it and re-run {_collect_hint(path)}"
+    cameras = [str(c) for c in root["cameras"]]
+    if not isinstance(group, h5py.Group):
+        raise DatasetError(path, f"{name} is not an episode group", rerun)
+    missing = [k for k in EPISODE_ATTRS if k not in group.attrs]
+    keys = [*ARRAY_FIELDS, *(f"images/{c}" for c in cameras)]
+    missing += [k for k in keys if not isinstance(group.get(k), h5py.Dataset)]
+    if missing:
+        raise DatasetError(path, f"{name} lacks {', '.join(missing)}", rerun)
+    if sorted(group["images"]) != sorted(cameras):
+        got = sorted(group["images"])
+        raise DatasetError(path, f"{name} has cameras {got}, file declares {cameras}", rerun)
+    if group.attrs["setting"] != root["setting"]:
+        problem = f"{name} has setting {group.attrs['setting']!r}, file is {root['setting']!r}"
+        raise DatasetError(path, problem, rerun)
+    steps = int(group.attrs["length"])
+    joints = group["action"].shape[-1]
+    expected = {
+        "action": (steps, joints),
+        "joint_pos": (steps + 1, joints),
+        "joint_vel": (steps + 1, joints),
+        "qpos": (steps + 1, group["qpos"].shape[-1]),
+        "qvel": (steps + 1, group["qvel"].shape[-1]),
+        **{f"images/{c}": (steps + 1, *(int(v) for v in root["image_size"]), 3) for c in cameras},
+    }
+    for key, shape in expected.items():
+        if group[key].shape != shape:
+            problem = f"{name}/{key} has shape {group[key].shape}, expected {shape}"
+            raise DatasetError(path, problem, rerun)
+    for cam in cameras:
+        if group["images"][cam].dtype != np.uint8:
+            raise DatasetError(path, f"{name}/images/{cam} is not uint8", rerun)
+
+
+class EpisodeFile:
+    """A consolidated (task, setting) file, opened read-only and validated on open."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._file = _open_checked(self.path)
+        self.attrs: dict[str, Any] = dict(self._file.attrs)
+        self.cameras: list[str] = [str(c) for c in self.attrs["cameras"]]
+        self.image_size: tuple[int, int] = tuple(int(v) for v in self.attrs["image_size"])
+        self.control_hz = float(self.attrs["control_hz"])
+        self._groups = [self._file["episodes"][n] for n in sorted(self._file["episodes"])]
+        self.seeds = np.array([g.attrs["seed"] for g in self._groups], dtype=np.int64)
+        self.lengths = np.array([g.attrs["length"] for g in self._groups], dtype=np.int64)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._groups)
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def episode(self, i: int) -> EpisodeRecord:
+        """Episode ``i`` at the full control rate."""
+        group = self._groups[i]
+        with self._reading(group):
+            return EpisodeRecord(
+                seed=int(group.attrs["seed"]),
+                setting=str(group.attrs["setting"]),
+                images={cam: group["images"][cam][()] for cam in self.cameras},
+                **{name: group[name][()] for name in ARRAY_FIELDS},
+                success=bool(group.attrs["success"]),
+                first_success_step=int(group.attrs["first_success_step"]),
+            )
+
+    def episode_at_fps(self, i: int, fps: float) -> StridedEpisode:
+        """Episode ``i`` at ``fps``, reading only the kept frames from disk."""
+        group = self._groups[i]
+        with self._reading(group):
+            return _strided(
+                {cam: group["images"][cam] for cam in self.cameras},
+                group["joint_pos"],
+                group["joint_vel"],
+                group["action"],
+                seed=int(group.attrs["seed"]),
+                setting=str(group.attrs["setting"]),
+                success=bool(group.attrs["success"]),
+                first_success_step=int(group.attrs["first_success_step"]),
+                control_hz=self.control_hz,
+                fps=fps,
+            )
+
+    @contextmanager
+    def _reading(self, group: h5py.Group) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            problem = f"{group.name} has unreadable data, corrupt ({exc})"
+            fix = f"delete it and re-run {_collect_hint(self.path)}"
+            raise DatasetError(self.path, problem, fix) from exc
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> EpisodeFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
