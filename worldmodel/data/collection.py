@@ -1,0 +1,234 @@
+"""Expert data collection: run scripted experts on seeds, keep the solved ones, resume after a kill.
+
+The dataset for (task, setting) holds the first ``episodes`` seeds from ``seed_start`` that
+the expert solves, whatever the number of workers. Each finished episode is its own part
+file (or a ``.skipped`` marker when the expert failed), so a killed run loses at most the
+episodes in flight; the parts are consolidated into one HDF5 file at the end.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mujoco
+import numpy as np
+from tqdm import tqdm
+
+from envs.env import CONTROL_HZ, PHYSICS_DT, TabletopEnv
+from envs.expert import ScriptedExpert
+from worldmodel.data.episodes import (
+    DatasetError,
+    EpisodeFile,
+    EpisodeRecord,
+    consolidate,
+    finished_parts,
+    remove_parts,
+    write_episode_part,
+)
+
+EVAL_SEED_BASE = 100_000  # evaluation seeds live in their own range, above every training seed
+
+
+@dataclass(frozen=True)
+class CollectionJob:
+    """What to collect; the fields workers need to rebuild the env."""
+
+    task: str
+    setting: str
+    episodes: int
+    cameras: tuple[str, ...]
+    image_size: tuple[int, int]
+    data_dir: Path
+    seed_start: int = 0
+    eval_episodes: int = 20
+    workers: int = 1
+    config_yaml: str = ""
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.data_dir) / f"{self.task}_{self.setting}.h5"
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.out_path.with_suffix(".parts")
+
+
+@dataclass
+class CollectionResult:
+    out_path: Path
+    seeds: list[int]
+    skipped_seeds: list[int]
+    eval_seeds: list[int]
+    newly_collected: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def record_expert_episode(env: TabletopEnv, expert: ScriptedExpert, seed: int) -> EpisodeRecord:
+    """Run the expert from ``env.reset(seed)`` until success or the step limit, recording all."""
+    observation, info = env.reset(seed=seed)
+    expert.reset()
+    frames = {camera: [observation["images"][camera]] for camera in env.cameras}
+    joint_pos, joint_vel = [observation["joint_pos"]], [observation["joint_vel"]]
+    qpos, qvel, actions = [env.data.qpos.copy()], [env.data.qvel.copy()], []
+    done = False
+    while not done:
+        action = expert.act()
+        observation, _, terminated, truncated, info = env.step(action)
+        actions.append(action)
+        for camera in env.cameras:
+            frames[camera].append(observation["images"][camera])
+        joint_pos.append(observation["joint_pos"])
+        joint_vel.append(observation["joint_vel"])
+        qpos.append(env.data.qpos.copy())
+        qvel.append(env.data.qvel.copy())
+        done = terminated or truncated
+    return EpisodeRecord(
+        seed=seed, setting=env.setting,
+        images={camera: np.stack(f) for camera, f in frames.items()},
+        joint_pos=np.stack(joint_pos), joint_vel=np.stack(joint_vel),
+        qpos=np.stack(qpos), qvel=np.stack(qvel), action=np.stack(actions),
+        success=bool(info["success"]), first_success_step=int(info["first_success_step"]),
+    )
+
+
+def expert_solves(env: TabletopEnv, expert: ScriptedExpert, seed: int) -> bool:
+    """Physics-only check (pass an env without cameras): does the expert solve this seed?"""
+    env.reset(seed=seed)
+    expert.reset()
+    while True:
+        _, _, terminated, truncated, info = env.step(expert.act())
+        if terminated or truncated:
+            return bool(info["success"])
+
+
+# ---------------------------------------------------------------- worker processes
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(job: CollectionJob) -> None:
+    _WORKER["job"] = job
+    _WORKER["env"] = env = TabletopEnv(job.task, job.setting, job.cameras, job.image_size)
+    _WORKER["expert"] = ScriptedExpert(env)
+    _WORKER["physics_env"] = physics_env = TabletopEnv(job.task, job.setting, cameras=())
+    _WORKER["physics_expert"] = ScriptedExpert(physics_env)
+
+
+def _collect_seed(seed: int) -> tuple[int, bool]:
+    job = _WORKER["job"]
+    record = record_expert_episode(_WORKER["env"], _WORKER["expert"], seed)
+    if record.success:
+        write_episode_part(job.parts_dir, seed, record)
+    else:
+        (job.parts_dir / f"seed_{seed:06d}.skipped").touch()
+    return seed, record.success
+
+
+def _check_eval_seed(seed: int) -> tuple[int, bool]:
+    return seed, expert_solves(_WORKER["physics_env"], _WORKER["physics_expert"], seed)
+
+
+def _first_successes(run: Callable[[list[int]], Iterable[tuple[int, bool]]],
+                     candidates: Iterator[int], needed: int, batch: int,
+                     progress: tqdm) -> tuple[list[int], list[int]]:
+    """Run seeds in ordered batches until ``needed`` succeed; (first successes, failures)."""
+    successes: list[int] = []
+    failures: list[int] = []
+    while len(successes) < needed:
+        seeds = [next(candidates) for _ in range(batch)]
+        for seed, solved in run(seeds):
+            if len(successes) >= needed:
+                break
+            (successes if solved else failures).append(seed)
+            progress.update(int(solved))
+            progress.set_postfix(skipped=len(failures))
+    return successes, failures
+
+
+def _skipped_markers(parts_dir: Path) -> set[int]:
+    return {int(p.stem.split("_")[1]) for p in parts_dir.glob("seed_*.skipped")}
+
+
+def run_collection(job: CollectionJob) -> CollectionResult:
+    """Collect (or finish collecting) the dataset described by ``job``."""
+    out_path, parts_dir = job.out_path, job.parts_dir
+    have_seeds: list[int] = []
+    skipped: set[int] = set()
+    eval_seeds: list[int] = []
+    if out_path.exists():
+        with EpisodeFile(out_path) as existing:
+            _check_compatible(existing, job)
+            have_seeds = [int(s) for s in existing.seeds]
+            skipped = {int(s) for s in existing.attrs["skipped_seeds"]}
+            eval_seeds = [int(s) for s in existing.attrs["eval_seeds"]]
+    needed = job.episodes - len(have_seeds)
+    if needed <= 0 and len(eval_seeds) >= job.eval_episodes:
+        return CollectionResult(out_path, have_seeds, sorted(skipped), eval_seeds,
+                                notes=[f"{out_path} already has {len(have_seeds)} episodes"])
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    done_parts = finished_parts(parts_dir)
+    skipped |= _skipped_markers(parts_dir)
+    known = set(have_seeds) | skipped | set(done_parts)
+    resumed = [s for s in done_parts if s not in have_seeds]
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(job.workers, initializer=_init_worker, initargs=(job,)) as pool:
+        run = lambda fn: lambda seeds: pool.imap(fn, seeds)  # noqa: E731
+        new_seeds: list[int] = []
+        if needed > len(resumed):
+            candidates = (s for s in _count(job.seed_start) if s not in known)
+            with tqdm(total=needed, initial=len(resumed),
+                      desc=f"collect {job.task}/{job.setting}", unit="ep") as progress:
+                new_seeds, failures = _first_successes(run(_collect_seed), candidates,
+                                                       needed - len(resumed), 2 * job.workers,
+                                                       progress)
+            skipped |= set(failures)
+        if len(eval_seeds) < job.eval_episodes:
+            candidates = (s for s in _count(EVAL_SEED_BASE) if s not in set(eval_seeds))
+            with tqdm(total=job.eval_episodes, initial=len(eval_seeds),
+                      desc="check eval seeds", unit="seed") as progress:
+                checked, _ = _first_successes(run(_check_eval_seed), candidates,
+                                              job.eval_episodes - len(eval_seeds),
+                                              2 * job.workers, progress)
+            eval_seeds = sorted(eval_seeds + checked)
+
+    keep = sorted(resumed + new_seeds)[: max(needed, 0)]
+    parts = finished_parts(parts_dir)
+    consolidate([parts[s] for s in keep], out_path, _file_attrs(job, skipped, eval_seeds))
+    remove_parts(parts_dir)
+    for marker in parts_dir.glob("seed_*.skipped"):
+        marker.unlink()
+    if parts_dir.exists() and not any(parts_dir.iterdir()):
+        parts_dir.rmdir()
+    return CollectionResult(out_path, sorted(have_seeds + keep), sorted(skipped), eval_seeds,
+                            newly_collected=len(keep))
+
+
+def _count(start: int) -> Iterator[int]:
+    seed = start
+    while True:
+        yield seed
+        seed += 1
+
+
+def _check_compatible(existing: EpisodeFile, job: CollectionJob) -> None:
+    if list(existing.cameras) != list(job.cameras) or tuple(existing.image_size) != job.image_size:
+        raise DatasetError(
+            existing.path,
+            f"was collected with cameras={list(existing.cameras)} "
+            f"image_size={list(existing.image_size)}, not {list(job.cameras)} "
+            f"{list(job.image_size)}",
+            "collect into another data_dir, or delete the file to re-collect",
+        )
+
+
+def _file_attrs(job: CollectionJob, skipped: set[int], eval_seeds: list[int]) -> dict:
+    return {
+        "task": job.task, "setting": job.setting, "control_hz": CONTROL_HZ,
+        "physics_dt": PHYSICS_DT, "mujoco_version": mujoco.__version__,
+        "config": job.config_yaml, "cameras": list(job.cameras),
+        "image_size": list(job.image_size), "skipped_seeds": np.array(sorted(skipped), np.int64),
+        "eval_seeds": np.array(eval_seeds, np.int64),
+    }
