@@ -29,7 +29,8 @@ def collect(cfg: DictConfig) -> None:
     result = run_collection(job_from_config(config, OmegaConf.to_yaml(cfg)))
     for note in result.notes:
         print(note)
-    print(f"{result.out_path}: {len(result.seeds)} episodes ({result.newly_collected} new), "
+    print(f"{result.out_path}: {len(result.seeds)} episodes ({result.newly_collected} new, "
+          f"{result.resumed} resumed), "
           f"{len(result.skipped_seeds)} seeds skipped (expert failed), "
           f"{len(result.eval_seeds)} evaluation seeds")
 

@@ -63,6 +63,10 @@ class PressButton(Task):
         """How far (m) the cap is pushed below its rest position."""
         return float(-data.qpos[self.press_qpos])
 
+    def cap_side(self, model: mujoco.MjModel) -> str:
+        """The arm on the button's side of the table presses it."""
+        return "right" if model.body_pos[self.housing][0] > 0 else "left"
+
     def is_success(self, model, data) -> bool:
         fingers = self.arms["left"].finger_geoms | self.arms["right"].finger_geoms
         return (self.press_depth(data) >= PRESS_DEPTH
@@ -71,7 +75,7 @@ class PressButton(Task):
     def expert_phases(self, model, data) -> Iterator[Phase]:
         cap_top = data.xpos[self.cap] + [0, 0, CAP_HALF_HEIGHT + self.press_depth(data)]
         tcp_at = lambda tip_height: cap_top + [0, 0, self.tip_below_tcp + tip_height]  # noqa: E731
-        side = "right" if cap_top[0] > 0 else "left"
+        side = self.cap_side(model)
 
         def arm(target: ArmTarget) -> dict[str, ArmTarget]:
             return {side: target}

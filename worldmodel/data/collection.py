@@ -62,7 +62,8 @@ class CollectionResult:
     seeds: list[int]
     skipped_seeds: list[int]
     eval_seeds: list[int]
-    newly_collected: int = 0
+    newly_collected: int = 0  # episodes run in this call
+    resumed: int = 0  # finished episodes of a killed run, taken over from its part files
     notes: list[str] = field(default_factory=list)
 
 
@@ -203,7 +204,8 @@ def run_collection(job: CollectionJob) -> CollectionResult:
     if parts_dir.exists() and not any(parts_dir.iterdir()):
         parts_dir.rmdir()
     return CollectionResult(out_path, sorted(have_seeds + keep), sorted(skipped), eval_seeds,
-                            newly_collected=len(keep))
+                            newly_collected=len(set(keep) - set(resumed)),
+                            resumed=len(set(keep) & set(resumed)))
 
 
 def _count(start: int) -> Iterator[int]:
