@@ -5,18 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import mujoco
+import numpy as np
 
 
 def touching_geoms(model: mujoco.MjModel, data: mujoco.MjData, body: int) -> set[int]:
     """Geoms of other bodies currently in contact with ``body``."""
-    touching = set()
-    for contact in data.contact[: data.ncon]:
-        body1, body2 = model.geom_bodyid[contact.geom1], model.geom_bodyid[contact.geom2]
-        if body1 == body and body2 != body:
-            touching.add(int(contact.geom2))
-        elif body2 == body and body1 != body:
-            touching.add(int(contact.geom1))
-    return touching
+    geom1, geom2 = data.contact.geom1[: data.ncon], data.contact.geom2[: data.ncon]
+    body1, body2 = model.geom_bodyid[geom1], model.geom_bodyid[geom2]
+    other = np.concatenate([geom2[(body1 == body) & (body2 != body)],
+                            geom1[(body2 == body) & (body1 != body)]])
+    return set(other.tolist())
 
 
 def touches_any(model: mujoco.MjModel, data: mujoco.MjData, body: int,

@@ -10,9 +10,9 @@ from envs.robot import ArmIds
 
 def top_down_rotation(yaw: float) -> np.ndarray:
     """Gripper orientation pointing straight down, fingers closing along (cos yaw, sin yaw, 0)."""
-    approach = np.array([0.0, 0.0, -1.0])
-    closing = np.array([np.cos(yaw), np.sin(yaw), 0.0])
-    return np.column_stack([approach, closing, np.cross(approach, closing)])
+    cos, sin = np.cos(yaw), np.sin(yaw)
+    # columns: approach (0, 0, -1), closing (cos, sin, 0), approach x closing (sin, -cos, 0)
+    return np.array([[0.0, cos, sin], [0.0, sin, -cos], [-1.0, 0.0, 0.0]])
 
 
 class ArmIK:

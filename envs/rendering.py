@@ -29,9 +29,14 @@ def _backend_works(backend: str) -> bool:
     return probe.returncode == 0
 
 
+_MUJOCO_IMPORTED_TOO_EARLY = False
+
+
 def select_gl_backend() -> str | None:
     """Choose ``egl``, else ``osmesa``, unless the user set ``MUJOCO_GL``; cached in the env."""
+    global _MUJOCO_IMPORTED_TOO_EARLY
     chosen = os.environ.get("MUJOCO_GL")
+    _MUJOCO_IMPORTED_TOO_EARLY = not chosen and "mujoco" in sys.modules
     if chosen:
         return chosen
     if os.environ.get("DISPLAY"):
@@ -55,6 +60,10 @@ def make_renderer(model, height: int, width: int):
     try:
         renderer = mujoco.Renderer(model, height=height, width=width)
     except Exception as error:  # mujoco raises FatalError or an OpenGL error type
+        if _MUJOCO_IMPORTED_TOO_EARLY:
+            raise RenderingUnavailable(
+                "mujoco was imported before envs chose MUJOCO_GL: import envs first, or set "
+                f"MUJOCO_GL={os.environ.get('MUJOCO_GL')} in the environment") from error
         raise RenderingUnavailable(f"{GL_INSTALL_HINT} ({type(error).__name__}: {error})") from error
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False

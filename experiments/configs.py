@@ -60,5 +60,22 @@ class CollectConfig:
             raise ConfigError(f"eval_episodes={self.eval_episodes} is not valid; must be >= 0")
 
 
+@dataclass
+class PreviewConfig:
+    """``python -m experiments.preview``: the main job until training lands (README)."""
+
+    tasks: list[str] = field(default_factory=lambda: sorted(TASKS))
+    seed: int = 0
+    image_size: list[int] = field(default_factory=lambda: [128, 128])
+    out_dir: str = "outputs/preview"
+    dataset: CollectConfig = field(default_factory=lambda: CollectConfig(episodes=10, workers=2))
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            check_choice("tasks", task, sorted(TASKS))
+
+
 def register_configs() -> None:
-    ConfigStore.instance().store(name="collect_schema", node=CollectConfig)
+    store = ConfigStore.instance()
+    store.store(name="collect_schema", node=CollectConfig)
+    store.store(name="preview_schema", node=PreviewConfig)

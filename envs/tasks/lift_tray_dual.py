@@ -57,7 +57,7 @@ def _add_handle(tray, side: str) -> None:
 
 class LiftTrayDual(Task):
     name = "lift_tray_dual"
-    max_steps = 400
+    max_steps = 430
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:
         tray = spec.worldbody.add_body(name="tray", pos=[0, 0, 0.5])

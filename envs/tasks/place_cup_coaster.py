@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import mujoco
 import numpy as np
 
-from envs import contacts, robot
+from envs import contacts
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_free_xy
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body, tilt

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +132,18 @@ def _check_eval_seed(seed: int) -> tuple[int, bool]:
     return seed, expert_solves(_WORKER["physics_env"], _WORKER["physics_expert"], seed)
 
 
+@contextmanager
+def _worker_pool(job: CollectionJob) -> Iterator[Callable]:
+    """An ordered ``imap`` over worker processes, or in this process when ``workers == 1``."""
+    if job.workers == 1:
+        _init_worker(job)
+        yield map
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding GL state
+    with context.Pool(job.workers, initializer=_init_worker, initargs=(job,)) as pool:
+        yield pool.imap
+
+
 def _first_successes(run: Callable[[list[int]], Iterable[tuple[int, bool]]],
                      candidates: Iterator[int], needed: int, batch: int,
                      progress: tqdm) -> tuple[list[int], list[int]]:
@@ -140,11 +153,11 @@ def _first_successes(run: Callable[[list[int]], Iterable[tuple[int, bool]]],
     while len(successes) < needed:
         seeds = [next(candidates) for _ in range(batch)]
         for seed, solved in run(seeds):
-            if len(successes) >= needed:
-                break
             (successes if solved else failures).append(seed)
             progress.update(int(solved))
             progress.set_postfix(skipped=len(failures))
+            if len(successes) >= needed:
+                break
     return successes, failures
 
 
@@ -174,25 +187,23 @@ def run_collection(job: CollectionJob) -> CollectionResult:
     known = set(have_seeds) | skipped | set(done_parts)
     resumed = [s for s in done_parts if s not in have_seeds]
 
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(job.workers, initializer=_init_worker, initargs=(job,)) as pool:
-        run = lambda fn: lambda seeds: pool.imap(fn, seeds)  # noqa: E731
+    with _worker_pool(job) as imap:
         new_seeds: list[int] = []
         if needed > len(resumed):
             candidates = (s for s in _count(job.seed_start) if s not in known)
             with tqdm(total=needed, initial=len(resumed),
                       desc=f"collect {job.task}/{job.setting}", unit="ep") as progress:
-                new_seeds, failures = _first_successes(run(_collect_seed), candidates,
-                                                       needed - len(resumed), 2 * job.workers,
-                                                       progress)
+                new_seeds, failures = _first_successes(
+                    lambda seeds: imap(_collect_seed, seeds), candidates,
+                    needed - len(resumed), 2 * job.workers, progress)
             skipped |= set(failures)
         if len(eval_seeds) < job.eval_episodes:
             candidates = (s for s in _count(EVAL_SEED_BASE) if s not in set(eval_seeds))
             with tqdm(total=job.eval_episodes, initial=len(eval_seeds),
                       desc="check eval seeds", unit="seed") as progress:
-                checked, _ = _first_successes(run(_check_eval_seed), candidates,
-                                              job.eval_episodes - len(eval_seeds),
-                                              2 * job.workers, progress)
+                checked, _ = _first_successes(
+                    lambda seeds: imap(_check_eval_seed, seeds), candidates,
+                    job.eval_episodes - len(eval_seeds), 2 * job.workers, progress)
             eval_seeds = sorted(eval_seeds + checked)
 
     keep = sorted(resumed + new_seeds)[: max(needed, 0)]
