@@ -10,5 +10,6 @@ from envs.tasks import TASKS, env_id  # noqa: E402
 
 for _name in TASKS:
     if env_id(_name) not in gymnasium.registry:
-        gymnasium.register(id=env_id(_name), entry_point="envs.env:TabletopEnv",
-                           kwargs={"task": _name})
+        gymnasium.register(
+            id=env_id(_name), entry_point="envs.env:TabletopEnv", kwargs={"task": _name}
+        )

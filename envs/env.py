@@ -30,15 +30,22 @@ class TabletopEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
-    def __init__(self, task: str, setting: str = "clean", cameras: tuple[str, ...] = ("head",),
-                 image_size: tuple[int, int] = (64, 64), render_mode: str | None = None,
-                 max_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        task: str,
+        setting: str = "clean",
+        cameras: tuple[str, ...] = ("head",),
+        image_size: tuple[int, int] = (64, 64),
+        render_mode: str | None = None,
+        max_steps: int | None = None,
+    ) -> None:
         if setting not in scene.SETTINGS:
             raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(scene.SETTINGS)}")
         unknown = [c for c in cameras if c not in scene.CAMERA_ALIASES]
         if unknown:
-            raise ValueError(f"unknown camera(s) {unknown}; valid: "
-                             f"{', '.join(scene.CAMERA_ALIASES)}")
+            raise ValueError(
+                f"unknown camera(s) {unknown}; valid: {', '.join(scene.CAMERA_ALIASES)}"
+            )
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} not supported; use 'rgb_array'")
         self.task = make_task(task)
@@ -68,10 +75,12 @@ class TabletopEnv(gym.Env):
             "joint_vel": gym.spaces.Box(-np.inf, np.inf, shape=(ACTION_DIM,), dtype=np.float32),
         }
         if self.cameras:
-            observation["images"] = gym.spaces.Dict({
-                camera: gym.spaces.Box(0, 255, (*self.image_size, 3), dtype=np.uint8)
-                for camera in self.cameras
-            })
+            observation["images"] = gym.spaces.Dict(
+                {
+                    camera: gym.spaces.Box(0, 255, (*self.image_size, 3), dtype=np.uint8)
+                    for camera in self.cameras
+                }
+            )
         self.observation_space = gym.spaces.Dict(observation)
         self.steps = 0
         self.first_success_step = -1
@@ -106,7 +115,7 @@ class TabletopEnv(gym.Env):
         action = np.clip(action, self.action_space.low, self.action_space.high)
         for index, side in enumerate(robot.SIDES):
             arm = self.arms[side]
-            self.data.ctrl[arm.actuators] = action[7 * index: 7 * index + 6]
+            self.data.ctrl[arm.actuators] = action[7 * index : 7 * index + 6]
             self.data.ctrl[arm.finger_actuators] = action[7 * index + 6]
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         self.steps += 1
@@ -115,7 +124,13 @@ class TabletopEnv(gym.Env):
             self.first_success_step = self.steps
         succeeded = self.first_success_step >= 0
         truncated = self.steps >= self.max_steps and not succeeded
-        return self._observation(), float(success_now), succeeded, truncated, self._info(success_now)
+        return (
+            self._observation(),
+            float(success_now),
+            succeeded,
+            truncated,
+            self._info(success_now),
+        )
 
     def render(self) -> np.ndarray | None:
         """All configured cameras side by side (head camera alone if none is configured)."""
@@ -142,10 +157,18 @@ class TabletopEnv(gym.Env):
         pos, vel = [], []
         for side in robot.SIDES:
             arm = self.arms[side]
-            pos.extend([*self.data.qpos[arm.qpos],
-                        self.data.qpos[arm.finger_qpos].mean() / robot.FINGER_TRAVEL])
-            vel.extend([*self.data.qvel[arm.dof],
-                        self.data.qvel[arm.finger_dof].mean() / robot.FINGER_TRAVEL])
+            pos.extend(
+                [
+                    *self.data.qpos[arm.qpos],
+                    self.data.qpos[arm.finger_qpos].mean() / robot.FINGER_TRAVEL,
+                ]
+            )
+            vel.extend(
+                [
+                    *self.data.qvel[arm.dof],
+                    self.data.qvel[arm.finger_dof].mean() / robot.FINGER_TRAVEL,
+                ]
+            )
         return np.asarray(pos, dtype=np.float32), np.asarray(vel, dtype=np.float32)
 
     def _render_camera(self, camera: str) -> np.ndarray:
@@ -156,13 +179,21 @@ class TabletopEnv(gym.Env):
 
     def _observation(self) -> dict[str, Any]:
         joint_pos, joint_vel = self.joint_state()
-        low, high = self.observation_space["joint_pos"].low, self.observation_space["joint_pos"].high
-        observation: dict[str, Any] = {"joint_pos": np.clip(joint_pos, low, high),
-                                       "joint_vel": joint_vel}
+        low, high = (
+            self.observation_space["joint_pos"].low,
+            self.observation_space["joint_pos"].high,
+        )
+        observation: dict[str, Any] = {
+            "joint_pos": np.clip(joint_pos, low, high),
+            "joint_vel": joint_vel,
+        }
         if self.cameras:
             observation["images"] = {c: self._render_camera(c) for c in self.cameras}
         return observation
 
     def _info(self, success_now: bool) -> dict[str, Any]:
-        return {"is_success": success_now, "success": self.first_success_step >= 0,
-                "first_success_step": self.first_success_step}
+        return {
+            "is_success": success_now,
+            "success": self.first_success_step >= 0,
+            "first_success_step": self.first_success_step,
+        }

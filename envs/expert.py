@@ -94,8 +94,9 @@ class ScriptedExpert:
         action = []
         for side in robot.SIDES:
             arm = self.arms[side]
-            arm.q, residual = self.ik[side].solve(arm.pos, top_down_rotation(arm.yaw), arm.q,
-                                                  iterations=3)
+            arm.q, residual = self.ik[side].solve(
+                arm.pos, top_down_rotation(arm.yaw), arm.q, iterations=3
+            )
             self.max_ik_residual = max(self.max_ik_residual, residual)
             action.extend([*arm.q, np.clip(arm.gripper, 0.0, 1.0)])
         return np.asarray(action, dtype=np.float32)
@@ -108,8 +109,9 @@ class ScriptedExpert:
             return
         self.step_in_phase = 0
         self.phase_steps = max(1, round(self.phase.duration / self.control_dt))
-        self._start = {side: _ArmState(a.pos.copy(), a.yaw, a.gripper, a.q)
-                       for side, a in self.arms.items()}
+        self._start = {
+            side: _ArmState(a.pos.copy(), a.yaw, a.gripper, a.q) for side, a in self.arms.items()
+        }
 
     def _interpolate(self, side: str, target: ArmTarget | None, blend: float) -> None:
         if target is None:

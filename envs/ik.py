@@ -18,8 +18,13 @@ def top_down_rotation(yaw: float) -> np.ndarray:
 class ArmIK:
     """Solves joint angles on a private kinematics-only copy of the simulation data."""
 
-    def __init__(self, model: mujoco.MjModel, ids: ArmIds, damping: float = 1e-3,
-                 rotation_weight: float = 0.3) -> None:
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        ids: ArmIds,
+        damping: float = 1e-3,
+        rotation_weight: float = 0.3,
+    ) -> None:
         self.model = model
         self.ids = ids
         self.data = mujoco.MjData(model)
@@ -37,8 +42,13 @@ class ArmIK:
         site = self.ids.tcp_site
         return self.data.site_xpos[site].copy(), self.data.site_xmat[site].reshape(3, 3).copy()
 
-    def solve(self, target_pos: np.ndarray, target_rot: np.ndarray, q_init: np.ndarray,
-              iterations: int = 5) -> tuple[np.ndarray, float]:
+    def solve(
+        self,
+        target_pos: np.ndarray,
+        target_rot: np.ndarray,
+        q_init: np.ndarray,
+        iterations: int = 5,
+    ) -> tuple[np.ndarray, float]:
         """Joint angles reaching the target pose from ``q_init``, and the position residual (m)."""
         q = q_init.copy()
         target_quat = np.zeros(4)
@@ -48,15 +58,17 @@ class ArmIK:
             error = self._pose_error(pos, rot, target_pos, target_quat)
             mujoco.mj_comPos(self.model, self.data)
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.ids.tcp_site)
-            jac = np.vstack([self._jacp[:, self.ids.dof],
-                             self.rotation_weight * self._jacr[:, self.ids.dof]])  # (6, 6)
+            jac = np.vstack(
+                [self._jacp[:, self.ids.dof], self.rotation_weight * self._jacr[:, self.ids.dof]]
+            )  # (6, 6)
             step = jac.T @ np.linalg.solve(jac @ jac.T + self.damping * np.eye(6), error)
             q = np.clip(q + step, self.low, self.high)
         pos, _ = self.tcp_pose(q)
         return q, float(np.linalg.norm(target_pos - pos))
 
-    def _pose_error(self, pos: np.ndarray, rot: np.ndarray, target_pos: np.ndarray,
-                    target_quat: np.ndarray) -> np.ndarray:
+    def _pose_error(
+        self, pos: np.ndarray, rot: np.ndarray, target_pos: np.ndarray, target_quat: np.ndarray
+    ) -> np.ndarray:
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, np.ascontiguousarray(rot).reshape(9))
         local = np.zeros(3)

@@ -63,8 +63,11 @@ def make_renderer(model, height: int, width: int):
         if _MUJOCO_IMPORTED_TOO_EARLY:
             raise RenderingUnavailable(
                 "mujoco was imported before envs chose MUJOCO_GL: import envs first, or set "
-                f"MUJOCO_GL={os.environ.get('MUJOCO_GL')} in the environment") from error
-        raise RenderingUnavailable(f"{GL_INSTALL_HINT} ({type(error).__name__}: {error})") from error
+                f"MUJOCO_GL={os.environ.get('MUJOCO_GL')} in the environment"
+            ) from error
+        raise RenderingUnavailable(
+            f"{GL_INSTALL_HINT} ({type(error).__name__}: {error})"
+        ) from error
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
     return renderer

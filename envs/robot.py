@@ -76,56 +76,123 @@ def add_arm(spec: mujoco.MjSpec, side: str, rgba: tuple[float, ...]) -> None:
 
     base = spec.worldbody.add_body(name=n("base"), pos=[x, 0.0, 0.0], quat=yaw_quat)
     base.add_geom(  # pedestal, welded to the world: decorative only
-        type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.06, 0.05], pos=[0, 0, -0.01],
-        rgba=grey, contype=0, conaffinity=0,
+        type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+        size=[0.06, 0.05],
+        pos=[0, 0, -0.01],
+        rgba=grey,
+        contype=0,
+        conaffinity=0,
     )
     waist = base.add_body(name=n("waist_link"), pos=[0, 0, 0.05], gravcomp=1)
-    _robot_geom(waist, type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.045, 0.025], rgba=rgba, mass=0.8)
+    _robot_geom(
+        waist, type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.045, 0.025], rgba=rgba, mass=0.8
+    )
     upper = waist.add_body(name=n("upper_arm"), pos=[0, 0, SHOULDER_HEIGHT - 0.05], gravcomp=1)
-    _robot_geom(upper, type=mujoco.mjtGeom.mjGEOM_CAPSULE, fromto=[0, 0, 0, 0, 0, UPPER_ARM],
-                size=[0.025, 0, 0], rgba=rgba, mass=0.6)
+    _robot_geom(
+        upper,
+        type=mujoco.mjtGeom.mjGEOM_CAPSULE,
+        fromto=[0, 0, 0, 0, 0, UPPER_ARM],
+        size=[0.025, 0, 0],
+        rgba=rgba,
+        mass=0.6,
+    )
     forearm = upper.add_body(name=n("forearm"), pos=[0, 0, UPPER_ARM], gravcomp=1)
-    _robot_geom(forearm, type=mujoco.mjtGeom.mjGEOM_CAPSULE, fromto=[0, 0, 0, 0.05, 0, 0],
-                size=[0.024, 0, 0], rgba=grey, mass=0.2)
+    _robot_geom(
+        forearm,
+        type=mujoco.mjtGeom.mjGEOM_CAPSULE,
+        fromto=[0, 0, 0, 0.05, 0, 0],
+        size=[0.024, 0, 0],
+        rgba=grey,
+        mass=0.2,
+    )
     forearm_link = forearm.add_body(name=n("forearm_link"), pos=[0.05, 0, 0], gravcomp=1)
-    _robot_geom(forearm_link, type=mujoco.mjtGeom.mjGEOM_CAPSULE,
-                fromto=[0, 0, 0, FOREARM - 0.05, 0, 0], size=[0.021, 0, 0], rgba=rgba, mass=0.4)
+    _robot_geom(
+        forearm_link,
+        type=mujoco.mjtGeom.mjGEOM_CAPSULE,
+        fromto=[0, 0, 0, FOREARM - 0.05, 0, 0],
+        size=[0.021, 0, 0],
+        rgba=rgba,
+        mass=0.4,
+    )
     wrist = forearm_link.add_body(name=n("wrist"), pos=[FOREARM - 0.05, 0, 0], gravcomp=1)
-    _robot_geom(wrist, type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.022, 0.024],
-                quat=[0.7071068, 0.7071068, 0, 0], rgba=grey, mass=0.15)
+    _robot_geom(
+        wrist,
+        type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+        size=[0.022, 0.024],
+        quat=[0.7071068, 0.7071068, 0, 0],
+        rgba=grey,
+        mass=0.15,
+    )
     gripper = wrist.add_body(name=n("gripper"), pos=[0.035, 0, 0], gravcomp=1)
-    _robot_geom(gripper, type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.018, 0.05, 0.016],
-                pos=[0.018, 0, 0], rgba=grey, mass=0.15)
+    _robot_geom(
+        gripper,
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[0.018, 0.05, 0.016],
+        pos=[0.018, 0, 0],
+        rgba=grey,
+        mass=0.15,
+    )
     gripper.add_site(name=n("tcp"), pos=[0.085, 0, 0], size=[0.006, 0, 0], rgba=[1, 0.2, 0.2, 0])
     # Wrist camera above the palm, looking along the fingers (camera looks along its -z).
-    gripper.add_camera(name=n("wrist_cam"), pos=[-0.02, 0, 0.05],
-                       quat=_camera_quat_along_x(pitch_down=0.45), fovy=75)
+    gripper.add_camera(
+        name=n("wrist_cam"),
+        pos=[-0.02, 0, 0.05],
+        quat=_camera_quat_along_x(pitch_down=0.45),
+        fovy=75,
+    )
 
-    joints = zip(ARM_JOINTS, (waist, upper, forearm, forearm_link, wrist, gripper),
-                 ([0, 0, 1], [0, 1, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]), strict=True)
+    joints = zip(
+        ARM_JOINTS,
+        (waist, upper, forearm, forearm_link, wrist, gripper),
+        ([0, 0, 1], [0, 1, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]),
+        strict=True,
+    )
     for joint_name, body, axis in joints:
         kp, damping = JOINT_GAINS[joint_name]
-        body.add_joint(name=n(joint_name), type=mujoco.mjtJoint.mjJNT_HINGE, axis=axis,
-                       range=JOINT_RANGES[joint_name], limited=mujoco.mjtLimited.mjLIMITED_TRUE,
-                       damping=damping, armature=0.02)
-        actuator = spec.add_actuator(name=n(joint_name), target=n(joint_name),
-                                     trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        body.add_joint(
+            name=n(joint_name),
+            type=mujoco.mjtJoint.mjJNT_HINGE,
+            axis=axis,
+            range=JOINT_RANGES[joint_name],
+            limited=mujoco.mjtLimited.mjLIMITED_TRUE,
+            damping=damping,
+            armature=0.02,
+        )
+        actuator = spec.add_actuator(
+            name=n(joint_name), target=n(joint_name), trntype=mujoco.mjtTrn.mjTRN_JOINT
+        )
         actuator.set_to_position(kp=kp)
         actuator.ctrlrange = JOINT_RANGES[joint_name]
         actuator.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
 
     for finger, sign in (("finger_a", 1.0), ("finger_b", -1.0)):
         body = gripper.add_body(name=n(finger), pos=[0.04, 0, 0], gravcomp=1)
-        body.add_joint(name=n(finger), type=mujoco.mjtJoint.mjJNT_SLIDE, axis=[0, sign, 0],
-                       range=[0.0, FINGER_TRAVEL], limited=mujoco.mjtLimited.mjLIMITED_TRUE,
-                       damping=8.0, armature=0.01)
-        body.add_geom(name=n(f"{finger}_pad"), type=mujoco.mjtGeom.mjGEOM_BOX,
-                      size=[0.026, 0.006, 0.013], pos=[0.028, sign * 0.006, 0],
-                      rgba=(0.12, 0.12, 0.12, 1.0), mass=0.04, contype=ARM_GROUP,
-                      conaffinity=OBJECT_GROUP, condim=4, friction=[1.6, 0.02, 0.002],
-                      solref=[0.004, 1.0], priority=1)
-        actuator = spec.add_actuator(name=n(finger), target=n(finger),
-                                     trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        body.add_joint(
+            name=n(finger),
+            type=mujoco.mjtJoint.mjJNT_SLIDE,
+            axis=[0, sign, 0],
+            range=[0.0, FINGER_TRAVEL],
+            limited=mujoco.mjtLimited.mjLIMITED_TRUE,
+            damping=8.0,
+            armature=0.01,
+        )
+        body.add_geom(
+            name=n(f"{finger}_pad"),
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[0.026, 0.006, 0.013],
+            pos=[0.028, sign * 0.006, 0],
+            rgba=(0.12, 0.12, 0.12, 1.0),
+            mass=0.04,
+            contype=ARM_GROUP,
+            conaffinity=OBJECT_GROUP,
+            condim=4,
+            friction=[1.6, 0.02, 0.002],
+            solref=[0.004, 1.0],
+            priority=1,
+        )
+        actuator = spec.add_actuator(
+            name=n(finger), target=n(finger), trntype=mujoco.mjtTrn.mjTRN_JOINT
+        )
         # force = kp * (ctrl * FINGER_TRAVEL - q): a command in [0, 1] maps to an opening.
         actuator.gaintype = mujoco.mjtGain.mjGAIN_FIXED
         actuator.biastype = mujoco.mjtBias.mjBIAS_AFFINE

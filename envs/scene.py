@@ -21,8 +21,11 @@ TABLE_HEIGHT_JITTER = 0.025  # m, randomized setting: table top in [-j, +j] arou
 MAX_DISTRACTORS = 6
 HEAD_CAMERA = "head_cam"
 CAMERAS = (HEAD_CAMERA, "left/wrist_cam", "right/wrist_cam")
-CAMERA_ALIASES = {"head": HEAD_CAMERA, "left_wrist": "left/wrist_cam",
-                  "right_wrist": "right/wrist_cam"}
+CAMERA_ALIASES = {
+    "head": HEAD_CAMERA,
+    "left_wrist": "left/wrist_cam",
+    "right_wrist": "right/wrist_cam",
+}
 _CLEAN_TABLE_RGBA = (0.62, 0.52, 0.42, 1.0)
 _TABLE_TEXTURES = (  # builtin texture, rgb1, rgb2
     (mujoco.mjtBuiltin.mjBUILTIN_FLAT, (0.62, 0.52, 0.42), (0.62, 0.52, 0.42)),
@@ -57,45 +60,94 @@ def build_scene_spec(render_size: tuple[int, int]) -> mujoco.MjSpec:
     spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
     spec.visual.headlight.diffuse = [0.45, 0.45, 0.45]
 
-    sky = spec.add_texture(name="sky", type=mujoco.mjtTexture.mjTEXTURE_SKYBOX,
-                           builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
-                           rgb1=[0.55, 0.65, 0.75], rgb2=[0.1, 0.12, 0.15], width=64, height=64)
+    sky = spec.add_texture(
+        name="sky",
+        type=mujoco.mjtTexture.mjTEXTURE_SKYBOX,
+        builtin=mujoco.mjtBuiltin.mjBUILTIN_GRADIENT,
+        rgb1=[0.55, 0.65, 0.75],
+        rgb2=[0.1, 0.12, 0.15],
+        width=64,
+        height=64,
+    )
     del sky
-    spec.add_texture(name="floor", type=mujoco.mjtTexture.mjTEXTURE_2D,
-                     builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER, rgb1=[0.28, 0.3, 0.33],
-                     rgb2=[0.22, 0.24, 0.27], width=64, height=64)
+    spec.add_texture(
+        name="floor",
+        type=mujoco.mjtTexture.mjTEXTURE_2D,
+        builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+        rgb1=[0.28, 0.3, 0.33],
+        rgb2=[0.22, 0.24, 0.27],
+        width=64,
+        height=64,
+    )
     spec.add_material(name="floor", textures=["", "floor"], texrepeat=[8, 8])
     for index, (builtin, rgb1, rgb2) in enumerate(_TABLE_TEXTURES):
-        spec.add_texture(name=f"table_{index}", type=mujoco.mjtTexture.mjTEXTURE_2D,
-                         builtin=builtin, rgb1=rgb1, rgb2=rgb2, width=64, height=64)
-        spec.add_material(name=f"table_{index}", textures=["", f"table_{index}"],
-                          texrepeat=[4, 3])
+        spec.add_texture(
+            name=f"table_{index}",
+            type=mujoco.mjtTexture.mjTEXTURE_2D,
+            builtin=builtin,
+            rgb1=rgb1,
+            rgb2=rgb2,
+            width=64,
+            height=64,
+        )
+        spec.add_material(name=f"table_{index}", textures=["", f"table_{index}"], texrepeat=[4, 3])
 
     world = spec.worldbody
-    world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.1],
-                   pos=[0, 0, -0.75], material="floor", contype=0, conaffinity=0)
+    world.add_geom(
+        name="floor",
+        type=mujoco.mjtGeom.mjGEOM_PLANE,
+        size=[2, 2, 0.1],
+        pos=[0, 0, -0.75],
+        material="floor",
+        contype=0,
+        conaffinity=0,
+    )
     table = world.add_body(name="table", pos=[0, 0, 0])
-    table.add_geom(name="table_top", type=mujoco.mjtGeom.mjGEOM_BOX,
-                   size=[TABLE_HALF[0], TABLE_HALF[1], TABLE_THICKNESS / 2],
-                   pos=[0, 0, -TABLE_THICKNESS / 2], material="table_0",
-                   contype=robot.OBJECT_GROUP, conaffinity=robot.OBJECT_GROUP | robot.ARM_GROUP,
-                   condim=3, friction=[0.8, 0.01, 0.001])
+    table.add_geom(
+        name="table_top",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[TABLE_HALF[0], TABLE_HALF[1], TABLE_THICKNESS / 2],
+        pos=[0, 0, -TABLE_THICKNESS / 2],
+        material="table_0",
+        contype=robot.OBJECT_GROUP,
+        conaffinity=robot.OBJECT_GROUP | robot.ARM_GROUP,
+        condim=3,
+        friction=[0.8, 0.01, 0.001],
+    )
     for sx in (-1, 1):
         for sy in (-1, 1):
-            table.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.025, 0.025, 0.35],
-                           pos=[sx * (TABLE_HALF[0] - 0.04), sy * (TABLE_HALF[1] - 0.04), -0.39],
-                           rgba=[0.3, 0.25, 0.2, 1], contype=0, conaffinity=0)
-    world.add_light(name="key_light", pos=[0.3, -0.4, 1.5], dir=[-0.2, 0.26, -1.0],
-                    diffuse=[0.6, 0.6, 0.6], specular=[0.1, 0.1, 0.1], castshadow=False,
-                    type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)
+            table.add_geom(
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=[0.025, 0.025, 0.35],
+                pos=[sx * (TABLE_HALF[0] - 0.04), sy * (TABLE_HALF[1] - 0.04), -0.39],
+                rgba=[0.3, 0.25, 0.2, 1],
+                contype=0,
+                conaffinity=0,
+            )
+    world.add_light(
+        name="key_light",
+        pos=[0.3, -0.4, 1.5],
+        dir=[-0.2, 0.26, -1.0],
+        diffuse=[0.6, 0.6, 0.6],
+        specular=[0.1, 0.1, 0.1],
+        castshadow=False,
+        type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+    )
     head_eye, head_target = np.array([0.0, -0.62, 0.52]), np.array([0.0, 0.0, 0.0])
-    world.add_camera(name=HEAD_CAMERA, pos=head_eye, quat=_look_at_quat(head_eye, head_target),
-                     fovy=55)
+    world.add_camera(
+        name=HEAD_CAMERA, pos=head_eye, quat=_look_at_quat(head_eye, head_target), fovy=55
+    )
     for slot, (geom_type, size) in enumerate(_DISTRACTOR_SHAPES):
         body = world.add_body(name=f"distractor_{slot}", mocap=True, pos=_HIDDEN)
-        body.add_geom(name=f"distractor_{slot}", type=geom_type, size=size,
-                      rgba=[0.5, 0.5, 0.5, 1], contype=robot.OBJECT_GROUP,
-                      conaffinity=robot.OBJECT_GROUP | robot.ARM_GROUP, condim=3)
+        body.add_geom(
+            name=f"distractor_{slot}",
+            type=geom_type,
+            size=size,
+            rgba=[0.5, 0.5, 0.5, 1],
+            contype=robot.OBJECT_GROUP,
+            conaffinity=robot.OBJECT_GROUP | robot.ARM_GROUP,
+            condim=3,
+        )
     robot.add_arm(spec, "left", rgba=(0.82, 0.82, 0.85, 1.0))
     robot.add_arm(spec, "right", rgba=(0.82, 0.82, 0.85, 1.0))
     return spec
@@ -141,20 +193,28 @@ class SceneRandomizer:
     def __init__(self, model: mujoco.MjModel) -> None:
         self.table_body = model.body("table").id
         self.table_geom = model.geom("table_top").id
-        self.table_materials = [model.material(f"table_{i}").id for i in range(len(_TABLE_TEXTURES))]
+        self.table_materials = [
+            model.material(f"table_{i}").id for i in range(len(_TABLE_TEXTURES))
+        ]
         self.light = model.light("key_light").id
-        self.default_light = (model.light_dir[self.light].copy(),
-                              model.light_diffuse[self.light].copy())
-        self.distractor_mocap = [model.body_mocapid[model.body(f"distractor_{i}").id]
-                                 for i in range(MAX_DISTRACTORS)]
+        self.default_light = (
+            model.light_dir[self.light].copy(),
+            model.light_diffuse[self.light].copy(),
+        )
+        self.distractor_mocap = [
+            model.body_mocapid[model.body(f"distractor_{i}").id] for i in range(MAX_DISTRACTORS)
+        ]
         self.distractor_geoms = [model.geom(f"distractor_{i}").id for i in range(MAX_DISTRACTORS)]
-        self.distractor_half_height = [_resting_half_height(model, g) for g in self.distractor_geoms]
+        self.distractor_half_height = [
+            _resting_half_height(model, g) for g in self.distractor_geoms
+        ]
 
     def table_top_z(self, model: mujoco.MjModel) -> float:
         return float(model.body_pos[self.table_body][2])
 
-    def apply_table_and_light(self, model: mujoco.MjModel, setting: str,
-                              rng: np.random.Generator) -> None:
+    def apply_table_and_light(
+        self, model: mujoco.MjModel, setting: str, rng: np.random.Generator
+    ) -> None:
         """Table height, material and light; task objects are placed after this."""
         if setting not in SETTINGS:
             raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
@@ -174,8 +234,14 @@ class SceneRandomizer:
         model.light_dir[self.light] = direction / np.linalg.norm(direction)
         model.light_diffuse[self.light] = rng.uniform(0.4, 0.8) * rng.uniform(0.75, 1.0, size=3)
 
-    def place_distractors(self, model: mujoco.MjModel, data: mujoco.MjData, setting: str,
-                          rng: np.random.Generator, taken: list[Footprint]) -> None:
+    def place_distractors(
+        self,
+        model: mujoco.MjModel,
+        data: mujoco.MjData,
+        setting: str,
+        rng: np.random.Generator,
+        taken: list[Footprint],
+    ) -> None:
         """Hide all distractors (clean) or put 3-6 of them on free table spots (randomized)."""
         for mocap in self.distractor_mocap:
             data.mocap_pos[mocap] = _HIDDEN
@@ -186,14 +252,18 @@ class SceneRandomizer:
         table_z = self.table_top_z(model)
         for slot in rng.permutation(MAX_DISTRACTORS)[:count]:
             radius = float(model.geom_rbound[self.distractor_geoms[slot]])
-            xy = sample_free_xy(rng, -TABLE_HALF + 0.05, TABLE_HALF - 0.05, radius, taken,
-                                margin=0.03)
+            xy = sample_free_xy(
+                rng, -TABLE_HALF + 0.05, TABLE_HALF - 0.05, radius, taken, margin=0.03
+            )
             if xy is None:
                 continue
             taken.append(Footprint(xy, radius))
             yaw = rng.uniform(-np.pi, np.pi)
             data.mocap_pos[self.distractor_mocap[slot]] = [
-                xy[0], xy[1], table_z + self.distractor_half_height[slot]]
+                xy[0],
+                xy[1],
+                table_z + self.distractor_half_height[slot],
+            ]
             data.mocap_quat[self.distractor_mocap[slot]] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
             model.geom_rgba[self.distractor_geoms[slot]] = np.append(rng.uniform(0.1, 0.95, 3), 1.0)
 

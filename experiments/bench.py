@@ -24,8 +24,9 @@ from worldmodel.data.collection import CollectionJob, run_collection
 from worldmodel.data.episodes import EpisodeFile
 
 
-def bare_loop_steps_per_second(task: str, setting: str, cameras: tuple[str, ...],
-                               size: tuple[int, int], seeds: range) -> float:
+def bare_loop_steps_per_second(
+    task: str, setting: str, cameras: tuple[str, ...], size: tuple[int, int], seeds: range
+) -> float:
     """mj_step x substeps + one render per camera per control step, replaying expert controls."""
     env = TabletopEnv(task, setting, cameras=())
     expert = ScriptedExpert(env)
@@ -58,13 +59,26 @@ def bare_loop_steps_per_second(task: str, setting: str, cameras: tuple[str, ...]
     return steps / elapsed
 
 
-def harness_steps_per_second(task: str, setting: str, cameras: tuple[str, ...],
-                             size: tuple[int, int], episodes: int, workers: int) -> float:
+def harness_steps_per_second(
+    task: str,
+    setting: str,
+    cameras: tuple[str, ...],
+    size: tuple[int, int],
+    episodes: int,
+    workers: int,
+) -> float:
     """Wall-clock control steps per second of a whole collection run (start-up included)."""
     with tempfile.TemporaryDirectory() as data_dir:
-        job = CollectionJob(task=task, setting=setting, episodes=episodes, cameras=cameras,
-                            image_size=size, data_dir=Path(data_dir), eval_episodes=0,
-                            workers=workers)
+        job = CollectionJob(
+            task=task,
+            setting=setting,
+            episodes=episodes,
+            cameras=cameras,
+            image_size=size,
+            data_dir=Path(data_dir),
+            eval_episodes=0,
+            workers=workers,
+        )
         begin = time.perf_counter()
         result = run_collection(job)
         elapsed = time.perf_counter() - begin
@@ -75,23 +89,26 @@ def harness_steps_per_second(task: str, setting: str, cameras: tuple[str, ...],
 
 def bench_collect(args: argparse.Namespace) -> str:
     cameras, size = tuple(args.cameras.split(",")), (args.size, args.size)
-    bare = bare_loop_steps_per_second(args.task, args.setting, cameras, size,
-                                      range(args.episodes))
+    bare = bare_loop_steps_per_second(args.task, args.setting, cameras, size, range(args.episodes))
     one = harness_steps_per_second(args.task, args.setting, cameras, size, args.episodes, 1)
     two = harness_steps_per_second(args.task, args.setting, cameras, size, 2 * args.episodes, 2)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
-    return "\n".join([
-        f"task {args.task}/{args.setting}, cameras {','.join(cameras)} at {args.size}x{args.size}, "
-        f"{args.episodes} episodes per worker; {platform.processor() or platform.machine()}, "
-        f"mujoco {mujoco.__version__}, commit {commit}",
-        "",
-        "| loop | control steps/s | vs bare loop | vs 1 worker |",
-        "|---|---:|---:|---:|",
-        f"| bare mj_step + Renderer.render | {bare:.0f} | 1.00 | |",
-        f"| harness, 1 worker | {one:.0f} | {one / bare:.2f} | 1.00 |",
-        f"| harness, 2 workers | {two:.0f} | {two / bare:.2f} | {two / one:.2f} |",
-    ])
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return "\n".join(
+        [
+            f"task {args.task}/{args.setting}, cameras {','.join(cameras)} "
+            f"at {args.size}x{args.size}, "
+            f"{args.episodes} episodes per worker; {platform.processor() or platform.machine()}, "
+            f"mujoco {mujoco.__version__}, commit {commit}",
+            "",
+            "| loop | control steps/s | vs bare loop | vs 1 worker |",
+            "|---|---:|---:|---:|",
+            f"| bare mj_step + Renderer.render | {bare:.0f} | 1.00 | |",
+            f"| harness, 1 worker | {one:.0f} | {one / bare:.2f} | 1.00 |",
+            f"| harness, 2 workers | {two:.0f} | {two / bare:.2f} | {two / one:.2f} |",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,10 +16,16 @@ register_configs()
 
 def job_from_config(config: CollectConfig, config_yaml: str = "") -> CollectionJob:
     return CollectionJob(
-        task=config.task, setting=config.setting, episodes=config.episodes,
-        cameras=tuple(config.cameras), image_size=tuple(config.image_size),
-        data_dir=Path(config.data_dir), seed_start=config.seed_start,
-        eval_episodes=config.eval_episodes, workers=config.workers, config_yaml=config_yaml,
+        task=config.task,
+        setting=config.setting,
+        episodes=config.episodes,
+        cameras=tuple(config.cameras),
+        image_size=tuple(config.image_size),
+        data_dir=Path(config.data_dir),
+        seed_start=config.seed_start,
+        eval_episodes=config.eval_episodes,
+        workers=config.workers,
+        config_yaml=config_yaml,
     )
 
 
@@ -29,10 +35,12 @@ def collect(cfg: DictConfig) -> None:
     result = run_collection(job_from_config(config, OmegaConf.to_yaml(cfg)))
     for note in result.notes:
         print(note)
-    print(f"{result.out_path}: {len(result.seeds)} episodes ({result.newly_collected} new, "
-          f"{result.resumed} resumed), "
-          f"{len(result.skipped_seeds)} seeds skipped (expert failed), "
-          f"{len(result.eval_seeds)} evaluation seeds")
+    print(
+        f"{result.out_path}: {len(result.seeds)} episodes ({result.newly_collected} new, "
+        f"{result.resumed} resumed), "
+        f"{len(result.skipped_seeds)} seeds skipped (expert failed), "
+        f"{len(result.eval_seeds)} evaluation seeds"
+    )
 
 
 @hydra.main(config_path="../conf", config_name="collect", version_base="1.3")

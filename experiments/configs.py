@@ -22,8 +22,9 @@ class ConfigError(ValueError):
 
 def check_choice(key: str, value: object, valid) -> None:
     if value not in valid:
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of: "
-                          f"{', '.join(map(str, valid))}")
+        raise ConfigError(
+            f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, valid))}"
+        )
 
 
 @dataclass
@@ -48,14 +49,17 @@ class CollectConfig:
         if not self.cameras:
             raise ConfigError("cameras=[] is not valid; name at least one camera")
         if len(self.image_size) != 2 or min(self.image_size) < 16:
-            raise ConfigError(f"image_size={self.image_size} is not valid; give [height, width], "
-                              "each >= 16")
+            raise ConfigError(
+                f"image_size={self.image_size} is not valid; give [height, width], each >= 16"
+            )
         for key in ("episodes", "workers"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
         if not 0 <= self.seed_start < EVAL_SEED_BASE - self.episodes * 10:
-            raise ConfigError(f"seed_start={self.seed_start} is not valid; training seeds must "
-                              f"stay below the evaluation range (>= {EVAL_SEED_BASE})")
+            raise ConfigError(
+                f"seed_start={self.seed_start} is not valid; training seeds must "
+                f"stay below the evaluation range (>= {EVAL_SEED_BASE})"
+            )
         if self.eval_episodes < 0:
             raise ConfigError(f"eval_episodes={self.eval_episodes} is not valid; must be >= 0")
 

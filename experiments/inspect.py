@@ -27,7 +27,8 @@ def summary(dataset: EpisodeFile) -> str:
         f"seeds          {list(map(int, dataset.seeds[:8]))}{' ...' if len(dataset) > 8 else ''}",
         f"skipped seeds  {len(attrs['skipped_seeds'])} (expert failed): "
         f"{list(map(int, attrs['skipped_seeds'][:8]))}",
-        f"eval seeds     {len(attrs['eval_seeds'])} from {int(min(attrs['eval_seeds'], default=0))}",
+        f"eval seeds     {len(attrs['eval_seeds'])} "
+        f"from {int(min(attrs['eval_seeds'], default=0))}",
         f"cameras        {', '.join(dataset.cameras)} at {dataset.image_size[0]}x"
         f"{dataset.image_size[1]}",
         f"rates          control {dataset.control_hz:g} Hz, physics dt {attrs['physics_dt']:g} s",
@@ -36,8 +37,9 @@ def summary(dataset: EpisodeFile) -> str:
     return "\n".join(lines)
 
 
-def previews(dataset: EpisodeFile, out_dir: Path, episodes: int, columns: int = 8
-             ) -> tuple[Path, Path]:
+def previews(
+    dataset: EpisodeFile, out_dir: Path, episodes: int, columns: int = 8
+) -> tuple[Path, Path]:
     """Contact sheet (one row per episode, evenly spaced frames) and an mp4 of those episodes."""
     stem = dataset.path.stem
     scale = max(1, 128 // dataset.image_size[0])
@@ -45,8 +47,10 @@ def previews(dataset: EpisodeFile, out_dir: Path, episodes: int, columns: int = 
     for index in range(min(episodes, len(dataset))):
         record = dataset.episode(index)
         steps = np.linspace(0, record.length, columns).round().astype(int)
-        tiles = [tile_cameras({c: record.images[c][t] for c in dataset.cameras})
-                 for t in range(record.length + 1)]
+        tiles = [
+            tile_cameras({c: record.images[c][t] for c in dataset.cameras})
+            for t in range(record.length + 1)
+        ]
         rows.append([tiles[t] for t in steps])
         video.extend(upscale(tile, scale) for tile in tiles)
     sheet = write_image(out_dir / f"{stem}_sheet.png", contact_sheet(rows))

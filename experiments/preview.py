@@ -48,7 +48,9 @@ def task_video(task: str, seed: int, size: tuple[int, int], out_dir: Path) -> Pa
     clean, randomized = (expert_frames(task, s, seed, size) for s in SETTINGS)
     length = max(len(clean), len(randomized))
     pad = lambda frames: frames + [frames[-1]] * (length - len(frames))  # noqa: E731
-    stacked = (np.concatenate(pair, axis=0) for pair in zip(pad(clean), pad(randomized)))
+    stacked = (
+        np.concatenate(pair, axis=0) for pair in zip(pad(clean), pad(randomized), strict=True)
+    )
     return write_video(out_dir / f"{task}.mp4", stacked, fps=50)
 
 

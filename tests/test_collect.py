@@ -24,15 +24,31 @@ TASK = "pick_dual_cylinders"
 
 
 def collect_cmd(data_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "experiments.collect", f"task={TASK}", f"data_dir={data_dir}",
-            "image_size=[32,32]", "cameras=[head,right_wrist]", "eval_episodes=2",
-            f"hydra.run.dir={data_dir}/hydra", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "experiments.collect",
+        f"task={TASK}",
+        f"data_dir={data_dir}",
+        "image_size=[32,32]",
+        "cameras=[head,right_wrist]",
+        "eval_episodes=2",
+        f"hydra.run.dir={data_dir}/hydra",
+        *overrides,
+    ]
 
 
 def job(data_dir: Path, episodes: int, workers: int = 1) -> CollectionJob:
-    return CollectionJob(task=TASK, setting="clean", episodes=episodes, cameras=("head",),
-                         image_size=(32, 32), data_dir=data_dir, eval_episodes=2,
-                         workers=workers)
+    return CollectionJob(
+        task=TASK,
+        setting="clean",
+        episodes=episodes,
+        cameras=("head",),
+        image_size=(32, 32),
+        data_dir=data_dir,
+        eval_episodes=2,
+        workers=workers,
+    )
 
 
 def test_collected_episodes_replay_exactly(tmp_path):
@@ -63,8 +79,12 @@ def test_two_workers_collect_the_same_dataset_as_one(tmp_path):
 
 def test_kill_then_resume_keeps_finished_episodes(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(collect_cmd(tmp_path, "episodes=6"), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        collect_cmd(tmp_path, "episodes=6"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     parts_dir = tmp_path / f"{TASK}_clean.parts"
     deadline = time.time() + 120
     while len(finished_parts(parts_dir)) < 2 and time.time() < deadline:
@@ -74,8 +94,9 @@ def test_kill_then_resume_keeps_finished_episodes(tmp_path):
     done_before = finished_parts(parts_dir)
     assert len(done_before) >= 2, "collection produced no part before the kill"
     assert not (tmp_path / f"{TASK}_clean.h5").exists()
-    finished = subprocess.run(collect_cmd(tmp_path, "episodes=6"), capture_output=True,
-                              text=True, check=False)
+    finished = subprocess.run(
+        collect_cmd(tmp_path, "episodes=6"), capture_output=True, text=True, check=False
+    )
     assert finished.returncode == 0, finished.stderr
     resumed = len(done_before)
     assert f"6 episodes ({6 - resumed} new, {resumed} resumed)" in finished.stdout
@@ -88,8 +109,9 @@ def test_kill_then_resume_keeps_finished_episodes(tmp_path):
 def test_corrupt_dataset_gives_one_line_error_and_is_kept(tmp_path):
     target = tmp_path / f"{TASK}_clean.h5"
     target.write_bytes(b"\x89HDF\r\n garbage, truncated")
-    result = subprocess.run(collect_cmd(tmp_path, "episodes=1"), capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        collect_cmd(tmp_path, "episodes=1"), capture_output=True, text=True, check=False
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(target) in lines[0]
@@ -106,9 +128,11 @@ def compose_collect(*overrides: str) -> CollectConfig:
 def test_collect_config_composes_and_validates():
     config = compose_collect("task=stack_blocks_two", "setting=randomized", "workers=2")
     assert (config.task, config.setting, config.workers) == ("stack_blocks_two", "randomized", 2)
-    for override, message in [("task=fold_towel", "task='fold_towel' is not valid"),
-                              ("setting=dusty", "setting='dusty'"),
-                              ("cameras=[top]", "cameras='top'"),
-                              ("episodes=0", "episodes=0")]:
+    for override, message in [
+        ("task=fold_towel", "task='fold_towel' is not valid"),
+        ("setting=dusty", "setting='dusty'"),
+        ("cameras=[top]", "cameras='top'"),
+        ("episodes=0", "episodes=0"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             compose_collect(override)

@@ -55,8 +55,12 @@ def test_same_seed_gives_identical_frames(task, setting):
 
 @pytest.mark.parametrize("size", [(128, 128), (240, 320)])
 def test_larger_camera_sizes_render(size):
-    env = TabletopEnv("handover_block", "randomized", cameras=("head", "left_wrist", "right_wrist"),
-                      image_size=size)
+    env = TabletopEnv(
+        "handover_block",
+        "randomized",
+        cameras=("head", "left_wrist", "right_wrist"),
+        image_size=size,
+    )
     observation, _ = env.reset(seed=3)
     for image in observation["images"].values():
         assert image.shape == (*size, 3) and image.dtype == np.uint8
@@ -108,21 +112,37 @@ def test_gl_backend_falls_back_to_osmesa(monkeypatch):
 
 
 def test_missing_gl_gives_one_line_install_hint():
-    code = ("from envs.env import TabletopEnv\n"
-            "TabletopEnv('press_button', cameras=('head',)).reset(seed=0)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "MUJOCO_GL": "disabled"}, check=False)
+    code = (
+        "from envs.env import TabletopEnv\n"
+        "TabletopEnv('press_button', cameras=('head',)).reset(seed=0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MUJOCO_GL": "disabled"},
+        check=False,
+    )
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
-    assert "RenderingUnavailable" in last_line and "libegl1" in last_line and "libosmesa6" in last_line
+    assert (
+        "RenderingUnavailable" in last_line and "libegl1" in last_line and "libosmesa6" in last_line
+    )
 
 
 def test_physics_runs_without_gl():
-    code = ("from envs.env import TabletopEnv\n"
-            "env = TabletopEnv('press_button', cameras=())\n"
-            "env.reset(seed=0)\nprint(env.step(env.action_space.sample())[0]['joint_pos'].shape)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "MUJOCO_GL": "disabled"}, check=False)
+    code = (
+        "from envs.env import TabletopEnv\n"
+        "env = TabletopEnv('press_button', cameras=())\n"
+        "env.reset(seed=0)\nprint(env.step(env.action_space.sample())[0]['joint_pos'].shape)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MUJOCO_GL": "disabled"},
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "(14,)" in result.stdout
 

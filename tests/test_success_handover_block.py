@@ -21,8 +21,9 @@ def env():
     env.close()
 
 
-def _build(env, bar_offset=(0.0, 0.0, 0.0), held_by=(), pitch: float = 0.0,
-           speed: float = 0.0) -> bool:
+def _build(
+    env, bar_offset=(0.0, 0.0, 0.0), held_by=(), pitch: float = 0.0, speed: float = 0.0
+) -> bool:
     """Reset, put the pad at the table's inner edge of its range (so both arms reach it), the
     bar on the pad's centre shifted by ``bar_offset`` (m) and pitched by ``pitch`` (rad), moving
     along x at ``speed`` (m/s), held at its ends by the arms in ``held_by`` (the others stay
@@ -37,8 +38,9 @@ def _build(env, bar_offset=(0.0, 0.0, 0.0), held_by=(), pitch: float = 0.0,
     for side in held_by:
         arm = task.arms[side]
         grasp = centre + [GRASP_SIGN[side] * GRASP_OFFSET, 0, 0]
-        q, residual = ArmIK(model, arm).solve(grasp, top_down_rotation(np.pi / 2), robot.HOME,
-                                              iterations=100)
+        q, residual = ArmIK(model, arm).solve(
+            grasp, top_down_rotation(np.pi / 2), robot.HOME, iterations=100
+        )
         assert residual < 1e-3
         data.qpos[arm.qpos] = q
         data.qpos[arm.finger_qpos] = GRIP

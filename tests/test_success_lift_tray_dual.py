@@ -26,8 +26,13 @@ def build_state(env, lift: float, roll: float = 0.0, holders=robot.SIDES) -> boo
     """Tray ``lift`` m above its rest, rolled about x; each arm in ``holders`` grips its handle."""
     model, data, task = env.model, env.data, env.task
     rest = np.array([0.0, 0.0, task.table_z(model) + PLATE_HALF[2]])
-    free_body_pose(model, data, task.tray)[:] = [*(rest + [0, 0, lift]),
-                                                 np.cos(roll / 2), np.sin(roll / 2), 0.0, 0.0]
+    free_body_pose(model, data, task.tray)[:] = [
+        *(rest + [0, 0, lift]),
+        np.cos(roll / 2),
+        np.sin(roll / 2),
+        0.0,
+        0.0,
+    ]
     for side in robot.SIDES:
         arm = task.arms[side]
         data.qpos[arm.qpos] = robot.HOME
@@ -35,8 +40,9 @@ def build_state(env, lift: float, roll: float = 0.0, holders=robot.SIDES) -> boo
     mujoco.mj_forward(model, data)
     for side in holders:
         arm = task.arms[side]
-        q, residual = ArmIK(model, arm).solve(data.xpos[task.handles[side]], top_down_rotation(0.0),
-                                              robot.HOME, iterations=100)
+        q, residual = ArmIK(model, arm).solve(
+            data.xpos[task.handles[side]], top_down_rotation(0.0), robot.HOME, iterations=100
+        )
         assert residual < 1e-4
         data.qpos[arm.qpos] = q
         data.qpos[arm.finger_qpos] = BAR_HALF[0] - SQUEEZE

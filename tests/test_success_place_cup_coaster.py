@@ -35,7 +35,7 @@ def state(env):
 def put_cup(model, data, task, offset, quat=(1.0, 0.0, 0.0, 0.0)) -> None:
     """Cup centre at the coaster top's centre plus ``offset``, at rest, then mj_forward."""
     free_body_pose(model, data, task.cup)[:] = [*(task.coaster_top(data) + offset), *quat]
-    data.qvel[task.cup_dof:task.cup_dof + 6] = 0.0
+    data.qvel[task.cup_dof : task.cup_dof + 6] = 0.0
     mujoco.mj_forward(model, data)
 
 
@@ -54,8 +54,9 @@ def test_cup_still_held_fails(state):
     side = "right" if data.xpos[task.coaster][0] > 0 else "left"
     ids = robot.arm_ids(model, side)
     grasp = data.xpos[task.cup] + [0, 0, GRASP_ABOVE_CENTRE]
-    q, residual = ArmIK(model, ids).solve(grasp, top_down_rotation(np.pi / 2), robot.HOME,
-                                          iterations=100)
+    q, residual = ArmIK(model, ids).solve(
+        grasp, top_down_rotation(np.pi / 2), robot.HOME, iterations=100
+    )
     assert residual < 1e-3
     data.qpos[ids.qpos] = q
     data.qpos[ids.finger_qpos] = CUP_RADIUS - 0.001  # pads pressing 1 mm into the cup
@@ -81,8 +82,13 @@ def test_cup_off_centre_on_coaster_fails(state):
 def test_cup_lying_on_its_side_fails(state):
     model, data, task = state
     half_angle = np.pi / 4  # a quarter turn about x
-    put_cup(model, data, task, [0.0, 0.0, CUP_RADIUS],
-            quat=(np.cos(half_angle), np.sin(half_angle), 0.0, 0.0))
+    put_cup(
+        model,
+        data,
+        task,
+        [0.0, 0.0, CUP_RADIUS],
+        quat=(np.cos(half_angle), np.sin(half_angle), 0.0, 0.0),
+    )
     assert not task.is_success(model, data)
 
 

@@ -31,8 +31,9 @@ def _build(env, seed: int, depth: float, fingertip_gap: float | None) -> bool:
         arm = task.arms[task.cap_side(model)]
         cap_top = data.xpos[task.cap] + [0, 0, CAP_HALF_HEIGHT]
         target = cap_top + [0, 0, task.tip_below_tcp + fingertip_gap]
-        q, residual = ArmIK(model, arm).solve(target, top_down_rotation(np.pi / 2), robot.HOME,
-                                              iterations=50)
+        q, residual = ArmIK(model, arm).solve(
+            target, top_down_rotation(np.pi / 2), robot.HOME, iterations=50
+        )
         assert residual < 1e-4
         data.qpos[arm.qpos] = q
         data.qpos[arm.finger_qpos] = 0.0

@@ -22,8 +22,14 @@ def env():
     env.close()
 
 
-def _build(env, top_offset=(0.0, 0.0, 0.0), top_yaw: float = BASE_YAW, top_roll: float = 0.0,
-           reach=None, openings=(1.0, 1.0)) -> bool:
+def _build(
+    env,
+    top_offset=(0.0, 0.0, 0.0),
+    top_yaw: float = BASE_YAW,
+    top_roll: float = 0.0,
+    reach=None,
+    openings=(1.0, 1.0),
+) -> bool:
     """Reset, put the base block at BASE_XY and the top block on it shifted by ``top_offset``
     (m), turned to ``top_yaw`` and rolled by ``top_roll`` (rad). ``reach`` = (side, point,
     shift along the closing axis) moves that arm's tool centre there with fingers closing along
@@ -37,15 +43,20 @@ def _build(env, top_offset=(0.0, 0.0, 0.0), top_yaw: float = BASE_YAW, top_roll:
     set_free_body(model, data, task.base, base, yaw=BASE_YAW)
     set_free_body(model, data, task.top, top, yaw=top_yaw)
     if top_roll:
-        free_body_pose(model, data, task.top)[3:] = [np.cos(top_roll / 2), np.sin(top_roll / 2),
-                                                     0, 0]
+        free_body_pose(model, data, task.top)[3:] = [
+            np.cos(top_roll / 2),
+            np.sin(top_roll / 2),
+            0,
+            0,
+        ]
     for side, opening in zip(robot.SIDES, openings, strict=True):
         data.qpos[task.arms[side].finger_qpos] = opening * robot.FINGER_TRAVEL
     if reach is not None:
         side, point, shift = reach
         arm = task.arms[side]
-        q, residual = ArmIK(model, arm).solve(point + shift * AXIS, top_down_rotation(BASE_YAW),
-                                              robot.HOME, iterations=100)
+        q, residual = ArmIK(model, arm).solve(
+            point + shift * AXIS, top_down_rotation(BASE_YAW), robot.HOME, iterations=100
+        )
         assert residual < 1e-3
         data.qpos[arm.qpos] = q
     mujoco.mj_forward(model, data)
@@ -80,8 +91,9 @@ def test_still_gripped_is_not_success(env):
     _build(env)
     grip = (HALF - 0.001) / robot.FINGER_TRAVEL  # pads pressed 1 mm into the block
     assert not _build(env, reach=("right", _top_centre(env), 0.0), openings=(1.0, grip))
-    assert contacts.touches_both(env.model, env.data, env.unwrapped.task.top,
-                                 env.unwrapped.task.arms["right"].finger_geoms)
+    assert contacts.touches_both(
+        env.model, env.data, env.unwrapped.task.top, env.unwrapped.task.arms["right"].finger_geoms
+    )
 
 
 def test_open_finger_touching_a_block_is_not_success(env):

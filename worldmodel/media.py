@@ -30,8 +30,10 @@ def contact_sheet(rows: Iterable[Iterable[np.ndarray]], gap: int = 2) -> np.ndar
         cells = [x for frame in frames for x in (frame, spacer)][:-1]
         rendered.append(np.concatenate(cells, axis=1))
     width = max(r.shape[1] for r in rendered)
-    padded = [np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-              for r in rendered]
+    padded = [
+        np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+        for r in rendered
+    ]
     return np.concatenate(padded, axis=0)[:-gap]
 
 
@@ -50,8 +52,9 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                            ffmpeg_log_level="error") as writer:
+    with imageio.get_writer(
+        tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error"
+    ) as writer:
         for frame in frames:
             pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
             writer.append_data(np.pad(frame, pad))

@@ -13,18 +13,23 @@ from envs import robot
 from envs.expert import Phase
 from envs.scene import Footprint
 
-OBJECT_CONTACT = dict(contype=robot.OBJECT_GROUP, conaffinity=robot.OBJECT_GROUP | robot.ARM_GROUP,
-                      condim=4, friction=[1.0, 0.01, 0.001])
+OBJECT_CONTACT = dict(
+    contype=robot.OBJECT_GROUP,
+    conaffinity=robot.OBJECT_GROUP | robot.ARM_GROUP,
+    condim=4,
+    friction=[1.0, 0.01, 0.001],
+)
 
 
 def free_body_pose(model: mujoco.MjModel, data: mujoco.MjData, body: int) -> np.ndarray:
     """The 7 qpos entries (position, quaternion) of a body with a free joint."""
     address = model.jnt_qposadr[model.body_jntadr[body]]
-    return data.qpos[address:address + 7]
+    return data.qpos[address : address + 7]
 
 
-def set_free_body(model: mujoco.MjModel, data: mujoco.MjData, body: int, pos, yaw: float = 0.0
-                  ) -> None:
+def set_free_body(
+    model: mujoco.MjModel, data: mujoco.MjData, body: int, pos, yaw: float = 0.0
+) -> None:
     free_body_pose(model, data, body)[:] = [*pos, np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
 
 
@@ -48,8 +53,9 @@ class Task(ABC):
         """Look up the ids of the task's bodies and geoms in the compiled model."""
 
     @abstractmethod
-    def place_objects(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator,
-                      table_z: float) -> list[Footprint]:
+    def place_objects(
+        self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator, table_z: float
+    ) -> list[Footprint]:
         """Set initial object poses (rejection-sampled); return the table area they occupy."""
 
     @abstractmethod

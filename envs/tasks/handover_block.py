@@ -39,12 +39,23 @@ class HandoverBlock(Task):
     def add_objects(self, spec: mujoco.MjSpec) -> None:
         bar = spec.worldbody.add_body(name="bar", pos=[BAR_X[1], 0, 0.5])
         bar.add_freejoint()
-        bar.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=BAR_HALF, rgba=BAR_RGBA, mass=BAR_MASS,
-                     **OBJECT_CONTACT)
+        bar.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=BAR_HALF,
+            rgba=BAR_RGBA,
+            mass=BAR_MASS,
+            **OBJECT_CONTACT,
+        )
         pad = spec.worldbody.add_body(name="pad", pos=[PAD_X[0], 0, 0])
-        pad.add_geom(name="pad", type=mujoco.mjtGeom.mjGEOM_BOX,
-                     size=[PAD_HALF_SIDE, PAD_HALF_SIDE, PAD_HALF_THICKNESS],
-                     pos=[0, 0, PAD_HALF_THICKNESS], rgba=PAD_RGBA, mass=0.05, **OBJECT_CONTACT)
+        pad.add_geom(
+            name="pad",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=[PAD_HALF_SIDE, PAD_HALF_SIDE, PAD_HALF_THICKNESS],
+            pos=[0, 0, PAD_HALF_THICKNESS],
+            rgba=PAD_RGBA,
+            mass=0.05,
+            **OBJECT_CONTACT,
+        )
 
     def bind(self, model: mujoco.MjModel) -> None:
         self.bind_arms(model)
@@ -55,10 +66,16 @@ class HandoverBlock(Task):
         pad_xy = rng.uniform((PAD_X[0], PAD_Y[0]), (PAD_X[1], PAD_Y[1]))
         model.body_pos[self.pad] = [*pad_xy, table_z]
         taken = [Footprint(pad_xy, FOOTPRINT_RADIUS)]
-        bar_xy = sample_free_xy(rng, (BAR_X[0], BAR_Y[0]), (BAR_X[1], BAR_Y[1]),
-                                FOOTPRINT_RADIUS, taken)
-        set_free_body(model, data, self.bar, [*bar_xy, table_z + BAR_HALF[2]],
-                      yaw=rng.uniform(-BAR_YAW, BAR_YAW))
+        bar_xy = sample_free_xy(
+            rng, (BAR_X[0], BAR_Y[0]), (BAR_X[1], BAR_Y[1]), FOOTPRINT_RADIUS, taken
+        )
+        set_free_body(
+            model,
+            data,
+            self.bar,
+            [*bar_xy, table_z + BAR_HALF[2]],
+            yaw=rng.uniform(-BAR_YAW, BAR_YAW),
+        )
         return [*taken, Footprint(bar_xy, FOOTPRINT_RADIUS)]
 
     def pad_top(self, model: mujoco.MjModel) -> np.ndarray:
@@ -69,15 +86,17 @@ class HandoverBlock(Task):
         pad_top = self.pad_top(model)
         centre = data.xpos[self.bar]
         on_pad = np.all(np.abs(centre[:2] - pad_top[:2]) <= PAD_HALF_SIDE - PAD_MARGIN)
-        resting = (abs(centre[2] - BAR_HALF[2] - pad_top[2]) <= HEIGHT_TOLERANCE
-                   and tilt(model, data, self.bar) <= MAX_TILT
-                   and np.linalg.norm(self._bar_velocity(model, data)) <= MAX_SPEED)
+        resting = (
+            abs(centre[2] - BAR_HALF[2] - pad_top[2]) <= HEIGHT_TOLERANCE
+            and tilt(model, data, self.bar) <= MAX_TILT
+            and np.linalg.norm(self._bar_velocity(model, data)) <= MAX_SPEED
+        )
         fingers = self.arms["left"].finger_geoms | self.arms["right"].finger_geoms
         return bool(on_pad and resting and not contacts.touches_any(model, data, self.bar, fingers))
 
     def _bar_velocity(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         address = model.jnt_dofadr[model.body_jntadr[self.bar]]
-        return data.qvel[address:address + 3]
+        return data.qvel[address : address + 3]
 
     def _along_bar(self, data: mujoco.MjData, offset: float) -> np.ndarray:
         """World point ``offset`` metres from the bar's centre along its long axis."""
@@ -116,8 +135,11 @@ class HandoverBlock(Task):
         # The left hand puts the bar's centre on the pad's centre and lets go.
         bar_from_tcp = data.xpos[self.bar] - left_grasp
         rest = self.pad_top(model) + [0, 0, BAR_HALF[2]] - bar_from_tcp
-        yield Phase(1.2, left=ArmTarget(rest + [0, 0, APPROACH]),
-                    right=ArmTarget(RIGHT_RETREAT + [0, 0, table_z]))
+        yield Phase(
+            1.2,
+            left=ArmTarget(rest + [0, 0, APPROACH]),
+            right=ArmTarget(RIGHT_RETREAT + [0, 0, table_z]),
+        )
         yield Phase(0.3)
         yield Phase(0.8, left=ArmTarget(rest - [0, 0, 0.003]))
         yield Phase(0.2)

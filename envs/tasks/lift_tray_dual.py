@@ -32,17 +32,28 @@ SIDE_SIGN = {"left": -1.0, "right": 1.0}  # the left handle is at the tray's -x 
 
 
 def _box(body, half, pos, rgba, mass: float) -> None:
-    body.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=half, pos=pos, rgba=rgba, mass=mass,
-                  **OBJECT_CONTACT)
+    body.add_geom(
+        type=mujoco.mjtGeom.mjGEOM_BOX, size=half, pos=pos, rgba=rgba, mass=mass, **OBJECT_CONTACT
+    )
 
 
 def _add_rim(tray) -> None:
     z = PLATE_HALF[2] + RIM_HEIGHT / 2
     for sign in (-1.0, 1.0):
-        _box(tray, [RIM_HALF_THICKNESS, PLATE_HALF[1], RIM_HEIGHT / 2],
-             [sign * (PLATE_HALF[0] - RIM_HALF_THICKNESS), 0, z], TRAY_RGBA, MASSES["rim"])
-        _box(tray, [PLATE_HALF[0], RIM_HALF_THICKNESS, RIM_HEIGHT / 2],
-             [0, sign * (PLATE_HALF[1] - RIM_HALF_THICKNESS), z], TRAY_RGBA, MASSES["rim"])
+        _box(
+            tray,
+            [RIM_HALF_THICKNESS, PLATE_HALF[1], RIM_HEIGHT / 2],
+            [sign * (PLATE_HALF[0] - RIM_HALF_THICKNESS), 0, z],
+            TRAY_RGBA,
+            MASSES["rim"],
+        )
+        _box(
+            tray,
+            [PLATE_HALF[0], RIM_HALF_THICKNESS, RIM_HEIGHT / 2],
+            [0, sign * (PLATE_HALF[1] - RIM_HALF_THICKNESS), z],
+            TRAY_RGBA,
+            MASSES["rim"],
+        )
 
 
 def _add_handle(tray, side: str) -> None:
@@ -51,8 +62,13 @@ def _add_handle(tray, side: str) -> None:
     _box(handle, BAR_HALF, [0, 0, 0], HANDLE_RGBA, MASSES["bar"])
     post_half_z = (BAR_Z - BAR_HALF[2] - PLATE_HALF[2]) / 2
     for sign in (-1.0, 1.0):
-        _box(handle, [POST_HALF_SIDE, POST_HALF_SIDE, post_half_z],
-             [0, sign * POST_Y, -BAR_HALF[2] - post_half_z], HANDLE_RGBA, MASSES["post"])
+        _box(
+            handle,
+            [POST_HALF_SIDE, POST_HALF_SIDE, post_half_z],
+            [0, sign * POST_Y, -BAR_HALF[2] - post_half_z],
+            HANDLE_RGBA,
+            MASSES["post"],
+        )
 
 
 class LiftTrayDual(Task):
@@ -74,18 +90,31 @@ class LiftTrayDual(Task):
 
     def place_objects(self, model, data, rng, table_z) -> list[Footprint]:
         xy = rng.uniform(CENTRE_LOW, CENTRE_HIGH)
-        set_free_body(model, data, self.tray, [*xy, table_z + PLATE_HALF[2]],
-                      yaw=rng.uniform(-MAX_YAW, MAX_YAW))
+        set_free_body(
+            model,
+            data,
+            self.tray,
+            [*xy, table_z + PLATE_HALF[2]],
+            yaw=rng.uniform(-MAX_YAW, MAX_YAW),
+        )
         return [Footprint(xy, FOOTPRINT_RADIUS)]
 
     def is_success(self, model, data) -> bool:
         height = data.xpos[self.tray][2] - PLATE_HALF[2] - self.table_z(model)
-        held = all(contacts.touches_both(model, data, self.handles[side],
-                                         self.arms[side].finger_geoms) for side in robot.SIDES)
-        on_table = any(self.table_geom in contacts.touching_geoms(model, data, body)
-                       for body in (self.tray, *self.handles.values()))
-        return (height >= LIFT_HEIGHT and tilt(model, data, self.tray) < MAX_TILT and held
-                and not on_table)
+        held = all(
+            contacts.touches_both(model, data, self.handles[side], self.arms[side].finger_geoms)
+            for side in robot.SIDES
+        )
+        on_table = any(
+            self.table_geom in contacts.touching_geoms(model, data, body)
+            for body in (self.tray, *self.handles.values())
+        )
+        return (
+            height >= LIFT_HEIGHT
+            and tilt(model, data, self.tray) < MAX_TILT
+            and held
+            and not on_table
+        )
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         quat = free_body_pose(model, data, self.tray)[3:]

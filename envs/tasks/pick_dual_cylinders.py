@@ -25,8 +25,13 @@ class PickDualCylinders(Task):
         for side in robot.SIDES:
             body = spec.worldbody.add_body(name=f"cylinder_{side}", pos=[0, 0, 0.5])
             body.add_freejoint()
-            body.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[RADIUS, HALF_HEIGHT, 0],
-                          rgba=COLORS[side], mass=MASS, **OBJECT_CONTACT)
+            body.add_geom(
+                type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+                size=[RADIUS, HALF_HEIGHT, 0],
+                rgba=COLORS[side],
+                mass=MASS,
+                **OBJECT_CONTACT,
+            )
 
     def bind(self, model: mujoco.MjModel) -> None:
         self.bind_arms(model)
@@ -53,8 +58,10 @@ class PickDualCylinders(Task):
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         table_z = self.table_z(model)
-        grasp = {side: free_body_pose(model, data, self.cylinders[side])[:3].copy()
-                 for side in robot.SIDES}
+        grasp = {
+            side: free_body_pose(model, data, self.cylinders[side])[:3].copy()
+            for side in robot.SIDES
+        }
         above = {side: grasp[side] + [0, 0, 0.09] for side in robot.SIDES}
         yaw = np.pi / 2
         yield Phase(1.0, *(ArmTarget(above[s], yaw, 1.0) for s in robot.SIDES))

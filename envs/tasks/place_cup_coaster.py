@@ -40,17 +40,31 @@ class PlaceCupCoaster(Task):
     def add_objects(self, spec: mujoco.MjSpec) -> None:
         cup = spec.worldbody.add_body(name="cup", pos=[0, 0, 0.5])
         cup.add_freejoint()
-        cup.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[CUP_RADIUS, CUP_HALF_HEIGHT, 0],
-                     rgba=CUP_RGBA, mass=CUP_MASS, **OBJECT_CONTACT)
+        cup.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+            size=[CUP_RADIUS, CUP_HALF_HEIGHT, 0],
+            rgba=CUP_RGBA,
+            mass=CUP_MASS,
+            **OBJECT_CONTACT,
+        )
         # The expert closes the fingers across the handle's direction, so it never touches them.
-        cup.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=HANDLE_HALF,
-                     pos=[CUP_RADIUS + HANDLE_HALF[0], 0, 0.005], rgba=CUP_RGBA,
-                     mass=HANDLE_MASS, **OBJECT_CONTACT)
+        cup.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=HANDLE_HALF,
+            pos=[CUP_RADIUS + HANDLE_HALF[0], 0, 0.005],
+            rgba=CUP_RGBA,
+            mass=HANDLE_MASS,
+            **OBJECT_CONTACT,
+        )
         coaster = spec.worldbody.add_body(name="coaster", pos=[X_RANGE[1], 0, 0])
-        coaster.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER,
-                         size=[COASTER_RADIUS, COASTER_THICKNESS / 2, 0],
-                         pos=[0, 0, COASTER_THICKNESS / 2], rgba=COASTER_RGBA, mass=0.05,
-                         **OBJECT_CONTACT)
+        coaster.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+            size=[COASTER_RADIUS, COASTER_THICKNESS / 2, 0],
+            pos=[0, 0, COASTER_THICKNESS / 2],
+            rgba=COASTER_RGBA,
+            mass=0.05,
+            **OBJECT_CONTACT,
+        )
 
     def bind(self, model: mujoco.MjModel) -> None:
         self.bind_arms(model)
@@ -63,12 +77,24 @@ class PlaceCupCoaster(Task):
         x_low, x_high = sorted((sign * X_RANGE[0], sign * X_RANGE[1]))
         low, high = (x_low, Y_RANGE[0]), (x_high, Y_RANGE[1])
         cup_xy = rng.uniform(low, high)
-        coaster_xy = sample_free_xy(rng, low, high, COASTER_RADIUS,
-                                    [Footprint(cup_xy, CUP_RADIUS)], margin=MIN_GAP, tries=1000)
+        coaster_xy = sample_free_xy(
+            rng,
+            low,
+            high,
+            COASTER_RADIUS,
+            [Footprint(cup_xy, CUP_RADIUS)],
+            margin=MIN_GAP,
+            tries=1000,
+        )
         if coaster_xy is None:  # cannot happen for these ranges; keep the failure loud
             raise RuntimeError("no coaster position clear of the cup")
-        set_free_body(model, data, self.cup, [*cup_xy, table_z + CUP_HALF_HEIGHT],
-                      yaw=rng.uniform(-np.pi, np.pi))
+        set_free_body(
+            model,
+            data,
+            self.cup,
+            [*cup_xy, table_z + CUP_HALF_HEIGHT],
+            yaw=rng.uniform(-np.pi, np.pi),
+        )
         model.body_pos[self.coaster] = [*coaster_xy, table_z]
         return [Footprint(cup_xy, GRIPPER_CLEARANCE), Footprint(coaster_xy, GRIPPER_CLEARANCE)]
 
@@ -80,11 +106,12 @@ class PlaceCupCoaster(Task):
         cup, top = data.xpos[self.cup], self.coaster_top(data)
         centred = np.linalg.norm(cup[:2] - top[:2]) <= COASTER_RADIUS - CENTRE_MARGIN
         resting = abs(cup[2] - CUP_HALF_HEIGHT - top[2]) <= REST_TOLERANCE
-        still = np.linalg.norm(data.qvel[self.cup_dof:self.cup_dof + 3]) <= REST_SPEED
+        still = np.linalg.norm(data.qvel[self.cup_dof : self.cup_dof + 3]) <= REST_SPEED
         fingers = self.arms["left"].finger_geoms | self.arms["right"].finger_geoms
         released = not contacts.touches_any(model, data, self.cup, fingers)
-        return bool(centred and resting and still and tilt(model, data, self.cup) < MAX_TILT
-                    and released)
+        return bool(
+            centred and resting and still and tilt(model, data, self.cup) < MAX_TILT and released
+        )
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         pose = free_body_pose(model, data, self.cup).copy()
@@ -95,8 +122,9 @@ class PlaceCupCoaster(Task):
         def arm(target: ArmTarget) -> dict[str, ArmTarget]:
             return {side: target}
 
-        yield Phase(1.2, **arm(ArmTarget(grasp + [0, 0, APPROACH_HEIGHT], cup_yaw + np.pi / 2,
-                                         1.0)))
+        yield Phase(
+            1.2, **arm(ArmTarget(grasp + [0, 0, APPROACH_HEIGHT], cup_yaw + np.pi / 2, 1.0))
+        )
         yield Phase(0.2)
         yield Phase(0.8, **arm(ArmTarget(grasp)))
         yield Phase(0.2)
@@ -106,8 +134,9 @@ class PlaceCupCoaster(Task):
         yield Phase(1.0, **arm(ArmTarget(lifted)))
         top = self.coaster_top(data)
         carried = np.array([*top[:2], lifted[2]])
-        yield Phase(max(1.0, np.linalg.norm(carried - lifted) / CARRY_SPEED),
-                    **arm(ArmTarget(carried)))
+        yield Phase(
+            max(1.0, np.linalg.norm(carried - lifted) / CARRY_SPEED), **arm(ArmTarget(carried))
+        )
         yield Phase(0.3)
         # Correct for where the cup really hangs below the commanded tool centre.
         cup_offset = data.xpos[self.cup] - carried

@@ -31,17 +31,34 @@ class PressButton(Task):
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:
         housing = spec.worldbody.add_body(name="button_housing", pos=[X_RANGE[1], 0, 0])
-        housing.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=HOUSING_HALF,
-                         pos=[0, 0, HOUSING_HALF[2]], rgba=HOUSING_RGBA, mass=0.3,
-                         **OBJECT_CONTACT)
-        cap = housing.add_body(name="button_cap",
-                               pos=[0, 0, 2 * HOUSING_HALF[2] + CAP_HALF_HEIGHT])
-        cap.add_joint(name="button_press", type=mujoco.mjtJoint.mjJNT_SLIDE, axis=[0, 0, 1],
-                      range=[-CAP_TRAVEL, 0.0], limited=mujoco.mjtLimited.mjLIMITED_TRUE,
-                      stiffness=[SPRING_STIFFNESS, 0, 0], springref=SPRING_PRELOAD,
-                      damping=SPRING_DAMPING, armature=0.01, solref_limit=[0.004, 1.0])
-        cap.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[CAP_RADIUS, CAP_HALF_HEIGHT, 0],
-                     rgba=CAP_RGBA, mass=0.02, **OBJECT_CONTACT)
+        housing.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=HOUSING_HALF,
+            pos=[0, 0, HOUSING_HALF[2]],
+            rgba=HOUSING_RGBA,
+            mass=0.3,
+            **OBJECT_CONTACT,
+        )
+        cap = housing.add_body(name="button_cap", pos=[0, 0, 2 * HOUSING_HALF[2] + CAP_HALF_HEIGHT])
+        cap.add_joint(
+            name="button_press",
+            type=mujoco.mjtJoint.mjJNT_SLIDE,
+            axis=[0, 0, 1],
+            range=[-CAP_TRAVEL, 0.0],
+            limited=mujoco.mjtLimited.mjLIMITED_TRUE,
+            stiffness=[SPRING_STIFFNESS, 0, 0],
+            springref=SPRING_PRELOAD,
+            damping=SPRING_DAMPING,
+            armature=0.01,
+            solref_limit=[0.004, 1.0],
+        )
+        cap.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+            size=[CAP_RADIUS, CAP_HALF_HEIGHT, 0],
+            rgba=CAP_RGBA,
+            mass=0.02,
+            **OBJECT_CONTACT,
+        )
         # The housing is welded to the world, so the parent-child filter does not apply.
         spec.add_exclude(bodyname1="button_housing", bodyname2="button_cap")
 
@@ -69,8 +86,9 @@ class PressButton(Task):
 
     def is_success(self, model, data) -> bool:
         fingers = self.arms["left"].finger_geoms | self.arms["right"].finger_geoms
-        return (self.press_depth(data) >= PRESS_DEPTH
-                and contacts.touches_any(model, data, self.cap, fingers))
+        return self.press_depth(data) >= PRESS_DEPTH and contacts.touches_any(
+            model, data, self.cap, fingers
+        )
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         cap_top = data.xpos[self.cap] + [0, 0, CAP_HALF_HEIGHT + self.press_depth(data)]

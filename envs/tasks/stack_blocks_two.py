@@ -50,8 +50,14 @@ class StackBlocksTwo(Task):
         for index, role in enumerate(("top", "base")):
             body = spec.worldbody.add_body(name=f"block_{role}", pos=[0.1 * index, 0, 0.5])
             body.add_freejoint()
-            body.add_geom(name=f"block_{role}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[HALF] * 3,
-                          rgba=COLORS[role], mass=MASSES[role], **OBJECT_CONTACT)
+            body.add_geom(
+                name=f"block_{role}",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                size=[HALF] * 3,
+                rgba=COLORS[role],
+                mass=MASSES[role],
+                **OBJECT_CONTACT,
+            )
 
     def bind(self, model: mujoco.MjModel) -> None:
         self.bind_arms(model)
@@ -64,13 +70,21 @@ class StackBlocksTwo(Task):
         x_low, x_high = sorted((sign * X_RANGE[0], sign * X_RANGE[1]))
         low, high = (x_low, Y_RANGE[0]), (x_high, Y_RANGE[1])
         top_xy = rng.uniform(low, high)
-        base_xy = sample_free_xy(rng, low, high, MIN_DISTANCE / 2,
-                                 [Footprint(top_xy, MIN_DISTANCE / 2)], margin=0.0, tries=1000)
+        base_xy = sample_free_xy(
+            rng,
+            low,
+            high,
+            MIN_DISTANCE / 2,
+            [Footprint(top_xy, MIN_DISTANCE / 2)],
+            margin=0.0,
+            tries=1000,
+        )
         if base_xy is None:  # cannot happen for these ranges; keep the failure loud
             raise RuntimeError("no base block position clear of the top block")
         for body, xy in ((self.top, top_xy), (self.base, base_xy)):
-            set_free_body(model, data, body, [*xy, table_z + HALF],
-                          yaw=rng.uniform(-MAX_YAW, MAX_YAW))
+            set_free_body(
+                model, data, body, [*xy, table_z + HALF], yaw=rng.uniform(-MAX_YAW, MAX_YAW)
+            )
         return [Footprint(top_xy, GRIPPER_CLEARANCE), Footprint(base_xy, GRIPPER_CLEARANCE)]
 
     def is_success(self, model, data) -> bool:
@@ -81,10 +95,14 @@ class StackBlocksTwo(Task):
         touching = contacts.touching_geoms(model, data, self.top)
         resting = self.base_geom in touching and self.table_geom not in touching
         fingers = self.arms["left"].finger_geoms | self.arms["right"].finger_geoms
-        released = not (contacts.touches_any(model, data, self.top, fingers)
-                        or contacts.touches_any(model, data, self.base, fingers))
-        opened = all(data.qpos[arm.finger_qpos].mean() / robot.FINGER_TRAVEL > MIN_OPENING
-                     for arm in self.arms.values())
+        released = not (
+            contacts.touches_any(model, data, self.top, fingers)
+            or contacts.touches_any(model, data, self.base, fingers)
+        )
+        opened = all(
+            data.qpos[arm.finger_qpos].mean() / robot.FINGER_TRAVEL > MIN_OPENING
+            for arm in self.arms.values()
+        )
         return bool(centred and stacked and flat and resting and released and opened)
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
@@ -107,8 +125,10 @@ class StackBlocksTwo(Task):
         base = data.xpos[self.base].copy()
         carry_yaw = grip_yaw + _quarter_turn_wrap(_yaw(data, self.base) - _yaw(data, self.top))
         carried = np.array([*base[:2], lifted[2]])
-        yield Phase(max(1.0, np.linalg.norm(carried - lifted) / CARRY_SPEED),
-                    **arm(ArmTarget(carried, carry_yaw)))
+        yield Phase(
+            max(1.0, np.linalg.norm(carried - lifted) / CARRY_SPEED),
+            **arm(ArmTarget(carried, carry_yaw)),
+        )
         yield Phase(0.3)
         # Correct for where the block really hangs below the commanded tool centre.
         block_offset = data.xpos[self.top] - carried

@@ -88,11 +88,16 @@ def record_expert_episode(env: TabletopEnv, expert: ScriptedExpert, seed: int) -
         qvel.append(env.data.qvel.copy())
         done = terminated or truncated
     return EpisodeRecord(
-        seed=seed, setting=env.setting,
+        seed=seed,
+        setting=env.setting,
         images={camera: np.stack(f) for camera, f in frames.items()},
-        joint_pos=np.stack(joint_pos), joint_vel=np.stack(joint_vel),
-        qpos=np.stack(qpos), qvel=np.stack(qvel), action=np.stack(actions),
-        success=bool(info["success"]), first_success_step=int(info["first_success_step"]),
+        joint_pos=np.stack(joint_pos),
+        joint_vel=np.stack(joint_vel),
+        qpos=np.stack(qpos),
+        qvel=np.stack(qvel),
+        action=np.stack(actions),
+        success=bool(info["success"]),
+        first_success_step=int(info["first_success_step"]),
     )
 
 
@@ -144,9 +149,13 @@ def _worker_pool(job: CollectionJob) -> Iterator[Callable]:
         yield pool.imap
 
 
-def _first_successes(run: Callable[[list[int]], Iterable[tuple[int, bool]]],
-                     candidates: Iterator[int], needed: int, batch: int,
-                     progress: tqdm) -> tuple[list[int], list[int]]:
+def _first_successes(
+    run: Callable[[list[int]], Iterable[tuple[int, bool]]],
+    candidates: Iterator[int],
+    needed: int,
+    batch: int,
+    progress: tqdm,
+) -> tuple[list[int], list[int]]:
     """Run seeds in ordered batches until ``needed`` succeed; (first successes, failures)."""
     successes: list[int] = []
     failures: list[int] = []
@@ -179,8 +188,13 @@ def run_collection(job: CollectionJob) -> CollectionResult:
             eval_seeds = [int(s) for s in existing.attrs["eval_seeds"]]
     needed = job.episodes - len(have_seeds)
     if needed <= 0 and len(eval_seeds) >= job.eval_episodes:
-        return CollectionResult(out_path, have_seeds, sorted(skipped), eval_seeds,
-                                notes=[f"{out_path} already has {len(have_seeds)} episodes"])
+        return CollectionResult(
+            out_path,
+            have_seeds,
+            sorted(skipped),
+            eval_seeds,
+            notes=[f"{out_path} already has {len(have_seeds)} episodes"],
+        )
     parts_dir.mkdir(parents=True, exist_ok=True)
     done_parts = finished_parts(parts_dir)
     skipped |= _skipped_markers(parts_dir)
@@ -191,19 +205,35 @@ def run_collection(job: CollectionJob) -> CollectionResult:
         new_seeds: list[int] = []
         if needed > len(resumed):
             candidates = (s for s in _count(job.seed_start) if s not in known)
-            with tqdm(total=needed, initial=len(resumed),
-                      desc=f"collect {job.task}/{job.setting}", unit="ep") as progress:
+            with tqdm(
+                total=needed,
+                initial=len(resumed),
+                desc=f"collect {job.task}/{job.setting}",
+                unit="ep",
+            ) as progress:
                 new_seeds, failures = _first_successes(
-                    lambda seeds: imap(_collect_seed, seeds), candidates,
-                    needed - len(resumed), 2 * job.workers, progress)
+                    lambda seeds: imap(_collect_seed, seeds),
+                    candidates,
+                    needed - len(resumed),
+                    2 * job.workers,
+                    progress,
+                )
             skipped |= set(failures)
         if len(eval_seeds) < job.eval_episodes:
             candidates = (s for s in _count(EVAL_SEED_BASE) if s not in set(eval_seeds))
-            with tqdm(total=job.eval_episodes, initial=len(eval_seeds),
-                      desc="check eval seeds", unit="seed") as progress:
+            with tqdm(
+                total=job.eval_episodes,
+                initial=len(eval_seeds),
+                desc="check eval seeds",
+                unit="seed",
+            ) as progress:
                 checked, _ = _first_successes(
-                    lambda seeds: imap(_check_eval_seed, seeds), candidates,
-                    job.eval_episodes - len(eval_seeds), 2 * job.workers, progress)
+                    lambda seeds: imap(_check_eval_seed, seeds),
+                    candidates,
+                    job.eval_episodes - len(eval_seeds),
+                    2 * job.workers,
+                    progress,
+                )
             eval_seeds = sorted(eval_seeds + checked)
 
     keep = sorted(resumed + new_seeds)[: max(needed, 0)]
@@ -214,9 +244,14 @@ def run_collection(job: CollectionJob) -> CollectionResult:
         marker.unlink()
     if parts_dir.exists() and not any(parts_dir.iterdir()):
         parts_dir.rmdir()
-    return CollectionResult(out_path, sorted(have_seeds + keep), sorted(skipped), eval_seeds,
-                            newly_collected=len(set(keep) - set(resumed)),
-                            resumed=len(set(keep) & set(resumed)))
+    return CollectionResult(
+        out_path,
+        sorted(have_seeds + keep),
+        sorted(skipped),
+        eval_seeds,
+        newly_collected=len(set(keep) - set(resumed)),
+        resumed=len(set(keep) & set(resumed)),
+    )
 
 
 def _count(start: int) -> Iterator[int]:
@@ -239,9 +274,14 @@ def _check_compatible(existing: EpisodeFile, job: CollectionJob) -> None:
 
 def _file_attrs(job: CollectionJob, skipped: set[int], eval_seeds: list[int]) -> dict:
     return {
-        "task": job.task, "setting": job.setting, "control_hz": CONTROL_HZ,
-        "physics_dt": PHYSICS_DT, "mujoco_version": mujoco.__version__,
-        "config": job.config_yaml, "cameras": list(job.cameras),
-        "image_size": list(job.image_size), "skipped_seeds": np.array(sorted(skipped), np.int64),
+        "task": job.task,
+        "setting": job.setting,
+        "control_hz": CONTROL_HZ,
+        "physics_dt": PHYSICS_DT,
+        "mujoco_version": mujoco.__version__,
+        "config": job.config_yaml,
+        "cameras": list(job.cameras),
+        "image_size": list(job.image_size),
+        "skipped_seeds": np.array(sorted(skipped), np.int64),
         "eval_seeds": np.array(eval_seeds, np.int64),
     }

@@ -180,7 +180,7 @@ def _strided(
     control_hz: float,
     fps: float,
 ) -> StridedEpisode:
-    """Shared by numpy arrays and h5py datasets: both slice with a step, reading only kept frames."""
+    """Shared by numpy arrays and h5py datasets: both slice with a step, reading kept frames."""
     stride = fps_stride(control_hz, fps)
     steps, joints = action.shape
     intervals = steps // stride  # N; a trailing partial stride is dropped
@@ -288,7 +288,9 @@ def _copy_episodes(
                 episodes.copy(group[name], f"ep_{len(episodes):06d}")
         except OSError as exc:
             problem = f"unreadable HDF5 data ({exc})"
-            raise DatasetError(path, problem, f"delete it and re-run {_collect_hint(path)}") from exc
+            raise DatasetError(
+                path, problem, f"delete it and re-run {_collect_hint(path)}"
+            ) from exc
 
 
 def _root_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -304,8 +306,10 @@ def _root_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(root["config"], str):
         raise ValueError("attrs['config']: expected the resolved config as a YAML/JSON string")
     cameras = list(root["cameras"])
-    if not cameras or len(set(cameras)) != len(cameras) or not all(
-        isinstance(c, str) for c in cameras
+    if (
+        not cameras
+        or len(set(cameras)) != len(cameras)
+        or not all(isinstance(c, str) for c in cameras)
     ):
         raise ValueError(f"attrs['cameras']: expected unique camera names, got {cameras}")
     root["cameras"] = cameras
@@ -393,8 +397,10 @@ def _open_checked(path: Path) -> h5py.File:
     try:
         version = f.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
-            problem = "no schema_version attribute" if version is None else (
-                f"schema version {version}, this code reads {SCHEMA_VERSION}"
+            problem = (
+                "no schema_version attribute"
+                if version is None
+                else (f"schema version {version}, this code reads {SCHEMA_VERSION}")
             )
             raise DatasetError(path, problem, f"re-collect with {_collect_hint(path)}")
         missing = [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]
