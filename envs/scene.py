@@ -170,6 +170,14 @@ class Footprint:
     radius: float
 
 
+def side_region(
+    sign: float, x_range: tuple[float, float], y_range: tuple[float, float]
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The (low, high) xy box at |x| in ``x_range`` on the left (sign -1) or right (+1) side."""
+    x_low, x_high = sorted((sign * x_range[0], sign * x_range[1]))
+    return (x_low, y_range[0]), (x_high, y_range[1])
+
+
 def sample_free_xy(
     rng: np.random.Generator,
     low: tuple[float, float],

@@ -9,7 +9,7 @@ import numpy as np
 
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
-from envs.scene import Footprint, sample_free_xy
+from envs.scene import Footprint, sample_free_xy, side_region
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body
 
 RADIUS, HALF_HEIGHT, MASS = 0.02, 0.035, 0.08
@@ -40,8 +40,8 @@ class PickDualCylinders(Task):
     def place_objects(self, model, data, rng, table_z) -> list[Footprint]:
         taken: list[Footprint] = []
         for side, sign in (("left", -1.0), ("right", 1.0)):
-            low, high = sorted((sign * 0.12, sign * 0.30))
-            xy = sample_free_xy(rng, (low, -0.15), (high, 0.15), RADIUS, taken)
+            low, high = side_region(sign, (0.12, 0.30), (-0.15, 0.15))
+            xy = sample_free_xy(rng, low, high, RADIUS, taken)
             set_free_body(model, data, self.cylinders[side], [*xy, table_z + HALF_HEIGHT])
             taken.append(Footprint(xy, RADIUS + 0.06))
         return taken

@@ -9,7 +9,7 @@ import numpy as np
 
 from envs import contacts
 from envs.expert import ArmTarget, Phase
-from envs.scene import Footprint, sample_free_xy
+from envs.scene import Footprint, sample_free_xy, side_region
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body, tilt
 
 CUP_RADIUS, CUP_HALF_HEIGHT, CUP_MASS = 0.024, 0.043, 0.08
@@ -74,8 +74,7 @@ class PlaceCupCoaster(Task):
 
     def place_objects(self, model, data, rng, table_z) -> list[Footprint]:
         sign = rng.choice([-1.0, 1.0])
-        x_low, x_high = sorted((sign * X_RANGE[0], sign * X_RANGE[1]))
-        low, high = (x_low, Y_RANGE[0]), (x_high, Y_RANGE[1])
+        low, high = side_region(sign, X_RANGE, Y_RANGE)
         cup_xy = rng.uniform(low, high)
         coaster_xy = sample_free_xy(
             rng,

@@ -9,7 +9,7 @@ import numpy as np
 
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
-from envs.scene import Footprint
+from envs.scene import Footprint, side_region
 from envs.tasks.base import OBJECT_CONTACT, Task
 
 HOUSING_HALF = np.array([0.025, 0.025, 0.015])  # m, box base standing on the table
@@ -71,8 +71,7 @@ class PressButton(Task):
 
     def place_objects(self, model, data, rng, table_z) -> list[Footprint]:
         sign = rng.choice([-1.0, 1.0])
-        low, high = sorted((sign * X_RANGE[0], sign * X_RANGE[1]))
-        xy = rng.uniform((low, Y_RANGE[0]), (high, Y_RANGE[1]))
+        xy = rng.uniform(*side_region(sign, X_RANGE, Y_RANGE))
         model.body_pos[self.housing] = [*xy, table_z]
         return [Footprint(xy, FOOTPRINT_RADIUS)]
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
-from envs.scene import Footprint, sample_free_xy
+from envs.scene import Footprint, sample_free_xy, side_region
 from envs.tasks.base import OBJECT_CONTACT, Task, set_free_body, tilt
 
 HALF = 0.02  # m, half side of both cubes
@@ -67,8 +67,7 @@ class StackBlocksTwo(Task):
 
     def place_objects(self, model, data, rng, table_z) -> list[Footprint]:
         sign = rng.choice([-1.0, 1.0])
-        x_low, x_high = sorted((sign * X_RANGE[0], sign * X_RANGE[1]))
-        low, high = (x_low, Y_RANGE[0]), (x_high, Y_RANGE[1])
+        low, high = side_region(sign, X_RANGE, Y_RANGE)
         top_xy = rng.uniform(low, high)
         base_xy = sample_free_xy(
             rng,
