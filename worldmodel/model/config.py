@@ -1,0 +1,92 @@
+"""``ModelConfig``: every hyperparameter of the chunk-causal world model backbone.
+
+Size presets (``tiny``, ``small``, ``base``) live in ``conf/model/<name>.yaml`` and only set
+the width/depth keys; ``ModelConfig(**model_preset("tiny"), K=..., ...)`` fills in the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+
+
+@dataclass
+class ModelConfig:
+    """Backbone hyperparameters; names follow the glossary in ``worldmodel/model/layout.py``."""
+
+    dim: int = 64  # transformer width
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads; must divide dim
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * dim
+    K: int = 2  # latent frames per chunk
+    tokens_per_frame: int = 4  # N: video tokens per latent frame
+    latent_dim: int = 8  # C: channels of one video token (from the tokenizer)
+    action_dim: int = 14  # actions of one control step (two 7-DoF arms)
+    actions_per_frame: int = 4  # control steps per latent frame (control_hz / fps)
+    max_chunks: int = 16  # most chunks in one sequence (training window or rollout)
+    attention_window: int | None = None  # clean chunks visible before the own chunk; None=all
+    video_shift: float = 5.0  # timestep shift of video noise levels
+    action_shift: float = 1.0  # timestep shift of action noise levels
+    noisy_history_prob: float = 0.5  # probability a sample's clean video context is re-noised
+    noisy_history_max_sigma: float = 0.1  # re-noised context levels are U(0, this)
+    dropout: float = 0.0  # dropout on attention weights and residual branches
+
+    def __post_init__(self) -> None:
+        for key in (
+            "dim",
+            "depth",
+            "heads",
+            "K",
+            "tokens_per_frame",
+            "latent_dim",
+            "action_dim",
+            "actions_per_frame",
+            "max_chunks",
+        ):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
+        if self.dim % self.heads != 0:
+            raise ValueError(
+                f"dim={self.dim} is not valid; must be divisible by heads={self.heads}"
+            )
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio={self.mlp_ratio} is not valid; must be > 0")
+        if self.attention_window is not None and self.attention_window < 1:
+            raise ValueError(
+                f"attention_window={self.attention_window} is not valid; must be >= 1 or None"
+            )
+        for key in ("video_shift", "action_shift"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key}={getattr(self, key)} is not valid; must be > 0")
+        for key in ("noisy_history_prob", "noisy_history_max_sigma"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key}={getattr(self, key)} is not valid; must be in [0, 1]")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} is not valid; must be in [0, 1)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def action_token_dim(self) -> int:
+        """Features of one action token: the actions executed after one latent frame."""
+        return self.actions_per_frame * self.action_dim
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def model_preset(name: str) -> dict:
+    """Keys of the size preset ``conf/model/<name>.yaml`` as a plain dict."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(
+            f"model preset {name!r} is not valid; choose one of: {', '.join(preset_names())}"
+        )
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
