@@ -465,11 +465,14 @@ class WorldModel(nn.Module):
         video_chunk: Tensor | None = None,
         action_chunk: Tensor | None = None,
         video_sigma: Tensor | float | None = None,
+        hidden_states: list[Tensor] | None = None,
     ) -> None:
         """Append the clean video (B, K, N, C) and/or raw actions (B, K, A, d) of the next chunk.
 
         Order follows the mask: clean video of chunk i first, then its clean actions.
         ``video_sigma`` (float or (B, K)) marks re-noised history; default 0 (clean).
+        A list passed as ``hidden_states`` receives every block's output of the appended
+        tokens (video first, then actions): the hook MCP-parallel inference caches from.
         """
         if video_chunk is not None:
             chunk = cache.num_video_chunks
@@ -480,7 +483,7 @@ class WorldModel(nn.Module):
             video_chunk = video_chunk.to(self.device, self.dtype)
             tokens, _ = self.embed_video(video_chunk, CLEAN_VIDEO, chunk)  # (B, K*N, dim)
             cond = self.condition(per_token(self._frame_sigma(video_sigma, B), N))  # (B, K*N, dim)
-            self.run_cached(tokens, cond, chunk, cache, append=True)
+            self.run_cached(tokens, cond, chunk, cache, append=True, hidden_states=hidden_states)
             cache.add_segment(CLEAN_VIDEO, chunk, K * N)
         if action_chunk is not None:
             chunk = cache.num_action_chunks
@@ -491,13 +494,20 @@ class WorldModel(nn.Module):
             actions = self.normalise_actions(action_chunk.to(self.device))  # (B, K, A, d)
             tokens, _ = self.embed_actions(actions, CLEAN_ACTION, chunk)  # (B, K, dim)
             cond = self.condition(torch.zeros(B, K, dtype=self.dtype, device=self.device))
-            self.run_cached(tokens, cond, chunk, cache, append=True)
+            self.run_cached(tokens, cond, chunk, cache, append=True, hidden_states=hidden_states)
             cache.add_segment(CLEAN_ACTION, chunk, K)
 
-    def predict_video_velocity(self, cache: KVCache, noisy: Tensor, sigma: Tensor) -> Tensor:
+    def predict_video_velocity(
+        self,
+        cache: KVCache,
+        noisy: Tensor,
+        sigma: Tensor,
+        hidden_states: list[Tensor] | None = None,
+    ) -> Tensor:
         """Noisy video (B, K, N, C) of the next chunk at levels (B, K) -> velocity (B, K, N, C).
 
-        Runs against the cache without appending (noisy tokens are never cached).
+        Runs against the cache without appending (noisy tokens are never cached). A list
+        passed as ``hidden_states`` receives every block's output (B, K*N, dim).
         """
         chunk = cache.num_video_chunks
         if cache.num_action_chunks != chunk:
@@ -505,7 +515,9 @@ class WorldModel(nn.Module):
         B, K, N, _ = noisy.shape
         tokens, _ = self.embed_video(noisy, NOISY_VIDEO, chunk)  # (B, K*N, dim)
         cond = self.condition(per_token(sigma, N))  # (B, K*N, dim)
-        x = self.run_cached(tokens, cond, chunk, cache, append=False)  # (B, K*N, dim)
+        x = self.run_cached(
+            tokens, cond, chunk, cache, append=False, hidden_states=hidden_states
+        )  # (B, K*N, dim)
         return self.decode_video(x, cond, K)
 
     def predict_action_velocity(self, cache: KVCache, noisy: Tensor, sigma: Tensor) -> Tensor:

@@ -1,0 +1,191 @@
+"""MCP-parallel inference: depth 1's KV-cached prediction equals its teacher-forced training
+pass, the pass count halves, shapes and the horizon semantics (odd horizons, horizon 1)."""
+
+import pytest
+import torch
+
+from worldmodel.heads import HeadsConfig, WorldModelWithHeads, heads_preset
+from worldmodel.heads.modules import FutureDraw
+from worldmodel.heads.rollout import HeadCache, predict_pair_velocity, rollout_open_loop
+from worldmodel.model import ModelConfig, WindowInputs, WorldModel
+
+NUM_CHUNKS, B = 3, 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads; on shared cores they only slow down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_model(heads: str | HeadsConfig = "next_forcing", attention_window=None):
+    """A tiny model (float64 for the equality test) whose every parameter is random."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        dim=32,
+        depth=4,
+        heads=4,
+        K=2,
+        tokens_per_frame=3,
+        latent_dim=4,
+        action_dim=3,
+        actions_per_frame=2,
+        max_chunks=16,
+        attention_window=attention_window,
+    )
+    config = heads_preset(heads) if isinstance(heads, str) else heads
+    model = WorldModelWithHeads(cfg, config).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("attention_window", [None, 1])
+@torch.no_grad()
+def test_depth1_cached_equals_teacher_forced(attention_window):
+    model = random_model(attention_window=attention_window)
+    cfg, heads = model.config, model.heads
+    g = torch.Generator().manual_seed(1)
+    F, N, C, A, d = NUM_CHUNKS * cfg.K, cfg.tokens_per_frame, cfg.latent_dim, 2, 3
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g, dtype=torch.float64)
+
+    raw_actions = randn(B, F, A, d)
+    inputs = WindowInputs(
+        noisy_video=randn(B, F, N, C),
+        noisy_video_sigma=rand(B, F),
+        clean_video=randn(B, F, N, C),
+        clean_video_sigma=torch.zeros(B, F, dtype=torch.float64),
+        noisy_action=randn(B, F, A, d),
+        noisy_action_sigma=rand(B, F),
+        clean_action=model.normalise_actions(raw_actions),
+    )
+    future, future_sigma = randn(B, F, N, C), rand(B, F)  # noisy chunk i+1 at slots of i
+    out = model.forward_window(inputs, return_hidden=True)
+    draw = FutureDraw(
+        x0=future, noise=future, sigma=future_sigma, valid=torch.ones(B, F).bool(), noisy=future
+    )
+    h_0 = heads.fusion(out.noisy_video_hidden)
+    teacher, _ = heads.run_depth(model, heads.depths[0], h_0, draw, out)  # (B, F, N, C)
+
+    cache = model.init_cache(batch_size=B)
+    head_cache = HeadCache(model, heads, cache)
+    for i in range(NUM_CHUNKS):
+        frames = slice(i * cfg.K, (i + 1) * cfg.K)
+        v_now, v_next = predict_pair_velocity(
+            model,
+            heads,
+            head_cache,
+            inputs.noisy_video[:, frames],
+            inputs.noisy_video_sigma[:, frames],
+            future[:, frames],
+            future_sigma[:, frames],
+        )
+        torch.testing.assert_close(v_now, out.video_velocity[:, frames], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(v_next, teacher[:, frames], rtol=1e-10, atol=1e-10)
+        head_cache.append_clean(video=inputs.clean_video[:, frames])
+        head_cache.append_clean(actions=raw_actions[:, frames])
+    assert head_cache.cache.segments == cache.segments
+
+
+def context_and_actions(model: WorldModel, horizon: int, seed: int = 0):
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    shape = (B, cfg.K, cfg.tokens_per_frame, cfg.latent_dim)
+    video = torch.randn(*shape, generator=g, dtype=model.dtype)
+    actions = torch.randn(B, (horizon + 1) * cfg.K, 2, 3, generator=g, dtype=model.dtype)
+    return video, actions[:, : cfg.K], actions[:, cfg.K :]
+
+
+@pytest.mark.parametrize("given_actions", [True, False])
+def test_mcp_parallel_halves_the_video_passes(given_actions):
+    model = random_model()
+    horizon, steps = 4, 4
+    video, context_actions, future = context_and_actions(model, horizon)
+    future = future if given_actions else None
+    runs = {
+        mode: rollout_open_loop(
+            model,
+            video,
+            context_actions,
+            horizon,
+            steps,
+            future_actions=future,
+            action_steps=2,
+            mode=mode,
+            generator=torch.Generator().manual_seed(0),
+        )
+        for mode in ("standard", "mcp_parallel")
+    }
+    standard, parallel = runs["standard"], runs["mcp_parallel"]
+    K, N, C = model.config.K, model.config.tokens_per_frame, model.config.latent_dim
+    for run in runs.values():
+        assert run.video.shape == (B, horizon * K, N, C)
+        assert run.actions.shape == (B, horizon * K, 2, 3)
+        assert torch.isfinite(run.video).all() and torch.isfinite(run.actions).all()
+    assert standard.video_passes == horizon * steps
+    assert parallel.video_passes == standard.video_passes // 2
+    # appends: 2 of the context, then video + actions of each chunk; denoised actions: 2 each
+    appends = 2 + 2 * horizon + (0 if given_actions else 2 * horizon)
+    assert standard.backbone_passes == horizon * steps + appends
+    assert parallel.backbone_passes == horizon * steps // 2 + appends
+    assert standard.head_passes == 0
+    assert parallel.head_passes == horizon * steps // 2 + 2 + 2 * horizon  # its cache appends
+    if given_actions:
+        assert torch.equal(parallel.actions, future)
+
+
+def test_horizon_semantics():
+    """horizon 1 in mcp_parallel is the standard rollout; an odd horizon ends standard."""
+    model = random_model()
+    video, context_actions, future = context_and_actions(model, 3)
+
+    def run(horizon, mode):
+        return rollout_open_loop(
+            model,
+            video,
+            context_actions,
+            horizon,
+            steps=3,
+            future_actions=future,
+            mode=mode,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    one_std, one_par = run(1, "standard"), run(1, "mcp_parallel")
+    assert torch.equal(one_std.video, one_par.video)
+    assert one_std.video_passes == one_par.video_passes == 3
+    three = run(3, "mcp_parallel")
+    assert three.video.shape[1] == 3 * model.config.K and three.video_passes == 6
+    standard = run(3, "standard")
+    assert standard.video_passes == 9
+    # the first chunk comes from the same backbone passes on the same first noise draw
+    torch.testing.assert_close(three.video[:, :2], standard.video[:, :2])
+
+
+def test_standard_mode_without_heads_and_mode_errors():
+    model = random_model()
+    video, context_actions, future = context_and_actions(model, 2)
+    kept = rollout_open_loop(
+        model, video, context_actions, 2, 2, future, generator=torch.Generator().manual_seed(0)
+    )
+    model.drop_heads()
+    dropped = rollout_open_loop(
+        model, video, context_actions, 2, 2, future, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(kept.video, dropped.video)
+    with pytest.raises(ValueError, match="mcp_parallel"):
+        rollout_open_loop(model, video, context_actions, 2, 2, future, mode="mcp_parallel")
+    with pytest.raises(ValueError, match="mode="):
+        rollout_open_loop(model, video, context_actions, 2, 2, future, mode="fast")
+    linear = random_model("linear_every_third")
+    with pytest.raises(ValueError, match="kind=mcp"):
+        rollout_open_loop(linear, video, context_actions, 2, 2, future, mode="mcp_parallel")

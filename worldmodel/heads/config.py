@@ -1,0 +1,165 @@
+"""``HeadsConfig``: the auxiliary heads trained jointly with the backbone (config group ``heads``).
+
+Presets live in ``conf/heads/<name>.yaml``; each paper ablation is one override of a preset:
+
+    preset               kind    fusion_layers   chain   what it is
+    single_step          none    -               -       LingBot-VA baseline, no heads
+    next_forcing         mcp     null (spread)   true    Next Forcing MCP modules
+    chain_last_layer     mcp     [-1]            true    DeepSeek-V3-style MTP chain
+    parallel_heads       mcp     [-1]            false   Gloeckle et al. 2024
+    linear_every_third   linear  -               -       a Linear per (layer, depth)
+
+Next Forcing ablations: ``fusion_layers=[-1]`` (last-layer-only fusion),
+``init_from_backbone=false``, ``mcp_shift=5``, ``blocks_per_depth=1|5``, ``depths=1..4``.
+
+Layer indices count the backbone's blocks from 0 (``hidden_states[l]`` is the output of block
+``l``) and may be negative like Python indices: ``-1`` is the last layer. The paper's layers
+4/12/20/30 of 30 are ``fusion_layers=[3, 11, 19, 29]``; the default (``None``) spreads
+``num_fusion_layers`` evenly and ends at the last block (``spread_layers``: [7, 14, 21, 29]
+for depth 30, every block for the tiny depth 4).
+
+Depth k only gets a signal from windows of more than k chunks: with ``num_chunks`` chunks per
+window, ``loss/mcp{k}`` is exactly 0 for k >= num_chunks (no target inside the window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from worldmodel.model.config import ModelConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "heads"
+KINDS = ("none", "mcp", "linear")
+# Paper weights of depths 1..3; a 4th depth (our sweep axis, not in the paper) gets 0.05.
+DEFAULT_LOSS_WEIGHTS = (0.5, 0.2, 0.1, 0.05)
+
+
+@dataclass
+class HeadsConfig:
+    """Auxiliary multi-chunk prediction heads; names follow ``worldmodel/model/layout.py``.
+
+    Depth ``k`` (1..depths) predicts the video of chunk ``i + k`` at the noisy-video slots of
+    chunk ``i``; targets past the window or the episode end are masked out of its loss.
+    """
+
+    kind: str = "none"  # none | mcp (MCP modules, chained or parallel) | linear (linear heads)
+    depths: int = 3  # D: future chunks predicted (+1..+D); 0 = no heads
+    fusion_layers: list[int] | None = None  # mcp: layers fused into h_0; None = spread
+    num_fusion_layers: int = 4  # mcp: how many layers ``fusion_layers=None`` spreads over depth
+    chain: bool = True  # mcp: depth k>1 takes depth k-1's output (False: all take h_0)
+    blocks_per_depth: int = 3  # mcp: transformer blocks of each depth
+    init_from_backbone: bool = True  # mcp: blocks start as copies of the backbone's last blocks
+    mcp_shift: float = 10.0  # timestep shift of the depths' own noise draws (video uses 5)
+    loss_weights: list[float] | None = None  # w_1..w_D; None = DEFAULT_LOSS_WEIGHTS[:D]
+    layer_stride: int = 3  # linear: a head on every ``layer_stride``-th layer (3rd, 6th, ...)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind={self.kind!r} is not valid; choose one of: {', '.join(KINDS)}")
+        for key in ("num_fusion_layers", "blocks_per_depth", "layer_stride"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
+        if self.depths < 0:
+            raise ValueError(f"depths={self.depths} is not valid; must be >= 0")
+        if self.depths > len(DEFAULT_LOSS_WEIGHTS) and self.loss_weights is None:
+            raise ValueError(
+                f"depths={self.depths} is not valid without explicit loss_weights; must be in "
+                f"0..{len(DEFAULT_LOSS_WEIGHTS)}"
+            )
+        if self.mcp_shift <= 0:
+            raise ValueError(f"mcp_shift={self.mcp_shift} is not valid; must be > 0")
+        if self.fusion_layers is not None:
+            self.fusion_layers = list(self.fusion_layers)
+            if not self.fusion_layers or len(set(self.fusion_layers)) != len(self.fusion_layers):
+                raise ValueError(
+                    f"fusion_layers={self.fusion_layers} is not valid; must be a non-empty "
+                    "list of distinct layer indices, or None"
+                )
+        if self.loss_weights is not None:
+            self.loss_weights = [float(w) for w in self.loss_weights]
+            if len(self.loss_weights) != self.depths:
+                raise ValueError(
+                    f"loss_weights={self.loss_weights} is not valid; needs one weight per "
+                    f"depth (depths={self.depths})"
+                )
+            if any(w < 0 for w in self.loss_weights):
+                raise ValueError(f"loss_weights={self.loss_weights} is not valid; must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind != "none" and self.depths > 0
+
+    @property
+    def weights(self) -> list[float]:
+        """w_1..w_D of the total loss ``L_video + L_action + sum_k w_k L_mcp_k``."""
+        if self.loss_weights is not None:
+            return list(self.loss_weights)
+        return list(DEFAULT_LOSS_WEIGHTS[: self.depths])
+
+    def resolved_fusion_layers(self, model: ModelConfig) -> list[int]:
+        """Fusion layers as block indices 0..depth-1 (sorted as given; negatives resolved)."""
+        check_layers("fusion_layers", self.fusion_layers, model.depth)
+        if self.fusion_layers is None:
+            return spread_layers(model.depth, self.num_fusion_layers)
+        return [layer % model.depth for layer in self.fusion_layers]
+
+    def linear_layers(self, model: ModelConfig) -> list[int]:
+        """Block indices of the linear heads: every ``layer_stride``-th layer (1-based)."""
+        layers = list(range(self.layer_stride - 1, model.depth, self.layer_stride))
+        if not layers:
+            raise ValueError(
+                f"layer_stride={self.layer_stride} is not valid for a backbone of depth="
+                f"{model.depth}; must be <= {model.depth}"
+            )
+        return layers
+
+    def validate(self, model: ModelConfig) -> None:
+        """Checks that need the backbone's size (called by ``make_heads``)."""
+        if self.kind == "mcp":
+            self.resolved_fusion_layers(model)
+            if self.init_from_backbone and self.blocks_per_depth > model.depth:
+                raise ValueError(
+                    f"blocks_per_depth={self.blocks_per_depth} is not valid with "
+                    f"init_from_backbone for a backbone of depth={model.depth}; must be <= "
+                    f"{model.depth}"
+                )
+        if self.kind == "linear":
+            self.linear_layers(model)
+
+
+def check_layers(key: str, layers: list[int] | None, depth: int) -> None:
+    if layers is None:
+        return
+    bad = [layer for layer in layers if not -depth <= layer < depth]
+    if bad:
+        raise ValueError(
+            f"{key}={layers} is not valid; layer indices must be in {-depth}..{depth - 1} "
+            f"for a backbone of depth={depth}"
+        )
+    if len({layer % depth for layer in layers}) != len(layers):
+        raise ValueError(f"{key}={layers} is not valid; names the same layer twice")
+
+
+def spread_layers(depth: int, count: int) -> list[int]:
+    """``count`` block indices spread evenly over ``depth``, ending at the last block.
+
+    depth 30, count 4 -> [7, 14, 21, 29]; depth 4 -> [0, 1, 2, 3]; depth 2 -> [0, 1].
+    """
+    return sorted({max(0, round((j + 1) * depth / count) - 1) for j in range(count)})
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def heads_preset(name: str) -> HeadsConfig:
+    """``HeadsConfig`` of the preset ``conf/heads/<name>.yaml``."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(
+            f"heads preset {name!r} is not valid; choose one of: {', '.join(preset_names())}"
+        )
+    return HeadsConfig(**OmegaConf.to_container(OmegaConf.load(path), resolve=True))
