@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m experiments.bench collect`` (more suites come with later issues).
+"""Benchmarks: ``python -m experiments.bench collect`` and ``python -m experiments.bench model``.
 
 ``collect``: control steps per second of the collect harness (expert, rendering, HDF5 writing)
 with 1 and 2 workers, against a bare loop of ``mj_step`` plus ``Renderer.render`` on the same
@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 
 import mujoco
+import torch
 
 from envs.env import TabletopEnv
 from envs.expert import ScriptedExpert
 from envs.rendering import make_renderer
 from envs.scene import CAMERA_ALIASES
+from experiments.bench_model import VARIANTS, BenchShape, markdown_table, run_model_bench
 from worldmodel.data.collection import CollectionJob, run_collection
 from worldmodel.data.episodes import EpisodeFile
 
@@ -111,6 +113,15 @@ def bench_collect(args: argparse.Namespace) -> str:
     )
 
 
+def bench_model(args: argparse.Namespace) -> str:
+    shape = BenchShape(
+        size=args.size, batch=args.batch, horizon=args.horizon, denoise_steps=args.denoise_steps
+    )
+    variants = args.variants.split(",")
+    results = run_model_bench(shape, args.device, args.steps, variants, args.threads)
+    return markdown_table(results, shape, args.device)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     suites = parser.add_subparsers(dest="suite", required=True)
@@ -121,6 +132,20 @@ def main(argv: list[str] | None = None) -> None:
     collect.add_argument("--size", type=int, default=64)
     collect.add_argument("--episodes", type=int, default=6, help="episodes per worker")
     collect.set_defaults(run=bench_collect)
+    model = suites.add_parser(
+        "model",
+        help="train-step time/memory per heads variant, "
+        "inference chunks/s standard vs mcp_parallel",
+    )
+    model.add_argument("--size", default="tiny", help="model preset: tiny, small, base")
+    model.add_argument("--batch", type=int, default=8)
+    model.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
+    model.add_argument("--horizon", type=int, default=8, help="imagined chunks per rollout")
+    model.add_argument("--denoise-steps", type=int, default=10)
+    model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    model.add_argument("--threads", type=int, default=None)
+    model.add_argument("--variants", default=",".join(VARIANTS))
+    model.set_defaults(run=bench_model)
     args = parser.parse_args(argv)
     print(args.run(args))
 

@@ -1,0 +1,198 @@
+"""Model benchmark: training-step time and peak memory per heads variant, inference speed.
+
+``python -m experiments.bench model --size tiny`` (through ``experiments.bench``). Synthetic
+latents of the shapes a 64x64, three-camera conv_ae tokenizer gives; every variant is timed
+in its own fresh process so peak-memory numbers do not leak between variants.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from worldmodel.heads import WorldModelWithHeads, heads_preset, rollout_open_loop
+from worldmodel.model import ModelConfig, model_preset
+
+VARIANTS = (
+    "single_step",
+    "next_forcing",
+    "parallel_heads",
+    "chain_last_layer",
+    "linear_every_third",
+)
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16 tensor-core peak
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    """One training window and the rollout measured with it."""
+
+    size: str
+    batch: int
+    num_chunks: int = 4  # > 3 so every MCP depth has targets
+    K: int = 2
+    tokens_per_frame: int = 48  # three cameras x 4x4 latent grid
+    latent_dim: int = 8
+    actions_per_frame: int = 2  # 25 fps
+    horizon: int = 8
+    denoise_steps: int = 10
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    params: int
+    step_seconds: float
+    peak_memory_mb: float
+    flops_per_step: float
+    chunks_per_second: dict[str, float]
+
+
+def model_config(shape: BenchShape) -> ModelConfig:
+    return ModelConfig(
+        **model_preset(shape.size),
+        K=shape.K,
+        tokens_per_frame=shape.tokens_per_frame,
+        latent_dim=shape.latent_dim,
+        actions_per_frame=shape.actions_per_frame,
+        max_chunks=shape.horizon + shape.num_chunks + 4,
+    )
+
+
+def synthetic_batch(shape: BenchShape, device: torch.device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    frames = shape.num_chunks * shape.K
+    return {
+        "video": torch.randn(
+            shape.batch, frames, shape.tokens_per_frame, shape.latent_dim, generator=g
+        ).to(device),
+        "actions": torch.randn(shape.batch, frames, shape.actions_per_frame, 14, generator=g).to(
+            device
+        ),
+        "valid": torch.ones(shape.batch, frames, dtype=torch.bool, device=device),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_memory_mb(device: torch.device, rss_before_kb: int) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb) / 1024
+
+
+def bench_variant(
+    variant: str, shape: BenchShape, device_name: str, steps: int, threads: int
+) -> VariantResult:
+    """Runs in a fresh process: build, warm up, time ``steps`` optimizer steps, then rollouts."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    device = torch.device(device_name)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    model = WorldModelWithHeads(model_config(shape), heads_preset(variant)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = synthetic_batch(shape, device)
+
+    def train_step():
+        with autocast:
+            loss, _ = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    train_step()  # warm-up: allocator, kernels
+    with FlopCounterMode(display=False) as counter:
+        train_step()
+    _sync(device)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    begin = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    _sync(device)
+    step_seconds = (time.perf_counter() - begin) / steps
+    peak = _peak_memory_mb(device, rss_before)
+
+    modes = ("standard", "mcp_parallel") if variant == "next_forcing" else ("standard",)
+    context = {k: v[:1, : shape.K] for k, v in batch.items() if k != "valid"}
+    speeds = {mode: rollout_speed(model, context, shape, mode, device) for mode in modes}
+    params = sum(p.numel() for p in model.parameters())
+    return VariantResult(variant, params, step_seconds, peak, counter.get_total_flops(), speeds)
+
+
+@torch.no_grad()
+def rollout_speed(
+    model, context: dict, shape: BenchShape, mode: str, device: torch.device
+) -> float:
+    """Imagined chunks per second of an open-loop rollout (second of two runs)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for _ in range(2):
+            _sync(device)
+            begin = time.perf_counter()
+            rollout_open_loop(
+                model,
+                context["video"],
+                context["actions"],
+                shape.horizon,
+                shape.denoise_steps,
+                mode=mode,
+            )
+            _sync(device)
+    return shape.horizon / (time.perf_counter() - begin)
+
+
+def run_model_bench(
+    shape: BenchShape, device: str, steps: int, variants=VARIANTS, threads: int | None = None
+) -> list[VariantResult]:
+    threads = threads or torch.get_num_threads()
+    context = multiprocessing.get_context("spawn")
+    results = []
+    for variant in variants:
+        with context.Pool(1) as pool:
+            results.append(pool.apply(bench_variant, (variant, shape, device, steps, threads)))
+    return results
+
+
+def markdown_table(results: list[VariantResult], shape: BenchShape, device: str) -> str:
+    base = results[0]
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu), None)
+    lines = [
+        f"size {shape.size}, batch {shape.batch}, window {shape.num_chunks} chunks x K={shape.K} "
+        f"frames x N={shape.tokens_per_frame} tokens, device {gpu or device}"
+        + (" (bf16 autocast)" if gpu else " (float32)"),
+        "",
+        "| heads | params | step ms | vs single_step | peak MB | vs single_step | "
+        "GFLOP/step | MFU | chunks/s standard | chunks/s mcp_parallel |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        mfu = f"{r.flops_per_step / r.step_seconds / peak:.1%}" if peak else "-"
+        parallel = r.chunks_per_second.get("mcp_parallel")
+        lines.append(
+            f"| {r.variant} | {r.params / 1e6:.2f}M | {1e3 * r.step_seconds:.1f} | "
+            f"{r.step_seconds / base.step_seconds:.2f} | {r.peak_memory_mb:.0f} | "
+            f"{r.peak_memory_mb / max(base.peak_memory_mb, 1e-9):.2f} | "
+            f"{r.flops_per_step / 1e9:.1f} | {mfu} | "
+            f"{r.chunks_per_second['standard']:.2f} | "
+            + (
+                f"{parallel:.2f} ({parallel / r.chunks_per_second['standard']:.2f}x)"
+                if parallel
+                else ""
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def results_as_dicts(results: list[VariantResult]) -> list[dict]:
+    return [asdict(r) for r in results]
