@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -84,6 +85,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _peak_memory_mb(device: torch.device, rss_before_kb: int) -> float:
+    """CUDA: peak allocated; CPU: growth of the peak resident set once model and batch exist."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb) / 1024
@@ -108,13 +110,13 @@ def bench_variant(
         loss.backward()
         optimizer.step()
 
-    train_step()  # warm-up: allocator, kernels
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # model and batch built
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    train_step()  # warm-up: allocator, kernels, optimizer state
     with FlopCounterMode(display=False) as counter:
         train_step()
     _sync(device)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     begin = time.perf_counter()
     for _ in range(steps):
         train_step()
@@ -133,9 +135,10 @@ def bench_variant(
 def rollout_speed(
     model, context: dict, shape: BenchShape, mode: str, device: torch.device
 ) -> float:
-    """Imagined chunks per second of an open-loop rollout (second of two runs)."""
+    """Imagined chunks per second of an open-loop rollout: median of 3 runs after a warm-up."""
+    seconds = []
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for _ in range(2):
+        for _ in range(4):
             _sync(device)
             begin = time.perf_counter()
             rollout_open_loop(
@@ -147,7 +150,8 @@ def rollout_speed(
                 mode=mode,
             )
             _sync(device)
-    return shape.horizon / (time.perf_counter() - begin)
+            seconds.append(time.perf_counter() - begin)
+    return shape.horizon / statistics.median(seconds[1:])
 
 
 def run_model_bench(
