@@ -4,6 +4,9 @@ config errors, backbone init, and ``drop_heads`` leaving the backbone bit-identi
 import pytest
 import torch
 
+from tests.tiny_models import randomise as randomise_with
+from tests.tiny_models import tiny_batch as random_batch
+from tests.tiny_models import tiny_config
 from worldmodel import flow
 from worldmodel.heads import (
     HeadsConfig,
@@ -15,7 +18,7 @@ from worldmodel.heads import (
 )
 from worldmodel.heads.config import spread_layers
 from worldmodel.heads.modules import draw_future
-from worldmodel.model import ModelConfig, WindowInputs, WorldModel
+from worldmodel.model import WindowInputs, WorldModel
 
 NUM_CHUNKS, B = 4, 2
 VARIANTS = (
@@ -27,48 +30,15 @@ VARIANTS = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on shared cores they only slow down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_config(**overrides) -> ModelConfig:
-    keys = dict(
-        dim=32,
-        depth=4,
-        heads=4,
-        K=2,
-        tokens_per_frame=4,
-        latent_dim=4,
-        action_dim=3,
-        actions_per_frame=2,
-        max_chunks=8,
-    )
-    keys.update(overrides)
-    return ModelConfig(**keys)
-
-
-def tiny_batch(cfg: ModelConfig, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    F = NUM_CHUNKS * cfg.K
-    valid = torch.ones(B, F, dtype=torch.bool)
-    valid[1, -cfg.K :] = False  # the second episode ends one chunk early
-    return {
-        "video": torch.randn(B, F, cfg.tokens_per_frame, cfg.latent_dim, generator=g),
-        "actions": torch.randn(B, F, cfg.actions_per_frame, cfg.action_dim, generator=g),
-        "valid": valid,
-    }
+def tiny_batch(cfg, seed: int = 0) -> dict:
+    return random_batch(cfg, NUM_CHUNKS, B, seed)
 
 
 def randomise(model: torch.nn.Module, std: float = 0.05) -> None:
-    """Random weights everywhere: AdaLN-zero output heads would block every gradient."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, std)
+    randomise_with(model, std)
 
 
 # ----------------------------------------------------------------- targets and mask

@@ -12,13 +12,7 @@ from worldmodel.model import ModelConfig, WindowInputs, WorldModel
 NUM_CHUNKS, B = 3, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on shared cores they only slow down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_model(heads: str | HeadsConfig = "next_forcing", attention_window=None):

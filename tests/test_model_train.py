@@ -3,64 +3,22 @@
 import pytest
 import torch
 
+from tests.tiny_models import tiny_batch as random_batch
+from tests.tiny_models import tiny_config as base_config
 from worldmodel.model import ModelConfig, WorldModel, model_preset, training_mask
 
 NUM_CHUNKS, B = 3, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on shared cores they only slow down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    keys = dict(
-        model_preset("tiny"),
-        dim=32,
-        depth=2,
-        K=2,
-        tokens_per_frame=4,
-        latent_dim=4,
-        actions_per_frame=2,
-        max_chunks=8,
-    )
-    keys.update(overrides)
-    return ModelConfig(**keys)
+    return base_config(**{"depth": 2, "action_dim": 14, **overrides})
 
 
 def tiny_batch(cfg: ModelConfig, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    F = NUM_CHUNKS * cfg.K
-    valid = torch.ones(B, F, dtype=torch.bool)
-    valid[1, -cfg.K :] = False  # the second episode ends one chunk early
-    return {
-        "video": torch.randn(B, F, cfg.tokens_per_frame, cfg.latent_dim, generator=g),
-        "actions": 3.0
-        + 2.0 * torch.randn(B, F, cfg.actions_per_frame, cfg.action_dim, generator=g),
-        "valid": valid,
-    }
-
-
-def train_losses(steps: int, seed: int = 0) -> list[float]:
-    torch.manual_seed(seed)
-    cfg = tiny_config()
-    model = WorldModel(cfg)
-    batch = tiny_batch(cfg)
-    model.set_action_stats(torch.full((cfg.action_dim,), 3.0), torch.full((cfg.action_dim,), 2.0))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for step in range(steps):
-        g = torch.Generator().manual_seed(step % 4)  # a fixed set of noise draws
-        loss, metrics = model.forward_train(batch, generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(metrics["loss/total"])
-    return losses
+    return random_batch(cfg, NUM_CHUNKS, B, seed, action_mean=3.0, action_std=2.0)
 
 
 def test_forward_backward_finite_and_metrics():
@@ -92,6 +50,24 @@ def test_hidden_states_for_mcp_heads():
         result.outputs.attn_mask, training_mask(NUM_CHUNKS, cfg.K, cfg.tokens_per_frame)
     )
     assert result.outputs.cond.shape == (B, L, cfg.dim)
+
+
+def train_losses(steps: int, seed: int = 0) -> list[float]:
+    torch.manual_seed(seed)
+    cfg = tiny_config()
+    model = WorldModel(cfg)
+    batch = tiny_batch(cfg)
+    model.set_action_stats(torch.full((cfg.action_dim,), 3.0), torch.full((cfg.action_dim,), 2.0))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(steps):
+        g = torch.Generator().manual_seed(step % 4)  # a fixed set of noise draws
+        loss, metrics = model.forward_train(batch, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(metrics["loss/total"])
+    return losses
 
 
 def test_loss_decreases_on_fixed_batch():
