@@ -5,7 +5,8 @@ assembled in ``WorldModelWithHeads.compute_train_outputs``:
 
     L = L_video + L_action + sum_k w_k L_mcp_k        (metrics add ``loss/mcp{k}``)
 
-Depth k at chunk i predicts the video of chunk ``i + k`` AT THE NOISY-VIDEO SLOTS OF CHUNK i,
+Depth k at chunk i predicts the video of chunk ``i + k`` AT THE NOISY-VIDEO SLOTS OF CHUNK i
+(chunks of the step's chunk size ``WindowOutputs.K``, see ``config.K_choices``),
 under the training mask: the window's clean video ``x0`` shifted k chunks earlier
 (``shift_chunks``) is noised with the depth's own sigma draw (shift ``mcp_shift``) and embedded
 with the backbone's ``embed_video`` at the slots of chunk i. Targets outside the window or past
@@ -135,10 +136,13 @@ def draw_future(
     k: int,
     shift: float,
     generator: torch.Generator | None,
+    K: int | None = None,
 ) -> FutureDraw:
-    """Sigma (B, F) then noise (B, F, N, C) for depth k, in that order, from ``generator``."""
+    """Sigma (B, F) then noise (B, F, N, C) for depth k, in that order, from ``generator``.
+
+    ``K``: the window's chunk size (default the backbone's config.K)."""
     B, F = video.shape[:2]
-    K = backbone.config.K
+    K = backbone.chunk_size(K)
     x0 = shift_chunks(video, k, K)  # (B, F, N, C)
     sigma = flow.sample_sigma((B, F), shift, generator, backbone.device).to(backbone.dtype)
     noise = standard_normal(video.shape, video, generator)  # (B, F, N, C)
@@ -175,7 +179,7 @@ class MCPHeads(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """One depth over the full window. Returns (velocity (B, F, N, C), h_k (B, F*N, dim))."""
         FN, F, N = out.num_video_tokens, draw.sigma.shape[1], backbone.config.tokens_per_frame
-        embedded, _ = backbone.embed_video(draw.noisy, NOISY_VIDEO, 0)  # (B, F*N, dim)
+        embedded, _ = backbone.embed_video(draw.noisy, NOISY_VIDEO, 0, out.K)  # (B, F*N, dim)
         z = depth.join(h_prev, embedded)  # (B, F*N, dim)
         cond_video = backbone.condition(per_token(draw.sigma, N))  # (B, F*N, dim)
         cond = torch.cat([cond_video, out.cond[:, FN:]], dim=1)  # (B, L, dim)
@@ -198,7 +202,13 @@ class MCPHeads(nn.Module):
         h_0, losses = h_prev, []
         for k, depth in enumerate(self.depths, start=1):
             draw = draw_future(
-                backbone, video, batch.get("valid"), k, self.config.mcp_shift, generator
+                backbone,
+                video,
+                batch.get("valid"),
+                k,
+                self.config.mcp_shift,
+                generator,
+                result.outputs.K,
             )
             velocity, h_k = self.run_depth(backbone, depth, h_prev, draw, result.outputs)
             losses.append(flow.weighted_mse(velocity, draw.target, draw.sigma, draw.valid))
@@ -243,9 +253,17 @@ class LinearHeads(nn.Module):
         losses = []
         for k in range(1, self.config.depths + 1):
             draw = draw_future(
-                backbone, video, batch.get("valid"), k, self.config.mcp_shift, generator
+                backbone,
+                video,
+                batch.get("valid"),
+                k,
+                self.config.mcp_shift,
+                generator,
+                result.outputs.K,
             )
-            embedded, _ = backbone.embed_video(draw.noisy, NOISY_VIDEO, 0)  # (B, F*N, dim)
+            embedded, _ = backbone.embed_video(
+                draw.noisy, NOISY_VIDEO, 0, result.outputs.K
+            )  # (B, F*N, dim)
             cond = backbone.condition(per_token(draw.sigma, N))  # (B, F*N, dim)
             terms = []
             for layer, heads in zip(self.layers, self.heads, strict=True):
@@ -314,11 +332,18 @@ class WorldModelWithHeads(WorldModel):
         self.heads = None
 
     def compute_train_outputs(
-        self, batch: dict, generator: torch.Generator | None = None, return_hidden: bool = False
+        self,
+        batch: dict,
+        generator: torch.Generator | None = None,
+        return_hidden: bool = False,
+        K: int | None = None,
     ) -> HeadsTrainOutputs:
         heads = self.heads
+        # draw and crop here: the heads need the window the backbone saw (whole K chunks)
+        K = self.draw_chunk_size(generator) if K is None else self.chunk_size(K)
+        batch = self.crop_to_chunks(batch, K)
         base = super().compute_train_outputs(
-            batch, generator, return_hidden=return_hidden or heads is not None
+            batch, generator, return_hidden=return_hidden or heads is not None, K=K
         )
         mcp_losses = [] if heads is None else heads(self, batch, base, generator)
         loss = base.loss

@@ -22,7 +22,10 @@ class ModelConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads; must divide dim
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * dim
-    K: int = 2  # latent frames per chunk
+    K: int = 2  # latent frames per chunk; the largest chunk size (frame-in-chunk embeddings)
+    # Chunk sizes a training step draws from, uniformly, with the step's generator (one draw
+    # per step, before the noise); each in 1..K. None = always K. A single choice draws nothing.
+    K_choices: list[int] | None = None
     tokens_per_frame: int = 4  # N: video tokens per latent frame
     latent_dim: int = 8  # C: channels of one video token (from the tokenizer)
     action_dim: int = 14  # actions of one control step (two 7-DoF arms)
@@ -49,6 +52,18 @@ class ModelConfig:
         ):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
+        if self.K_choices is not None:
+            self.K_choices = list(self.K_choices)
+            if not self.K_choices or len(set(self.K_choices)) != len(self.K_choices):
+                raise ValueError(
+                    f"K_choices={self.K_choices} is not valid; must be a non-empty list of "
+                    "distinct chunk sizes, or None"
+                )
+            if any(not isinstance(k, int) or not 1 <= k <= self.K for k in self.K_choices):
+                raise ValueError(
+                    f"K_choices={self.K_choices} is not valid; every chunk size must be an "
+                    f"integer in 1..K={self.K}"
+                )
         if self.dim % self.heads != 0:
             raise ValueError(
                 f"dim={self.dim} is not valid; must be divisible by heads={self.heads}"

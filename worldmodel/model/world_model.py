@@ -6,6 +6,10 @@ Glossary and the attention rules: ``worldmodel/model/layout.py``. Shapes:
 
 Training (``forward_train``) runs one window as ``[noisy video | clean video | noisy action |
 clean action]`` under ``training_mask`` and returns the video + action flow losses.
+Random chunk size: with ``config.K_choices`` each step draws its chunk size ``K_step`` from
+them (``draw_chunk_size``), cuts the window's F frames into ``F // K_step`` whole chunks and
+drops the trailing frames that do not fill one (``crop_to_chunks``); layout, mask and the MCP
+heads' chunk shift then use ``K_step``. Inference uses ``config.K`` unless given a ``K``.
 Inference runs chunk by chunk against a ``KVCache`` of clean tokens:
 
     cache = model.init_cache()
@@ -95,6 +99,7 @@ class WindowOutputs:
     action_velocity: Tensor  # (B, F, A, d) at the noisy-action slots (normalised units)
     cond: Tensor  # (B, L, dim) per-token conditioning (noise-level embedding)
     attn_mask: Tensor  # (L, L) bool, the training mask
+    K: int  # latent frames per chunk of this window's layout
     hidden_states: list[Tensor] | None = None  # after each block, each (B, L, dim)
     num_video_tokens: int = 0  # F * N: the noisy-video slots are the first ones
 
@@ -264,30 +269,46 @@ class WorldModel(nn.Module):
             + self.type_embed(layout.kind.to(device))
         )
 
-    def num_chunks(self, frames: int) -> int:
-        """Whole chunks in ``frames`` latent frames (an error if there is a partial chunk)."""
-        if frames % self.config.K != 0 or frames == 0:
-            raise ValueError(f"{frames} latent frames are not whole chunks of K={self.config.K}")
-        return frames // self.config.K
+    def chunk_size(self, K: int | None) -> int:
+        """``K`` checked against the frame-in-chunk embeddings (1..config.K); None = config.K."""
+        if K is None:
+            return self.config.K
+        if not 1 <= K <= self.config.K:
+            raise ValueError(f"chunk size K={K} is not valid; must be in 1..{self.config.K}")
+        return K
 
-    def embed_video(self, video: Tensor, kind: int, first_chunk: int) -> tuple[Tensor, TokenLayout]:
-        """Video latents (B, F, N, C) of whole chunks -> tokens (B, F*N, dim) and their layout."""
+    def num_chunks(self, frames: int, K: int | None = None) -> int:
+        """Whole chunks of ``K`` (default config.K) in ``frames`` latent frames (an error if
+        there is a partial chunk)."""
+        K = self.chunk_size(K)
+        if frames % K != 0 or frames == 0:
+            raise ValueError(f"{frames} latent frames are not whole chunks of K={K}")
+        return frames // K
+
+    def embed_video(
+        self, video: Tensor, kind: int, first_chunk: int, K: int | None = None
+    ) -> tuple[Tensor, TokenLayout]:
+        """Video latents (B, F, N, C) of whole chunks of ``K`` frames (default config.K) ->
+        tokens (B, F*N, dim) and their layout."""
         B, F, N, C = video.shape
         if (N, C) != (self.config.tokens_per_frame, self.config.latent_dim):
             raise ValueError(
                 f"video tokens (N, C)={(N, C)} do not match the config's tokens_per_frame="
                 f"{self.config.tokens_per_frame}, latent_dim={self.config.latent_dim}"
             )
-        layout = block_layout(kind, first_chunk, self.num_chunks(F), self.config.K, N)
+        K = self.chunk_size(K)
+        layout = block_layout(kind, first_chunk, self.num_chunks(F, K), K, N)
         tokens = self.video_in(video.reshape(B, F * N, C))  # (B, F*N, dim)
         return tokens + self.positional(layout), layout
 
     def embed_actions(
-        self, actions: Tensor, kind: int, first_chunk: int
+        self, actions: Tensor, kind: int, first_chunk: int, K: int | None = None
     ) -> tuple[Tensor, TokenLayout]:
-        """Normalised actions (B, F, A, d) -> one token per frame (B, F, dim) and the layout."""
+        """Normalised actions (B, F, A, d) of whole chunks of ``K`` frames (default config.K)
+        -> one token per frame (B, F, dim) and the layout."""
         B, F, A, d = actions.shape
-        layout = block_layout(kind, first_chunk, self.num_chunks(F), self.config.K, 1)
+        K = self.chunk_size(K)
+        layout = block_layout(kind, first_chunk, self.num_chunks(F, K), K, 1)
         tokens = self.action_in(actions.reshape(B, F, A * d))  # (B, F, dim)
         return tokens + self.positional(layout), layout
 
@@ -309,15 +330,19 @@ class WorldModel(nn.Module):
         return out.view(B, frames, self.config.tokens_per_frame, self.config.latent_dim)
 
     # ----------------------------------------------------------------- teacher-forced pass
-    def forward_window(self, inputs: WindowInputs, return_hidden: bool = False) -> WindowOutputs:
-        """Run one window under the training mask; the velocity predictions of every chunk."""
+    def forward_window(
+        self, inputs: WindowInputs, return_hidden: bool = False, K: int | None = None
+    ) -> WindowOutputs:
+        """Run one window of chunks of ``K`` frames (default config.K) under the training mask;
+        the velocity predictions of every chunk."""
         cfg = self.config
+        K = self.chunk_size(K)
         B, F, N, _ = inputs.noisy_video.shape
         parts = [
-            self.embed_video(inputs.noisy_video, NOISY_VIDEO, 0),
-            self.embed_video(inputs.clean_video, CLEAN_VIDEO, 0),
-            self.embed_actions(inputs.noisy_action, NOISY_ACTION, 0),
-            self.embed_actions(inputs.clean_action, CLEAN_ACTION, 0),
+            self.embed_video(inputs.noisy_video, NOISY_VIDEO, 0, K),
+            self.embed_video(inputs.clean_video, CLEAN_VIDEO, 0, K),
+            self.embed_actions(inputs.noisy_action, NOISY_ACTION, 0, K),
+            self.embed_actions(inputs.clean_action, CLEAN_ACTION, 0, K),
         ]
         x = torch.cat([tokens for tokens, _ in parts], dim=1)  # (B, L, dim)
         layout = concat_layouts([lay for _, lay in parts])
@@ -346,6 +371,7 @@ class WorldModel(nn.Module):
             action_velocity=self.decode_actions(x[:, action_slots], cond[:, action_slots]),
             cond=cond,
             attn_mask=attn_mask,
+            K=K,
             hidden_states=hidden_states,
             num_video_tokens=F * N,
         )
@@ -380,15 +406,52 @@ class WorldModel(nn.Module):
         )
         return inputs, (video, actions), (video_noise, action_noise)
 
+    def draw_chunk_size(self, generator: torch.Generator | None) -> int:
+        """This step's chunk size: uniform over ``config.K_choices`` (one draw from
+        ``generator``), ``config.K`` without choices; a single choice draws nothing."""
+        choices = self.config.K_choices
+        if choices is None:
+            return self.config.K
+        if len(choices) == 1:
+            return choices[0]
+        device = generator.device if generator is not None else "cpu"
+        index = torch.randint(len(choices), (1,), generator=generator, device=device)
+        return choices[int(index)]
+
+    def crop_to_chunks(self, batch: dict, K: int) -> dict:
+        """The batch cut to its ``F // K`` whole chunks of ``K`` frames: the trailing
+        ``F % K`` frames of video (B, F, N, C), actions (B, F, A, d) and valid (B, F) are
+        dropped. The other keys are kept as they are."""
+        F = batch["video"].shape[1]
+        frames = F // self.chunk_size(K) * K
+        if frames == 0:
+            raise ValueError(f"a window of {F} latent frames holds no whole chunk of K={K}")
+        if frames == F:
+            return batch
+        cropped = dict(batch)
+        for key in ("video", "actions", "valid"):
+            if batch.get(key) is not None:
+                cropped[key] = batch[key][:, :frames]
+        return cropped
+
     def compute_train_outputs(
-        self, batch: dict, generator: torch.Generator | None = None, return_hidden: bool = False
+        self,
+        batch: dict,
+        generator: torch.Generator | None = None,
+        return_hidden: bool = False,
+        K: int | None = None,
     ) -> TrainOutputs:
         """Losses and everything an MCP head needs. batch: video (B, F, N, C) clean latents,
-        actions (B, F, A, d) raw, valid (B, F) bool frames inside the episode (optional)."""
+        actions (B, F, A, d) raw, valid (B, F) bool frames inside the episode (optional).
+
+        ``K``: the chunk size of this step; None draws it (``draw_chunk_size``, before the
+        noise). The window is cut to whole chunks of it (``crop_to_chunks``)."""
+        K = self.draw_chunk_size(generator) if K is None else self.chunk_size(K)
+        batch = self.crop_to_chunks(batch, K)
         inputs, (video, actions), (video_noise, action_noise) = self.noise_window(batch, generator)
         valid = batch.get("valid")
         valid = None if valid is None else valid.to(self.device, torch.bool)  # (B, F)
-        out = self.forward_window(inputs, return_hidden=return_hidden)
+        out = self.forward_window(inputs, return_hidden=return_hidden, K=K)
         loss_video = flow.weighted_mse(
             out.video_velocity,
             flow.velocity_target(video, video_noise),
@@ -407,9 +470,12 @@ class WorldModel(nn.Module):
         self, batch: dict, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """The model contract: ``(loss, metrics)`` with metrics loss/video, loss/action,
-        loss/total."""
+        loss/total, and chunk_size (this step's K) when ``config.K_choices`` is set."""
         result = self.compute_train_outputs(batch, generator)
-        return result.loss, result.metrics
+        metrics = result.metrics
+        if self.config.K_choices is not None:
+            metrics["chunk_size"] = float(result.outputs.K)
+        return result.loss, metrics
 
     def forward(self, batch: dict, generator: torch.Generator | None = None):
         return self.forward_train(batch, generator)
@@ -451,13 +517,13 @@ class WorldModel(nn.Module):
                 f"batch size {batch_size} does not match the cache's {cache.batch_size}"
             )
 
-    def _frame_sigma(self, sigma: Tensor | float | None, B: int) -> Tensor:
+    def _frame_sigma(self, sigma: Tensor | float | None, B: int, K: int) -> Tensor:
         """A float, (B,) or (B, K) noise level -> (B, K) in the model's dtype."""
         sigma = 0.0 if sigma is None else sigma
         sigma = torch.as_tensor(sigma, dtype=self.dtype, device=self.device)
         if sigma.ndim == 1:
             sigma = sigma[:, None]
-        return sigma.expand(B, self.config.K)
+        return sigma.expand(B, K)
 
     def append_clean(
         self,
@@ -467,7 +533,8 @@ class WorldModel(nn.Module):
         video_sigma: Tensor | float | None = None,
         hidden_states: list[Tensor] | None = None,
     ) -> None:
-        """Append the clean video (B, K, N, C) and/or raw actions (B, K, A, d) of the next chunk.
+        """Append the clean video (B, K, N, C) and/or raw actions (B, K, A, d) of the next chunk
+        (its chunk size K, 1..config.K, is read from the shapes).
 
         Order follows the mask: clean video of chunk i first, then its clean actions.
         ``video_sigma`` (float or (B, K)) marks re-noised history; default 0 (clean).
@@ -481,8 +548,9 @@ class WorldModel(nn.Module):
             B, K, N, _ = video_chunk.shape
             self._check_cache_batch(cache, B)
             video_chunk = video_chunk.to(self.device, self.dtype)
-            tokens, _ = self.embed_video(video_chunk, CLEAN_VIDEO, chunk)  # (B, K*N, dim)
-            cond = self.condition(per_token(self._frame_sigma(video_sigma, B), N))  # (B, K*N, dim)
+            tokens, _ = self.embed_video(video_chunk, CLEAN_VIDEO, chunk, K)  # (B, K*N, dim)
+            sigma = self._frame_sigma(video_sigma, B, K)  # (B, K)
+            cond = self.condition(per_token(sigma, N))  # (B, K*N, dim)
             self.run_cached(tokens, cond, chunk, cache, append=True, hidden_states=hidden_states)
             cache.add_segment(CLEAN_VIDEO, chunk, K * N)
         if action_chunk is not None:
@@ -492,7 +560,7 @@ class WorldModel(nn.Module):
             B, K = action_chunk.shape[:2]
             self._check_cache_batch(cache, B)
             actions = self.normalise_actions(action_chunk.to(self.device))  # (B, K, A, d)
-            tokens, _ = self.embed_actions(actions, CLEAN_ACTION, chunk)  # (B, K, dim)
+            tokens, _ = self.embed_actions(actions, CLEAN_ACTION, chunk, K)  # (B, K, dim)
             cond = self.condition(torch.zeros(B, K, dtype=self.dtype, device=self.device))
             self.run_cached(tokens, cond, chunk, cache, append=True, hidden_states=hidden_states)
             cache.add_segment(CLEAN_ACTION, chunk, K)
@@ -513,7 +581,7 @@ class WorldModel(nn.Module):
         if cache.num_action_chunks != chunk:
             raise ValueError(f"append the actions of chunk {chunk - 1} before the next video")
         B, K, N, _ = noisy.shape
-        tokens, _ = self.embed_video(noisy, NOISY_VIDEO, chunk)  # (B, K*N, dim)
+        tokens, _ = self.embed_video(noisy, NOISY_VIDEO, chunk, K)  # (B, K*N, dim)
         cond = self.condition(per_token(sigma, N))  # (B, K*N, dim)
         x = self.run_cached(
             tokens, cond, chunk, cache, append=False, hidden_states=hidden_states
@@ -528,7 +596,7 @@ class WorldModel(nn.Module):
         chunk = cache.num_action_chunks
         if cache.num_video_chunks != chunk + 1:
             raise ValueError(f"append the clean video of chunk {chunk} before its actions")
-        tokens, _ = self.embed_actions(noisy, NOISY_ACTION, chunk)  # (B, K, dim)
+        tokens, _ = self.embed_actions(noisy, NOISY_ACTION, chunk, noisy.shape[1])  # (B, K, dim)
         cond = self.condition(sigma)  # (B, K, dim)
         x = self.run_cached(tokens, cond, chunk, cache, append=False)  # (B, K, dim)
         return self.decode_actions(x, cond)
@@ -550,11 +618,17 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def denoise_video_chunk(
-        self, cache: KVCache, steps: int, generator: torch.Generator | None = None
+        self,
+        cache: KVCache,
+        steps: int,
+        generator: torch.Generator | None = None,
+        K: int | None = None,
     ) -> Tensor:
-        """Generate the next chunk's video latents (B, K, N, C) (video timestep shift)."""
+        """Generate the next chunk's video latents (B, K, N, C) (video timestep shift);
+        ``K`` defaults to config.K."""
         cfg = self.config
-        shape = (self._cache_batch_size(cache), cfg.K, cfg.tokens_per_frame, cfg.latent_dim)
+        K = self.chunk_size(K)
+        shape = (self._cache_batch_size(cache), K, cfg.tokens_per_frame, cfg.latent_dim)
         return self._euler_denoise(
             lambda x, s: self.predict_video_velocity(cache, x, s),
             shape,
@@ -570,16 +644,21 @@ class WorldModel(nn.Module):
         video_chunk: Tensor | None,
         steps: int,
         generator: torch.Generator | None = None,
+        K: int | None = None,
     ) -> Tensor:
         """Generate the raw actions (B, K, A, d) of the chunk whose video is ``video_chunk``.
 
         The clean video (B, K, N, C) is appended to the cache first (pass None if it already
         is); the actions are not appended: call ``append_clean(cache, action_chunk=...)``.
+        ``K`` defaults to the frames of ``video_chunk``, else config.K.
         """
         cfg = self.config
+        if K is None and video_chunk is not None:
+            K = video_chunk.shape[1]
+        K = self.chunk_size(K)
         if video_chunk is not None:
             self.append_clean(cache, video_chunk=video_chunk)
-        shape = (self._cache_batch_size(cache), cfg.K, cfg.actions_per_frame, cfg.action_dim)
+        shape = (self._cache_batch_size(cache), K, cfg.actions_per_frame, cfg.action_dim)
         actions = self._euler_denoise(
             lambda x, s: self.predict_action_velocity(cache, x, s),
             shape,
@@ -605,12 +684,14 @@ class WorldModel(nn.Module):
         video_steps: int,
         action_steps: int,
         generator: torch.Generator | None = None,
+        K: int | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Closed-loop planning step: imagined video (B, K, N, C) and actions (B, K, A, d).
+        """Closed-loop planning step: imagined video (B, K, N, C) and actions (B, K, A, d);
+        ``K`` defaults to config.K.
 
         Leaves the imagined clean video in the cache; ``observe_chunk`` replaces it.
         """
-        video = self.denoise_video_chunk(cache, video_steps, generator)
+        video = self.denoise_video_chunk(cache, video_steps, generator, K)
         actions = self.denoise_action_chunk(cache, video, action_steps, generator)
         return video, actions
 
@@ -623,14 +704,16 @@ class WorldModel(nn.Module):
         horizon: int,
         steps: int,
         generator: torch.Generator | None = None,
+        K: int | None = None,
     ) -> Tensor:
-        """Imagine ``horizon`` chunks from real context and the true future actions.
+        """Imagine ``horizon`` chunks of ``K`` frames (default config.K) from real context and
+        the true future actions.
 
         context_video (B, Fc, N, C) and context_actions (B, Fc, A, d) hold whole real chunks;
         future_actions (B, >= horizon*K, A, d). Each imagined chunk is appended as clean
         context for the next. Returns the imagined video (B, horizon*K, N, C).
         """
-        K = self.config.K
+        K = self.chunk_size(K)
         B, Fc = context_video.shape[:2]
         if Fc % K != 0 or context_actions.shape[1] != Fc:
             raise ValueError(f"context must be whole chunks of K={K} frames with their actions")
@@ -642,7 +725,7 @@ class WorldModel(nn.Module):
             self.append_clean(cache, context_video[:, frames], context_actions[:, frames])
         imagined = []
         for h in range(horizon):
-            video = self.denoise_video_chunk(cache, steps, generator)  # (B, K, N, C)
+            video = self.denoise_video_chunk(cache, steps, generator, K)  # (B, K, N, C)
             self.append_clean(cache, video, future_actions[:, h * K : (h + 1) * K])
             imagined.append(video)
         return torch.cat(imagined, dim=1)  # (B, horizon*K, N, C)

@@ -1,0 +1,157 @@
+"""Random chunk size per training step (``ModelConfig.K_choices``) and the inference ``K``."""
+
+import pytest
+import torch
+
+from tests.test_model_kv_equality import fixed_window, random_model
+from tests.tiny_models import randomise, tiny_batch, tiny_config
+from worldmodel.heads import WorldModelWithHeads, heads_preset
+from worldmodel.model import WorldModel, training_mask
+
+NUM_CHUNKS = 3
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("choices", [[], [0], [3], [1, 1], [1.5], [-1, 2]], ids=lambda c: repr(c))
+def test_config_rejects_bad_chunk_choices(choices):
+    with pytest.raises(ValueError, match=r"^K_choices="):
+        tiny_config(K=2, K_choices=choices)
+
+
+def test_config_accepts_subsets_of_one_to_K():
+    assert tiny_config(K=2).K_choices is None
+    assert tiny_config(K=2, K_choices=(2, 1)).K_choices == [2, 1]
+    assert tiny_config(K=3, K_choices=[3]).K_choices == [3]
+
+
+def make_model(with_heads: bool, **overrides) -> WorldModel:
+    torch.manual_seed(0)
+    cfg = tiny_config(**overrides)
+    if with_heads:
+        model = WorldModelWithHeads(cfg, heads_preset("next_forcing"))
+    else:
+        model = WorldModel(cfg)
+    randomise(model, 0.05)
+    return model
+
+
+@pytest.mark.parametrize("with_heads", [False, True], ids=["backbone", "next_forcing"])
+def test_draws_every_choice_and_each_backpropagates(with_heads):
+    model = make_model(with_heads, K_choices=[1, 2])
+    batch = tiny_batch(model.config, NUM_CHUNKS)
+    seen = set()
+    for seed in range(8):
+        loss, metrics = model(batch, generator=torch.Generator().manual_seed(seed))
+        K = int(metrics["chunk_size"])
+        # the draw is a function of the generator alone
+        again = model.draw_chunk_size(torch.Generator().manual_seed(seed))
+        assert again == K and K in (1, 2)
+        seen.add(K)
+        assert torch.isfinite(loss) and loss.ndim == 0
+        if with_heads:
+            assert {"loss/mcp1", "loss/mcp2", "loss/mcp3"} <= set(metrics)
+        model.zero_grad()
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        assert model.video_head.out.weight.grad.abs().sum() > 0
+    assert seen == {1, 2}
+
+
+@pytest.mark.parametrize("with_heads", [False, True], ids=["backbone", "next_forcing"])
+def test_step_uses_the_drawn_chunk_size(with_heads):
+    model = make_model(with_heads, K_choices=[1, 2])
+    cfg = model.config
+    batch = tiny_batch(cfg, NUM_CHUNKS)
+    F, N = NUM_CHUNKS * cfg.K, cfg.tokens_per_frame
+    result = model.compute_train_outputs(batch, torch.Generator().manual_seed(0), K=1)
+    assert result.outputs.K == 1
+    assert torch.equal(result.outputs.attn_mask, training_mask(F, 1, N))
+    assert result.outputs.video_velocity.shape[1] == F
+
+
+def test_trailing_frames_that_fill_no_chunk_are_dropped():
+    model = make_model(False, K=3, K_choices=[2, 3], max_chunks=4)
+    cfg = model.config
+    batch = tiny_batch(cfg, num_chunks=1)  # F = 3 frames
+    cropped = model.crop_to_chunks(batch, 2)
+    assert cropped["video"].shape[1] == cropped["actions"].shape[1] == 2
+    assert torch.equal(cropped["valid"], batch["valid"][:, :2])
+    assert model.crop_to_chunks(batch, 3) is batch
+    result = model.compute_train_outputs(batch, torch.Generator().manual_seed(0), K=2)
+    assert result.outputs.K == 2 and result.outputs.video_velocity.shape[1] == 2
+    assert torch.isfinite(result.loss)
+    with pytest.raises(ValueError, match="K=4"):
+        model.compute_train_outputs(batch, K=4)
+
+
+@pytest.mark.parametrize("with_heads", [False, True], ids=["backbone", "next_forcing"])
+def test_no_choices_is_bit_identical_to_the_single_choice_K(with_heads):
+    runs = []
+    for choices in (None, [2]):
+        model = make_model(with_heads, K=2, K_choices=choices)
+        batch = tiny_batch(model.config, NUM_CHUNKS)
+        loss, metrics = model(batch, generator=torch.Generator().manual_seed(3))
+        loss.backward()
+        runs.append((model, loss, metrics))
+    (plain, loss_plain, metrics_plain), (single, loss_single, metrics_single) = runs
+    assert "chunk_size" not in metrics_plain and metrics_single.pop("chunk_size") == 2.0
+    assert torch.equal(loss_plain, loss_single)
+    assert metrics_plain == metrics_single
+    for (name, p), q in zip(plain.named_parameters(), single.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert torch.equal(p.grad, q.grad), name
+
+
+@torch.no_grad()
+def test_K1_window_equals_the_cached_loop_with_chunk_size_1():
+    """A model with K=2 trained at K_step=1: teacher-forced equals the cached loop at K=1."""
+    model = random_model()
+    assert model.config.K == 2
+    inputs, raw_actions = fixed_window(model, noisy_history=True)
+    F = inputs.noisy_video.shape[1]  # 6 frames = 6 chunks of 1
+    full = model.forward_window(inputs, K=1)
+    cache = model.init_cache()
+    video, action = [], []
+    for i in range(F):
+        frame = slice(i, i + 1)
+        video.append(
+            model.predict_video_velocity(
+                cache, inputs.noisy_video[:, frame], inputs.noisy_video_sigma[:, frame]
+            )
+        )
+        model.append_clean(
+            cache,
+            video_chunk=inputs.clean_video[:, frame],
+            video_sigma=inputs.clean_video_sigma[:, frame],
+        )
+        action.append(
+            model.predict_action_velocity(
+                cache, inputs.noisy_action[:, frame], inputs.noisy_action_sigma[:, frame]
+            )
+        )
+        model.append_clean(cache, action_chunk=raw_actions[:, frame])
+    torch.testing.assert_close(torch.cat(video, 1), full.video_velocity, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(torch.cat(action, 1), full.action_velocity, rtol=1e-10, atol=1e-10)
+    assert cache.num_video_chunks == cache.num_action_chunks == F
+    # the K=1 layout is a different model input than K=2
+    assert not torch.allclose(full.video_velocity, model.forward_window(inputs).video_velocity)
+
+
+@torch.no_grad()
+def test_inference_chunk_size_argument():
+    model = random_model()
+    inputs, raw_actions = fixed_window(model, noisy_history=False)
+    B = inputs.clean_video.shape[0]
+    g = torch.Generator().manual_seed(0)
+    imagined = model.rollout_open_loop(
+        inputs.clean_video[:, :2], raw_actions[:, :2], raw_actions[:, 2:], 3, 2, g, K=1
+    )
+    assert imagined.shape == (B, 3, 3, 4) and torch.isfinite(imagined).all()
+    cache = model.init_cache(batch_size=B)
+    video, actions = model.imagine_chunk(cache, 2, 2, g, K=1)
+    assert video.shape == (B, 1, 3, 4) and actions.shape == (B, 1, 2, 3)
+    with pytest.raises(ValueError, match="chunk size K=3"):
+        model.denoise_video_chunk(model.init_cache(batch_size=B), 2, K=3)
