@@ -178,6 +178,25 @@ def side_region(
     return (x_low, y_range[0]), (x_high, y_range[1])
 
 
+def sample_pair_on_one_side(
+    rng: np.random.Generator,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    first_radius: float,
+    second_radius: float,
+    margin: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two spots on a random side of the table: the first anywhere, the second clear of it."""
+    low, high = side_region(rng.choice([-1.0, 1.0]), x_range, y_range)
+    first = rng.uniform(low, high)
+    second = sample_free_xy(
+        rng, low, high, second_radius, [Footprint(first, first_radius)], margin=margin, tries=1000
+    )
+    if second is None:  # cannot happen for the tasks' ranges; keep the failure loud
+        raise RuntimeError(f"no second position clear of the first in {x_range} x {y_range}")
+    return first, second
+
+
 def sample_free_xy(
     rng: np.random.Generator,
     low: tuple[float, float],

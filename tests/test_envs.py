@@ -111,18 +111,23 @@ def test_gl_backend_falls_back_to_osmesa(monkeypatch):
     assert os.environ["MUJOCO_GL"] == "osmesa"
 
 
-def test_missing_gl_gives_one_line_install_hint():
-    code = (
-        "from envs.env import TabletopEnv\n"
-        "TabletopEnv('press_button', cameras=('head',)).reset(seed=0)"
-    )
-    result = subprocess.run(
+def run_without_gl(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter with OpenGL disabled for MuJoCo."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env={**os.environ, "MUJOCO_GL": "disabled"},
         check=False,
     )
+
+
+def test_missing_gl_gives_one_line_install_hint():
+    code = (
+        "from envs.env import TabletopEnv\n"
+        "TabletopEnv('press_button', cameras=('head',)).reset(seed=0)"
+    )
+    result = run_without_gl(code)
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
     assert (
@@ -136,13 +141,7 @@ def test_physics_runs_without_gl():
         "env = TabletopEnv('press_button', cameras=())\n"
         "env.reset(seed=0)\nprint(env.step(env.action_space.sample())[0]['joint_pos'].shape)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MUJOCO_GL": "disabled"},
-        check=False,
-    )
+    result = run_without_gl(code)
     assert result.returncode == 0, result.stderr
     assert "(14,)" in result.stdout
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from envs import contacts
 from envs.expert import ArmTarget, Phase
-from envs.scene import Footprint, sample_free_xy, side_region
+from envs.scene import Footprint, sample_pair_on_one_side
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body, tilt
 
 CUP_RADIUS, CUP_HALF_HEIGHT, CUP_MASS = 0.024, 0.043, 0.08
@@ -73,20 +73,9 @@ class PlaceCupCoaster(Task):
         self.coaster = model.body("coaster").id
 
     def place_objects(self, model, data, rng, table_z) -> list[Footprint]:
-        sign = rng.choice([-1.0, 1.0])
-        low, high = side_region(sign, X_RANGE, Y_RANGE)
-        cup_xy = rng.uniform(low, high)
-        coaster_xy = sample_free_xy(
-            rng,
-            low,
-            high,
-            COASTER_RADIUS,
-            [Footprint(cup_xy, CUP_RADIUS)],
-            margin=MIN_GAP,
-            tries=1000,
+        cup_xy, coaster_xy = sample_pair_on_one_side(
+            rng, X_RANGE, Y_RANGE, CUP_RADIUS, COASTER_RADIUS, margin=MIN_GAP
         )
-        if coaster_xy is None:  # cannot happen for these ranges; keep the failure loud
-            raise RuntimeError("no coaster position clear of the cup")
         set_free_body(
             model,
             data,

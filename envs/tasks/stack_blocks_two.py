@@ -9,7 +9,7 @@ import numpy as np
 
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
-from envs.scene import Footprint, sample_free_xy, side_region
+from envs.scene import Footprint, sample_pair_on_one_side
 from envs.tasks.base import OBJECT_CONTACT, Task, set_free_body, tilt
 
 HALF = 0.02  # m, half side of both cubes
@@ -66,20 +66,9 @@ class StackBlocksTwo(Task):
         self.base_geom = model.geom("block_base").id
 
     def place_objects(self, model, data, rng, table_z) -> list[Footprint]:
-        sign = rng.choice([-1.0, 1.0])
-        low, high = side_region(sign, X_RANGE, Y_RANGE)
-        top_xy = rng.uniform(low, high)
-        base_xy = sample_free_xy(
-            rng,
-            low,
-            high,
-            MIN_DISTANCE / 2,
-            [Footprint(top_xy, MIN_DISTANCE / 2)],
-            margin=0.0,
-            tries=1000,
+        top_xy, base_xy = sample_pair_on_one_side(
+            rng, X_RANGE, Y_RANGE, MIN_DISTANCE / 2, MIN_DISTANCE / 2, margin=0.0
         )
-        if base_xy is None:  # cannot happen for these ranges; keep the failure loud
-            raise RuntimeError("no base block position clear of the top block")
         for body, xy in ((self.top, top_xy), (self.base, base_xy)):
             set_free_body(
                 model, data, body, [*xy, table_z + HALF], yaw=rng.uniform(-MAX_YAW, MAX_YAW)
