@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# torch first, and only if missing, so a GPU user's own build is kept
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,parallel]"
+	$(PY) -m pip install -q -e ".[dev,parallel,slurm]"
 	touch $@
 
 setup: system-packages $(VENV)/.installed

@@ -3,29 +3,64 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.configs import ConfigError
 from worldmodel.data.episodes import DatasetError
+from worldmodel.training.checkpoint import CheckpointError
+from worldmodel.training.trainer import TrainingError
+from worldmodel.training.windows import MemoryBudgetError
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DatasetError)
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TrainingError, MemoryBudgetError)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+APPS_CONF_DIR = CONF_DIR / "apps"  # apps whose keys are plain values (conf/apps/README.md)
 
 
 def to_config(cfg: DictConfig, schema: type[T]) -> T:
-    """The composed config as its dataclass; validation errors become ``ConfigError``."""
-    config = OmegaConf.to_object(cfg)
+    """The composed config as its dataclass; validation errors become ``ConfigError`` whose
+    message starts with the group of the bad key (``model: dim=63 is not valid; ...``)."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except ValueError as exc:
+        raise ConfigError(_with_group(cfg, exc)) from None
     if not isinstance(config, schema):
         raise ConfigError(f"config does not match {schema.__name__}")
     return config
 
 
+def _with_group(cfg: DictConfig, exc: ValueError) -> str:
+    """``exc``'s message prefixed with the first group whose node fails on its own."""
+    for key in cfg:
+        node = cfg[key]
+        if isinstance(node, DictConfig):
+            try:
+                OmegaConf.to_object(node)
+            except ValueError as group_exc:
+                message = str(group_exc)
+                return message if message.startswith(f"{key}.") else f"{key}: {message}"
+    return str(exc)
+
+
+class JobFailed(RuntimeError):
+    """A multirun job stopped on a user error; the other jobs of the sweep go on."""
+
+
 def exit_on_user_error(app: Callable[..., T]) -> Callable[..., T]:
-    """Print ``error: <one line>`` and exit 2 for bad configs and unusable datasets."""
+    """Print ``error: <one line>`` and exit 2 for bad configs and unusable datasets; inside a
+    multirun (``-m``) raise ``JobFailed`` instead, so Hydra marks only this job failed."""
 
     @functools.wraps(app)
     def wrapper(*args, **kwargs):
@@ -33,6 +68,80 @@ def exit_on_user_error(app: Callable[..., T]) -> Callable[..., T]:
             return app(*args, **kwargs)
         except USER_ERRORS as error:
             print(f"error: {error}", file=sys.stderr)
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise JobFailed(str(error)) from None
             sys.exit(2)
 
     return wrapper
+
+
+def check_overrides(
+    config_name: str,
+    argv: list[str],
+    validate: Callable[[DictConfig], object],
+    conf_dir: Path = CONF_DIR,
+) -> None:
+    """Compose ``conf/<config_name>`` with the command line's overrides before Hydra starts
+    and run ``validate`` on it: a bad key, value or group option exits with one line
+    (``error: ...``, status 2) instead of Hydra's multi-line report. Sweeps (``a=1,2``) are
+    checked value by value; ``hydra`` overrides and flags are left to Hydra."""
+    overrides = [
+        arg for arg in argv if "=" in arg and not arg.startswith(("-", "hydra", "+hydra", "~hydra"))
+    ]
+    try:
+        for variant in _override_variants(overrides):
+            with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+                cfg = compose(config_name, overrides=variant)
+            validate(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        _exit_with(_one_line(exc))
+    except USER_ERRORS as exc:
+        _exit_with(str(exc))
+
+
+def _exit_with(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _override_variants(overrides: list[str]) -> list[list[str]]:
+    """The overrides with every sweep at its first value, then each other value in turn."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        _exit_with(_one_line(exc))
+    choices = []
+    for override, text in zip(parsed, overrides, strict=True):
+        if override.is_sweep_override():
+            key = text.split("=", 1)[0]
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([text])
+    base = [values[0] for values in choices]
+    variants = [base]
+    for i, values in enumerate(choices):
+        variants += [base[:i] + [value] + base[i + 1 :] for value in values[1:]]
+    return variants
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line errors as one line naming the key and the choices."""
+    message = str(exc)
+    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", message)
+    if missing:
+        group, option = missing.groups()
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        return f"{group}={option} is not valid; choose one of: {', '.join(options)}"
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    detail = str(cause)
+    full_key = re.search(r"full_key: (\S+)", detail)
+    first = detail.strip().splitlines()[0] if detail.strip() else type(cause).__name__
+    unknown = re.match(r"Key '([^']+)' not in '([^']+)'", first)
+    if unknown and full_key:
+        return (
+            f"{full_key.group(1)} is not a config key of {unknown.group(2)}; check the "
+            f"spelling (its keys are documented in the {unknown.group(2)} dataclass)"
+        )
+    if full_key:
+        return f"{full_key.group(1)}: {first}"
+    return first

@@ -43,7 +43,7 @@ def collect(cfg: DictConfig) -> None:
     )
 
 
-@hydra.main(config_path="../conf", config_name="collect", version_base="1.3")
+@hydra.main(config_path="../conf/apps", config_name="collect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     collect(cfg)
 

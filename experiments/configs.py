@@ -83,3 +83,11 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="collect_schema", node=CollectConfig)
     store.store(name="preview_schema", node=PreviewConfig)
+    # these modules import this one: register them late
+    from experiments.evaluate_configs import EvaluateConfig
+    from experiments.reproduce_configs import ReproduceConfig
+    from experiments.train_configs import TrainConfig
+
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="reproduce_schema", node=ReproduceConfig)

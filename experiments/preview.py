@@ -70,7 +70,7 @@ def preview(cfg: DictConfig) -> None:
     print(f"dataset        {result.out_path}\ncontact sheet  {sheet}\nvideo          {movie}")
 
 
-@hydra.main(config_path="../conf", config_name="preview", version_base="1.3")
+@hydra.main(config_path="../conf/apps", config_name="preview", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     preview(cfg)
 

@@ -13,3 +13,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """A tiny press_button dataset (6 episodes, head camera 32x32, 4 evaluation seeds)."""
+    from worldmodel.data.collection import CollectionJob, run_collection
+
+    data_dir = tmp_path_factory.mktemp("tiny_data")
+    run_collection(
+        CollectionJob(
+            task="press_button",
+            setting="clean",
+            episodes=6,
+            cameras=("head",),
+            image_size=(32, 32),
+            data_dir=data_dir,
+            eval_episodes=4,
+        )
+    )
+    return data_dir

@@ -19,7 +19,7 @@ from experiments.configs import CollectConfig, ConfigError, register_configs
 from worldmodel.data.collection import CollectionJob, run_collection
 from worldmodel.data.episodes import EpisodeFile, finished_parts
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CONF = str(Path(__file__).resolve().parents[1] / "conf" / "apps")
 TASK = "pick_dual_cylinders"
 
 

@@ -105,6 +105,7 @@ def test_expert_solves_the_task(task, setting, required):
 
 def test_gl_backend_falls_back_to_osmesa(monkeypatch):
     monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)  # restored after the test too
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.setattr(rendering, "_backend_works", lambda backend: backend == "osmesa")
     assert rendering.select_gl_backend() == "osmesa"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+
+from worldmodel.atomic import atomic_path
 
 
 def tile_cameras(images: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -39,24 +40,20 @@ def contact_sheet(rows: Iterable[Iterable[np.ndarray]], gap: int = 2) -> np.ndar
 
 def write_image(path: Path, image: np.ndarray) -> Path:
     """Write a PNG atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    imageio.imwrite(tmp, image)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        imageio.imwrite(tmp, image)
+    return Path(path)
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> Path:
     """Write an H.264 mp4 atomically; frame sizes are padded to even numbers for the codec."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with imageio.get_writer(
-        tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error"
-    ) as writer:
+    with (
+        atomic_path(path) as tmp,
+        imageio.get_writer(
+            tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1, ffmpeg_log_level="error"
+        ) as writer,
+    ):
         for frame in frames:
             pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
             writer.append_data(np.pad(frame, pad))
-    os.replace(tmp, path)
-    return path
+    return Path(path)

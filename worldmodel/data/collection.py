@@ -33,6 +33,11 @@ from worldmodel.data.episodes import (
 EVAL_SEED_BASE = 100_000  # evaluation seeds live in their own range, above every training seed
 
 
+def dataset_path(data_dir: str | Path, task: str, setting: str) -> Path:
+    """The consolidated dataset of (task, setting): ``<data_dir>/<task>_<setting>.h5``."""
+    return Path(data_dir) / f"{task}_{setting}.h5"
+
+
 @dataclass(frozen=True)
 class CollectionJob:
     """What to collect; the fields workers need to rebuild the env."""
@@ -50,7 +55,7 @@ class CollectionJob:
 
     @property
     def out_path(self) -> Path:
-        return Path(self.data_dir) / f"{self.task}_{self.setting}.h5"
+        return dataset_path(self.data_dir, self.task, self.setting)
 
     @property
     def parts_dir(self) -> Path:

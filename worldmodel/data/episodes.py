@@ -507,6 +507,15 @@ class EpisodeFile:
                 fps=fps,
             )
 
+    def actions_at_fps(self, i: int, fps: float) -> np.ndarray:
+        """(N, s, J) actions of episode ``i`` grouped per interval at ``fps`` (no images read)."""
+        group = self._groups[i]
+        with self._reading(group):
+            action = group["action"][()]
+        stride = fps_stride(self.control_hz, fps)
+        intervals = len(action) // stride
+        return action[: intervals * stride].reshape(intervals, stride, action.shape[1])
+
     @contextmanager
     def _reading(self, group: h5py.Group) -> Iterator[None]:
         try:

@@ -470,8 +470,11 @@ class WorldModel(nn.Module):
         self, batch: dict, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """The model contract: ``(loss, metrics)`` with metrics loss/video, loss/action,
-        loss/total, and chunk_size (this step's K) when ``config.K_choices`` is set."""
-        result = self.compute_train_outputs(batch, generator)
+        loss/total, and chunk_size (this step's K) when ``config.K_choices`` is set.
+
+        ``batch["chunk_size"]``, when present, fixes this step's K instead of drawing it (a
+        trainer that splits one step over processes draws K once for all of them)."""
+        result = self.compute_train_outputs(batch, generator, K=batch.get("chunk_size"))
         metrics = result.metrics
         if self.config.K_choices is not None:
             metrics["chunk_size"] = float(result.outputs.K)

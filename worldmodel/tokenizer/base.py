@@ -28,6 +28,8 @@ class Tokenizer(nn.Module):
     """
 
     name: str = ""
+    # Latents worth caching on disk (``tokenizer.cache``): encoding costs a network pass.
+    cache_latents: bool = False
 
     def __init__(self, cameras: Sequence[str], image_size: Sequence[int]) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from worldmodel import atomic
 from worldmodel.tokenizer.base import Tokenizer
 
 CHECKPOINT_SCHEMA_VERSION = 1
@@ -67,6 +68,7 @@ class ConvAETokenizer(Tokenizer):
     """Conv encoder/decoder; ``tokens_per_camera`` = (H/downsample) * (W/downsample)."""
 
     name = "conv_ae"
+    cache_latents = True
 
     def __init__(
         self,
@@ -152,8 +154,6 @@ class ConvAETokenizer(Tokenizer):
 
 def save_conv_ae(tokenizer: ConvAETokenizer, path: str | os.PathLike, **extra: Any) -> Path:
     """Write the checkpoint atomically (tmp file, then rename); ``extra``: plain-data entries."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {
         "schema_version": CHECKPOINT_SCHEMA_VERSION,
         "tokenizer": tokenizer.name,
@@ -161,13 +161,7 @@ def save_conv_ae(tokenizer: ConvAETokenizer, path: str | os.PathLike, **extra: A
         "state_dict": {k: v.detach().cpu() for k, v in tokenizer.state_dict().items()},
         **extra,
     }
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.torch_save(checkpoint, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

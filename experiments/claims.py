@@ -1,0 +1,272 @@
+"""The Next Forcing paper's headline claims beside our measurement, with a verdict.
+
+Every number is computed here from the run folders (``experiments.run_folders``): final
+closed-loop success from each run's ``eval.json``, success at a training step from its
+periodic ``eval/success_rate`` rows, the inference speedup from ``eval.json``'s ``speed``.
+Comparisons pair runs of the same (task, setting, fps, seed); intervals are percentile
+bootstraps over those pairs (95%, ``worldmodel.evaluation.statistics``).
+
+Verdicts: ``reproduced`` when the interval of the effect lies on the paper's side of the
+threshold, ``not reproduced`` when it lies on the other side (or the measurement shows no
+effect at all, e.g. neither model ever succeeds), ``inconclusive`` when the interval spans
+the threshold (too few seeds or episodes at this scale), ``not measured`` when the scale has
+no runs for it. The reason column says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from experiments.run_folders import Run
+from worldmodel.evaluation.statistics import (
+    Interval,
+    bootstrap_ci,
+    convergence_speedup,
+    mean_curve,
+    relative_improvement,
+    value_at,
+)
+
+SUCCESS_KEY = "eval/success_rate"
+REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+INCONCLUSIVE, NOT_MEASURED = "inconclusive", "not measured"
+SPEEDUP_THRESHOLD = 1.5  # "about 2x": a lower bound above 1.5 counts as reproduced
+SUCCESS_TOLERANCE = 0.03  # "at 1-3 points of success"
+
+
+@dataclass
+class Claim:
+    claim: str  # what the paper says
+    paper: str  # its numbers
+    ours: str  # our measurement with its interval and counts
+    verdict: str
+    reason: str
+
+
+def _pairs(
+    runs: Sequence[Run], base: str, variant: str, setting: str | None, fps: float | None
+) -> list[tuple[Run, Run]]:
+    """(baseline, variant) runs of the same task, setting, fps and seed."""
+    keyed = {
+        (r.variant, r.task, r.setting, r.fps, r.seed): r
+        for r in runs
+        if (setting is None or r.setting == setting) and (fps is None or r.fps == fps)
+    }
+    return [
+        (run, keyed[(variant, *key[1:])])
+        for key, run in sorted(keyed.items(), key=lambda kv: str(kv[0]))
+        if key[0] == base and (variant, *key[1:]) in keyed
+    ]
+
+
+def final_success(run: Run, policy: str = "model") -> tuple[float, int, int] | None:
+    """(success rate, successes, episodes) of the run's final closed-loop evaluation."""
+    outcome = (run.eval or {}).get("closed_loop", {}).get(policy)
+    if outcome is None:
+        return None
+    return outcome["success_rate"], outcome["successes"], outcome["n"]
+
+
+def success_at(run: Run, step: float) -> float | None:
+    curve = run.curve(SUCCESS_KEY)
+    if curve is None or not curve[0][0] <= step <= curve[0][-1]:
+        return None
+    return value_at(curve[0], curve[1], step)
+
+
+def _fmt(interval: Interval, scale: float = 100.0, unit: str = "") -> str:
+    return (
+        f"{interval.point * scale:.1f}{unit} "
+        f"[{interval.low * scale:.1f}, {interval.high * scale:.1f}]"
+    )
+
+
+def interval_verdict(interval: Interval, threshold: float, higher_is_paper: bool = True) -> str:
+    if (interval.low > threshold) if higher_is_paper else (interval.high < threshold):
+        return REPRODUCED
+    if (interval.high <= threshold) if higher_is_paper else (interval.low >= threshold):
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def success_claim(
+    runs: Sequence[Run], base: str, variant: str, setting: str, fps: float, paper: str
+) -> Claim:
+    """Final success of ``variant`` above ``base`` in ``setting`` (pairs over tasks, seeds)."""
+    claim = f"{setting.capitalize()} success: Next Forcing above LingBot-VA"
+    pairs = [
+        (final_success(b), final_success(v)) for b, v in _pairs(runs, base, variant, setting, fps)
+    ]
+    pairs = [(b, v) for b, v in pairs if b is not None and v is not None]
+    if not pairs:
+        return Claim(claim, paper, "-", NOT_MEASURED, f"no evaluated {setting} runs at this scale")
+    base_sr = bootstrap_ci([b[0] for b, _ in pairs])
+    var_sr = bootstrap_ci([v[0] for _, v in pairs])
+    diff = bootstrap_ci([v[0] - b[0] for b, v in pairs])
+    episodes = sum(b[2] + v[2] for b, v in pairs)
+    ours = (
+        f"{_fmt(var_sr)} vs {_fmt(base_sr)}; difference {_fmt(diff, unit=' pts')} "
+        f"({len(pairs)} task-seed pairs, {episodes} episodes, fps {fps:g})"
+    )
+    if base_sr.point == 0 and var_sr.point == 0:
+        return Claim(claim, paper, ours, NOT_REPRODUCED, "neither model succeeds at this scale")
+    verdict = interval_verdict(diff, 0.0)
+    reason = {
+        REPRODUCED: "the interval of the difference is above 0",
+        NOT_REPRODUCED: "the interval of the difference is at or below 0",
+        INCONCLUSIVE: "the interval of the difference spans 0",
+    }[verdict]
+    return Claim(claim, paper, ours, verdict, reason)
+
+
+def relative_improvement_claim(
+    runs: Sequence[Run], base: str, variant: str, fps: float, step: int
+) -> Claim:
+    """(SR_nf - SR_base) / SR_base at ``step``, randomized, at ``fps``; bootstrap over pairs."""
+    claim = f"Relative improvement at the early step ({step} here), {fps:g} fps, randomized"
+    paper = "61.6% vs 31.9% at 5k steps: +93.1%"
+    pairs = [
+        (success_at(b, step), success_at(v, step))
+        for b, v in _pairs(runs, base, variant, "randomized", fps)
+    ]
+    pairs = [(b, v) for b, v in pairs if b is not None and v is not None]
+    if not pairs:
+        return Claim(claim, paper, "-", NOT_MEASURED, f"no randomized {fps:g} fps curves")
+    base_sr, var_sr = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    ours = f"{var_sr.mean() * 100:.1f}% vs {base_sr.mean() * 100:.1f}% ({len(pairs)} pairs)"
+    if base_sr.mean() == 0:
+        verdict = NOT_REPRODUCED if var_sr.mean() == 0 else INCONCLUSIVE
+        return Claim(claim, paper, ours, verdict, "the baseline's success is 0: undefined ratio")
+    interval = _bootstrap_ratio(base_sr, var_sr)
+    ours += f": {_fmt(interval, unit='%')}"
+    verdict = interval_verdict(interval, 0.0)
+    return Claim(claim, paper, ours, verdict, "interval of the relative improvement vs 0")
+
+
+def _bootstrap_ratio(base: np.ndarray, variant: np.ndarray, reps: int = 10000) -> Interval:
+    """Percentile bootstrap over pairs of relative_improvement(mean variant, mean base)."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(base), size=(reps, len(base)))
+    b, v = base[idx].mean(1), variant[idx].mean(1)
+    ok = b > 0
+    values = (v[ok] - b[ok]) / b[ok]
+    point = relative_improvement(float(variant.mean()), float(base.mean()))
+    if not len(values):
+        return Interval(point, point, point)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return Interval(point, float(low), float(high))
+
+
+def convergence_claim(runs: Sequence[Run], base: str, variant: str, fps: float) -> Claim:
+    """Steps the baseline needs to reach its own late success, over the variant's steps."""
+    claim = f"Faster convergence (closed-loop success curves, {fps:g} fps, randomized)"
+    paper = "baseline's 45k-step success reached at 20k: 2.3x"
+    pairs = _pairs(runs, base, variant, "randomized", fps)
+    curves = [(b.curve(SUCCESS_KEY), v.curve(SUCCESS_KEY)) for b, v in pairs]
+    curves = [(b, v) for b, v in curves if b is not None and v is not None]
+    if not curves:
+        return Claim(claim, paper, "-", NOT_MEASURED, f"no randomized {fps:g} fps curves")
+
+    def speedup(chosen: Sequence[int]):
+        base_steps, base_values = mean_curve([curves[i][0] for i in chosen])
+        var_steps, var_values = mean_curve([curves[i][1] for i in chosen])
+        return convergence_speedup(
+            base_steps, base_values, var_steps, var_values, late_step=base_steps[-1]
+        )
+
+    point = speedup(range(len(curves)))
+    ours = (
+        f"baseline reaches {point.target * 100:.1f}% at step {point.base_steps_to_target:g}; "
+        f"Next Forcing at {_steps(point.variant_steps_to_target)} ({len(curves)} pairs)"
+    )
+    if point.target == 0:
+        reason = "the baseline never succeeds here: there is no late success to converge to"
+        return Claim(claim, paper, ours, NOT_REPRODUCED, reason)
+    if point.speedup is None:
+        verdict = NOT_REPRODUCED if point.variant_steps_to_target is None else INCONCLUSIVE
+        return Claim(claim, paper, ours, verdict, point.reason or "speedup undefined")
+    interval = _bootstrap_speedup(len(curves), speedup, point.speedup)
+    ours += f": {interval.point:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
+    verdict = interval_verdict(interval, 1.0)
+    return Claim(claim, paper, ours, verdict, "interval of the speedup vs 1x")
+
+
+def _steps(value: float | None) -> str:
+    return "never (not reached)" if value is None else f"step {value:g}"
+
+
+def _bootstrap_speedup(n: int, speedup: Callable, point: float, reps: int = 1000) -> Interval:
+    """Resample pairs; a resample where the variant never reaches the target counts as 0x."""
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(reps):
+        result = speedup(rng.integers(0, n, size=n).tolist())
+        values.append(result.speedup if result.speedup is not None else 0.0)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return Interval(point, float(low), float(high))
+
+
+def speed_claim(runs: Sequence[Run], variant: str) -> Claim:
+    """mcp_parallel / standard control rate of the variant's runs, and the success cost."""
+    claim = "mcp_parallel inference: about 2x faster at 1-3 points of success"
+    paper = "~2x, success within 1-3 points"
+    rows = [
+        (
+            r.eval["speed"].get("mcp_parallel_speedup"),
+            final_success(r),
+            final_success(r, "model_mcp_parallel"),
+        )
+        for r in runs
+        if r.variant == variant and r.eval and r.eval.get("speed")
+    ]
+    rows = [(s, a, b) for s, a, b in rows if s is not None and a is not None and b is not None]
+    if not rows:
+        return Claim(claim, paper, "-", NOT_MEASURED, "no run evaluated in both modes")
+    ratio = bootstrap_ci([s for s, _, _ in rows])
+    cost = bootstrap_ci([b[0] - a[0] for _, a, b in rows])
+    ours = (
+        f"{ratio.point:.2f}x [{ratio.low:.2f}, {ratio.high:.2f}]; success change "
+        f"{_fmt(cost, unit=' pts')} ({len(rows)} runs, same machine per run)"
+    )
+    speed = interval_verdict(ratio, SPEEDUP_THRESHOLD)
+    within = max(abs(cost.low), abs(cost.high)) <= SUCCESS_TOLERANCE
+    outside = min(abs(cost.low), abs(cost.high)) > SUCCESS_TOLERANCE and cost.low * cost.high > 0
+    if speed == REPRODUCED and within:
+        return Claim(claim, paper, ours, REPRODUCED, "speedup above 1.5x, success within 3 pts")
+    if speed == NOT_REPRODUCED or outside:
+        reason = (
+            "speedup interval at or below 1.5x"
+            if speed == NOT_REPRODUCED
+            else ("success changes by more than 3 points")
+        )
+        return Claim(claim, paper, ours, NOT_REPRODUCED, reason)
+    return Claim(claim, paper, ours, INCONCLUSIVE, "an interval spans its threshold")
+
+
+def next_forcing_claims(
+    runs: Sequence[Run], base: str, variant: str, fps: Sequence[float], early_step: int
+) -> list[Claim]:
+    """The four headline claims of Next Forcing, measured on ``runs``."""
+    main_fps, high_fps = min(fps), max(fps)
+    return [
+        success_claim(runs, base, variant, "clean", main_fps, "94.1 vs 92.9"),
+        success_claim(runs, base, variant, "randomized", main_fps, "93.5 vs 91.5"),
+        relative_improvement_claim(runs, base, variant, high_fps, early_step),
+        convergence_claim(runs, base, variant, high_fps),
+        speed_claim(runs, variant),
+    ]
+
+
+def claims_table(claims: Sequence[Claim], scale: str) -> str:
+    """Markdown: claim | paper | ours | verdict | reason."""
+    lines = [
+        f"| claim | paper | ours (scale {scale}) | verdict | reason |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c.claim} | {c.paper} | {c.ours} | **{c.verdict}** | {c.reason} |" for c in claims
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,291 @@
+"""Evaluate a checkpoint: ``python -m experiments.evaluate checkpoint=<run>/last.pt``.
+
+Suites (``suites=[...]``, all by default):
+- ``closed_loop``: the model as a policy on the dataset's expert-checked evaluation seeds, in
+  every inference mode (``standard``; ``mcp_parallel`` too for MCP heads), success rate with
+  its Wilson 95% interval and per-episode outcomes.
+- ``baselines``: the scripted expert (ceiling), hold-still and random policies (floors) on
+  the same seeds.
+- ``speed``: chunks/s, control steps/s and network passes per chunk of each mode, from the
+  closed-loop runs of this one invocation (same machine), and mcp_parallel / standard.
+- ``drift``: open-loop drift per horizon on held-out episodes in three context regimes, for
+  each mode and with the heads dropped; figures ``figures/drift_<metric>_<regime>.png``.
+- ``videos``: real | imagined | difference rollouts of held-out episodes and closed-loop
+  episode videos marked SUCCESS/FAIL (``videos/``).
+
+Writes ``eval.json`` (schema ``EVAL_SCHEMA_VERSION``) and the files into ``out_dir``
+(default ``<run folder>/eval/step_<n>``); the evaluation of a run's final checkpoint is also
+copied to ``<run folder>/eval.json``, which the aggregation reads. Logged to wandb when
+``logger.mode`` is not ``disabled``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from experiments.cli import APPS_CONF_DIR, check_overrides, exit_on_user_error, to_config
+from experiments.configs import register_configs
+from experiments.evaluate_configs import EvaluateConfig
+from worldmodel import atomic
+from worldmodel.data.collection import dataset_path
+from worldmodel.evaluation.closed_loop import ClosedLoopResult, eval_seeds
+from worldmodel.evaluation.drift import DriftConfig, DriftResult, measure_drift
+from worldmodel.evaluation.figures import plot_drift
+from worldmodel.evaluation.run_eval import (
+    BASELINE_POLICIES,
+    closed_loop_metrics,
+    drift_episodes,
+    model_policy_factory,
+    rollout_video,
+    run_closed_loop,
+)
+from worldmodel.evaluation.videos import closed_loop_video
+from worldmodel.heads.modules import MCPHeads
+from worldmodel.training.build import TrainedRun, load_trained
+from worldmodel.training.run_logger import RunLogger
+
+register_configs()
+
+EVAL_SCHEMA_VERSION = 1
+DRIFT_FIGURES = (("latent_mse", "open_loop"), ("latent_mse", "autoregressive"))
+DRIFT_FIGURES += (("psnr", "open_loop"), ("ssim", "open_loop"))
+
+
+def run_info(trained: TrainedRun) -> dict[str, Any]:
+    """Who was evaluated: the run's identity from its checkpoint and ``run.json``."""
+    config, build = trained.checkpoint["config"], trained.build
+    run_json = Path(trained.checkpoint_path).parent / "run.json"
+    meta = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    return {
+        "name": config.get("name"),
+        "task": build.task,
+        "setting": build.setting,
+        "heads": meta.get("heads", build.heads.kind),
+        "variant": meta.get("variant", meta.get("heads", build.heads.kind)),
+        "fps": build.fps,
+        "seed": config.get("seed"),
+        "git": trained.checkpoint.get("git"),
+    }
+
+
+def inference_modes(config: EvaluateConfig, trained: TrainedRun) -> list[str]:
+    if config.modes:
+        return list(config.modes)
+    mcp = isinstance(trained.model.heads, MCPHeads)
+    return ["standard", "mcp_parallel"] if mcp else ["standard"]
+
+
+def closed_loop_suite(
+    config: EvaluateConfig, trained: TrainedRun, out_dir: Path, results: dict
+) -> dict[str, ClosedLoopResult]:
+    """The model in each mode (and the baselines) on the evaluation seeds."""
+    build = trained.build
+    setting = config.setting or build.setting
+    seeds = eval_seeds(dataset_path(Path(build.dataset).parent, build.task, setting))
+    seeds = seeds[: config.episodes]
+    record = seeds[: config.videos] if "videos" in config.suites else []
+    common = dict(workers=config.workers, max_steps=config.max_steps or None, setting=setting)
+    outcomes: dict[str, ClosedLoopResult] = {}
+    if {"closed_loop", "speed"} & set(config.suites):
+        for mode in inference_modes(config, trained):
+            factory = model_policy_factory(
+                trained.model,
+                trained.tokenizer,
+                build.fps,
+                mode,
+                config.video_steps,
+                config.action_steps,
+            )
+            key = "model" if mode == "standard" else f"model_{mode}"
+            outcomes[key] = run_closed_loop(
+                factory, build, seeds, needs_images=True, record_seeds=record, **common
+            )
+            for episode in outcomes[key].episodes:
+                if episode.frames is not None:
+                    success = episode.first_success_step if episode.success else None
+                    path = out_dir / "videos" / f"closed_loop_{key}_seed{episode.seed}.mp4"
+                    closed_loop_video({"cameras": episode.frames}, path, 50.0, success)
+                    results["files"]["videos"].append(str(path))
+    if "baselines" in config.suites:
+        for name, factory in BASELINE_POLICIES.items():
+            outcomes[name] = run_closed_loop(factory, build, seeds, needs_images=False, **common)
+    results["closed_loop"] = {key: result.to_dict() for key, result in outcomes.items()}
+    return outcomes
+
+
+def speed_suite(outcomes: dict[str, ClosedLoopResult]) -> dict[str, Any]:
+    """Per mode speeds of this invocation's closed-loop runs, and their ratio."""
+    modes = {"standard": "model", "mcp_parallel": "model_mcp_parallel"}
+    speed: dict[str, Any] = {
+        mode: {
+            "chunks_per_second": outcomes[key].chunks_per_second,
+            "control_steps_per_second": outcomes[key].steps_per_second,
+            "passes_per_chunk": outcomes[key].passes_per_chunk,
+        }
+        for mode, key in modes.items()
+        if key in outcomes
+    }
+    both = "standard" in speed and "mcp_parallel" in speed
+    speed["mcp_parallel_speedup"] = (
+        speed["mcp_parallel"]["control_steps_per_second"]
+        / speed["standard"]["control_steps_per_second"]
+        if both
+        else None
+    )
+    return speed
+
+
+def drift_suite(
+    config: EvaluateConfig, trained: TrainedRun, out_dir: Path, results: dict
+) -> dict[str, DriftResult]:
+    """Drift per mode (and heads dropped), its figures and the rollout videos."""
+    model, tokenizer, build = trained.model, trained.tokenizer, trained.build
+    suite = config.drift
+    frames = (suite.context_chunks + suite.horizon) * model.config.K
+    cache_dir = trained.checkpoint["config"]["data"]["cache_dir"]
+    episodes = drift_episodes(build, tokenizer, frames, suite.episodes, cache_dir)
+    models = {mode: model for mode in inference_modes(config, trained)}
+    if model.heads is not None:
+        dropped = copy.deepcopy(model)
+        dropped.drop_heads()
+        models["heads_dropped"] = dropped
+    drift: dict[str, DriftResult] = {}
+    if "drift" in config.suites:
+        for name, candidate in models.items():
+            mode = name if name in ("standard", "mcp_parallel") else "standard"
+            drift_config = DriftConfig(
+                context_chunks=suite.context_chunks,
+                horizon=suite.horizon,
+                steps=suite.steps,
+                mode=mode,
+                seed=config.seed,
+            )
+            drift[name] = measure_drift(candidate, episodes, drift_config, tokenizer)
+        results["drift"] = {name: result.to_dict() for name, result in drift.items()}
+        for metric, regime in DRIFT_FIGURES:
+            path = out_dir / "figures" / f"drift_{metric}_{regime}.png"
+            results["files"]["figures"].append(str(plot_drift(drift, metric, regime, path)))
+    if "videos" in config.suites:
+        for episode in range(min(config.videos, len(episodes.latents))):
+            path = rollout_video(
+                model,
+                tokenizer,
+                episodes,
+                out_dir / "videos" / f"rollout_episode{episode}.mp4",
+                context_chunks=max(suite.context_chunks, 1),
+                horizon=suite.horizon if suite.context_chunks else suite.horizon - 1,
+                steps=suite.steps,
+                fps=build.fps,
+                episode=episode,
+                seed=config.seed,
+            )
+            results["files"]["videos"].append(str(path))
+    return drift
+
+
+def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
+    """Run the configured suites; returns what ``eval.json`` holds."""
+    trained = load_trained(config.checkpoint)
+    run_dir = Path(config.checkpoint).resolve().parent
+    out_dir = (
+        Path(config.out_dir) if config.out_dir else run_dir / "eval" / f"step_{trained.step:07d}"
+    )
+    results: dict[str, Any] = {
+        "schema_version": EVAL_SCHEMA_VERSION,
+        "checkpoint": str(Path(config.checkpoint).resolve()),
+        "step": trained.step,
+        "run": run_info(trained),
+        "closed_loop": {},
+        "drift": {},
+        "speed": {},
+        "files": {"figures": [], "videos": []},
+    }
+    outcomes: dict[str, ClosedLoopResult] = {}
+    if {"closed_loop", "baselines", "speed"} & set(config.suites):
+        outcomes = closed_loop_suite(config, trained, out_dir, results)
+    if "speed" in config.suites:
+        results["speed"] = speed_suite(outcomes)
+    if {"drift", "videos"} & set(config.suites):
+        drift_suite(config, trained, out_dir, results)
+    atomic.write_json(out_dir / "eval.json", results)
+    if trained.step == trained.checkpoint["config"]["train"]["steps"]:
+        atomic.write_json(run_dir / "eval.json", results)
+    log_evaluation(config, results, outcomes, out_dir)
+    return results
+
+
+def log_evaluation(
+    config: EvaluateConfig, results: dict, outcomes: dict[str, ClosedLoopResult], out_dir: Path
+) -> None:
+    """Scalars, figures and videos to ``out_dir/metrics.jsonl`` and wandb (job evaluate)."""
+    run = results["run"]
+    logger = RunLogger(
+        out_dir,
+        mode=config.logger.mode,
+        project=config.logger.project,
+        entity=config.logger.entity,
+        group=run["name"],
+        job_type="evaluate",
+        tags=[run["task"], f"fps={run['fps']:g}", f"seed={run['seed']}", run["variant"]],
+        config={"evaluate": results["checkpoint"], "run": run},
+        init=config.logger.init,
+    )
+    step = results["step"]
+    scalars: dict[str, Any] = {}
+    for key, outcome in outcomes.items():
+        scalars |= closed_loop_metrics(outcome, prefix=f"eval/{key}/")
+    if results["speed"].get("mcp_parallel_speedup") is not None:
+        scalars["eval/mcp_parallel_speedup"] = results["speed"]["mcp_parallel_speedup"]
+    for name, drift in results["drift"].items():
+        for regime, metrics in drift["summary"].items():
+            for metric, summary in metrics.items():
+                scalars[f"eval/drift/{name}/{regime}/{metric}_auc"] = summary["auc"]
+    logger.log(scalars, step)
+    for path in results["files"]["figures"] + results["files"]["videos"]:
+        logger.log_media(f"eval/{Path(path).stem}", path, step)
+    logger.close()
+
+
+def summary_lines(results: dict) -> list[str]:
+    lines = [f"evaluated {results['checkpoint']} (step {results['step']})"]
+    for key, outcome in results["closed_loop"].items():
+        lines.append(
+            f"  {key:>20}: success {outcome['successes']}/{outcome['n']} = "
+            f"{outcome['success_rate']:.2f} [{outcome['wilson_low']:.2f}, "
+            f"{outcome['wilson_high']:.2f}]"
+        )
+    if results["speed"].get("mcp_parallel_speedup") is not None:
+        lines.append(f"  mcp_parallel speedup: {results['speed']['mcp_parallel_speedup']:.2f}x")
+    return lines
+
+
+def evaluate_config_from(cfg: DictConfig) -> EvaluateConfig:
+    return to_config(cfg, EvaluateConfig)
+
+
+@exit_on_user_error
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    results = evaluate_checkpoint(evaluate_config_from(cfg))
+    print("\n".join(summary_lines(results)))
+    return results
+
+
+@hydra.main(config_path="../conf/apps", config_name="evaluate", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+def main() -> None:
+    check_overrides("evaluate", sys.argv[1:], evaluate_config_from, conf_dir=APPS_CONF_DIR)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

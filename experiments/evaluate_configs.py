@@ -1,0 +1,70 @@
+"""Typed config of ``python -m experiments.evaluate`` (``EvaluateConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envs.scene import SETTINGS
+from experiments.configs import ConfigError, check_choice
+from experiments.train_configs import INFERENCE_MODES, LoggerConfig
+
+SUITES = ("closed_loop", "baselines", "drift", "speed", "videos")
+
+
+@dataclass
+class DriftSuiteConfig:
+    """Open-loop drift on held-out episodes (``worldmodel/evaluation/drift.py``)."""
+
+    episodes: int = 4  # held-out episodes (one batch)
+    context_chunks: int = 1  # real chunks before the imagined ones
+    horizon: int = 4  # imagined chunks H
+    steps: int = 10  # Euler steps per video chunk (and per action chunk)
+
+    def __post_init__(self) -> None:
+        for key in ("episodes", "horizon", "steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"drift.{key}={getattr(self, key)} is not valid; must be >= 1")
+        if self.context_chunks < 0:
+            raise ConfigError(f"drift.context_chunks={self.context_chunks} is not valid; >= 0")
+
+
+@dataclass
+class EvaluateConfig:
+    """``python -m experiments.evaluate checkpoint=<run>/last.pt``; the checkpoint carries the
+    run's config, so nothing else is required."""
+
+    checkpoint: str = ""  # a train checkpoint (last.pt or step_<n>.pt); required
+    suites: list[str] = field(default_factory=lambda: list(SUITES))  # any subset of SUITES
+    out_dir: str | None = None  # default: <run folder>/eval/step_<n>
+    setting: str | None = None  # closed-loop setting; default: the run's
+    episodes: int = 20  # closed-loop episodes: the first stored evaluation seeds
+    workers: int = 1  # closed-loop worker processes (1 and N give the same per-seed results)
+    modes: list[str] | None = None  # inference modes; default standard (+ mcp_parallel if MCP)
+    video_steps: int = 10  # Euler steps per imagined video chunk in closed loop
+    action_steps: int = 10  # Euler steps per action chunk in closed loop
+    max_steps: int = 0  # closed-loop control-step limit; 0 = the env's default
+    videos: int = 2  # episodes with videos (closed loop and open-loop rollout)
+    seed: int = 0  # seeds the drift noise
+    drift: DriftSuiteConfig = field(default_factory=DriftSuiteConfig)
+    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(mode="disabled"))
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint:
+            raise ConfigError(
+                "checkpoint is required: python -m experiments.evaluate "
+                "checkpoint=outputs/train/<run>/last.pt"
+            )
+        if not self.suites:
+            raise ConfigError(f"suites=[] is not valid; choose some of: {', '.join(SUITES)}")
+        for suite in self.suites:
+            check_choice("suites", suite, SUITES)
+        if self.setting is not None:
+            check_choice("setting", self.setting, SETTINGS)
+        for mode in self.modes or []:
+            check_choice("modes", mode, INFERENCE_MODES)
+        for key in ("episodes", "workers", "video_steps", "action_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
+        for key in ("max_steps", "videos"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}={getattr(self, key)} is not valid; must be >= 0")

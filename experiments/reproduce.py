@@ -1,0 +1,199 @@
+"""Reproduce a paper: ``python -m experiments.reproduce paper=next_forcing scale=tiny``.
+
+One command: collect the missing datasets, train every run of the scale's sweep (variants x
+tasks x settings x fps x seeds, each with periodic closed-loop evaluation: the convergence
+curve), evaluate each final checkpoint, aggregate over seeds and tasks, and write
+``REPORT.md``, opening with the paper's headline claims beside our measurements and a verdict.
+Finished runs and evaluations are skipped and unfinished runs resume from their last
+checkpoint, so the command continues after a kill. A run that fails is reported as missing;
+the others go on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from experiments.aggregate import aggregate_sweep
+from experiments.claims import claims_table, next_forcing_claims
+from experiments.cli import (
+    APPS_CONF_DIR,
+    CONF_DIR,
+    USER_ERRORS,
+    check_overrides,
+    exit_on_user_error,
+    to_config,
+)
+from experiments.configs import register_configs
+from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
+from experiments.report import write_report
+from experiments.reproduce_configs import ReproduceConfig, ScalePreset, scale_preset
+from experiments.run_folders import load_runs
+from experiments.train import run_training, train_config_from
+from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
+
+register_configs()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a reproduction sweep."""
+
+    variant: str
+    task: str
+    setting: str
+    fps: float
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.variant}/{self.task}_{self.setting}/fps{self.fps:g}/seed{self.seed}"
+
+    def overrides(self, preset: ScalePreset, name: str, data_dir: Path, wandb: str) -> list[str]:
+        """The ``experiments.train`` overrides of this run (the same as on a command line)."""
+        return [
+            *preset.train,
+            f"heads={self.variant}",
+            f"task={self.task}",
+            f"task.setting={self.setting}",
+            f"fps={self.fps:g}",
+            f"seed={self.seed}",
+            f"name={name}",
+            f"variant={self.variant}",
+            f"train.steps={preset.steps}",
+            f"eval.every={preset.eval_every}",
+            "eval.closed_loop=true",
+            f"eval.episodes={preset.eval_episodes}",
+            f"data.episodes={preset.data_episodes}",
+            f"data.eval_episodes={preset.eval_episodes}",
+            f"data.dir={data_dir}",
+            f"data.cache_dir={data_dir}/latents",
+            "data.auto_collect=true",
+            f"logger={wandb}",
+            "logger.progress=false",
+        ]
+
+
+def run_specs(preset: ScalePreset) -> list[RunSpec]:
+    return [
+        RunSpec(variant, task, setting, float(fps), int(seed))
+        for task in preset.tasks
+        for setting in preset.settings
+        for fps in preset.fps
+        for variant in preset.variants
+        for seed in preset.seeds
+    ]
+
+
+def compose_app(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step of the run folder's last checkpoint, or None without one."""
+    path = run_dir / LAST_CHECKPOINT
+    return int(load_checkpoint(path)["step"]) if path.is_file() else None
+
+
+def train_run(spec: RunSpec, run_dir: Path, overrides: list[str], steps: int) -> None:
+    if finished_step(run_dir) == steps:
+        return
+    cfg = compose_app(CONF_DIR, "train", overrides)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_training(train_config_from(cfg), run_dir, resolved, spec.variant, overrides)
+
+
+def evaluate_run(run_dir: Path, preset: ScalePreset, wandb: str) -> None:
+    if (run_dir / "eval.json").is_file():
+        return
+    overrides = [f"checkpoint={run_dir / LAST_CHECKPOINT}", *preset.evaluate]
+    overrides += [f"episodes={preset.eval_episodes}", f"logger.mode={wandb}"]
+    evaluate_checkpoint(evaluate_config_from(compose_app(APPS_CONF_DIR, "evaluate", overrides)))
+
+
+def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> dict[str, str]:
+    """Train and evaluate every run; returns the failed runs' folders and their errors."""
+    data_dir = Path(config.data_dir) if config.data_dir else out_dir / "data"
+    name = f"reproduce_{config.paper}_{config.scale}"
+    failures: dict[str, str] = {}
+    specs = run_specs(preset)
+    for spec in tqdm(specs, desc=f"reproduce {config.paper} {config.scale}", unit="run"):
+        run_dir = out_dir / "runs" / spec.folder
+        try:
+            train_run(
+                spec, run_dir, spec.overrides(preset, name, data_dir, config.wandb), preset.steps
+            )
+            evaluate_run(run_dir, preset, config.wandb)
+        except USER_ERRORS as exc:
+            failures[spec.folder] = str(exc)
+            print(f"error: {spec.folder}: {exc}", file=sys.stderr)
+    return failures
+
+
+def reproduce(config: ReproduceConfig) -> Path:
+    """Run the whole pipeline; returns the path of ``REPORT.md``."""
+    preset = scale_preset(config.paper, config.scale)
+    out_dir = Path(config.out_dir or f"outputs/reproduce/{config.paper}_{config.scale}")
+    started = time.perf_counter()
+    failures = run_sweep(config, preset, out_dir)
+    summary = aggregate_sweep(out_dir, baseline=preset.baseline)
+    runs = load_runs(out_dir).runs
+    claims = next_forcing_claims(
+        runs, preset.baseline, preset.variants[1], preset.fps, preset.early_step
+    )
+    header = claims_header(config, preset, runs, failures, time.perf_counter() - started)
+    table = f"{header}\n\n{claims_table(claims, config.scale)}\n"
+    return write_report(out_dir, summary, table, wandb_mode=config.wandb)
+
+
+def claims_header(
+    config: ReproduceConfig,
+    preset: ScalePreset,
+    runs: list,
+    failures: dict[str, str],
+    seconds: float,
+) -> str:
+    """What was run, how long this invocation took, and what failed."""
+    lines = [
+        f"## Paper claims: {config.paper}, scale `{config.scale}`",
+        "",
+        f"Command: `python -m experiments.reproduce paper={config.paper} scale={config.scale}`; "
+        f"this invocation took {seconds / 60:.1f} min (finished runs are reused, so a resumed "
+        f"invocation is shorter). Runs used: {len(runs)} of {len(run_specs(preset))} "
+        f"({', '.join(preset.variants)} x tasks {', '.join(preset.tasks)} x settings "
+        f"{', '.join(preset.settings)} x fps {', '.join(f'{f:g}' for f in preset.fps)} x seeds "
+        f"{', '.join(map(str, preset.seeds))}; {preset.steps} steps each). Success in %, "
+        "intervals are 95% bootstraps over task-seed pairs; verdict rules: experiments/claims.py.",
+    ]
+    lines += [f"- failed: `{folder}`: {error}" for folder, error in failures.items()]
+    return "\n".join(lines)
+
+
+def reproduce_config_from(cfg: DictConfig) -> ReproduceConfig:
+    return to_config(cfg, ReproduceConfig)
+
+
+@exit_on_user_error
+def reproduce_app(cfg: DictConfig) -> Path:
+    report = reproduce(reproduce_config_from(cfg))
+    print(f"report: {report}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Not a ``hydra.main`` app: it composes the train and evaluate configs of every run
+    itself, which Hydra allows only outside a running app."""
+    argv = sys.argv[1:] if argv is None else argv
+    check_overrides("reproduce", argv, reproduce_config_from, conf_dir=APPS_CONF_DIR)
+    reproduce_app(compose_app(APPS_CONF_DIR, "reproduce", argv))
+
+
+if __name__ == "__main__":
+    main()

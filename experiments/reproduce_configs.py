@@ -1,0 +1,85 @@
+"""Typed config of ``python -m experiments.reproduce`` and its scale presets.
+
+``conf/reproduce/<paper>/<scale>.yaml`` holds one ``ScalePreset``: which runs the comparison
+needs (tasks x settings x fps x seeds x variants) and the train/evaluate overrides of that
+scale. The preset files are read by ``scale_preset``, not composed by Hydra: they describe a
+sweep, not one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from envs.scene import SETTINGS
+from envs.tasks import TASKS
+from experiments.configs import ConfigError, check_choice
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "conf" / "reproduce"
+PAPERS = ("next_forcing",)
+
+
+@dataclass
+class ScalePreset:
+    """The runs of one reproduction scale."""
+
+    tasks: list[str]
+    settings: list[str]  # clean | randomized
+    fps: list[float]
+    seeds: list[int]
+    variants: list[str]  # heads presets; the first is the baseline
+    steps: int  # training steps of every run
+    eval_every: int  # closed-loop success every this many steps: the convergence curve
+    early_step: int  # where "relative improvement at 5k steps" is read at this scale
+    eval_episodes: int  # closed-loop episodes per evaluation (expert-checked seeds)
+    data_episodes: int  # training episodes collected per (task, setting)
+    train: list[str] = field(default_factory=list)  # overrides of experiments.train
+    evaluate: list[str] = field(default_factory=list)  # overrides of experiments.evaluate
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            check_choice("tasks", task, sorted(TASKS))
+        for setting in self.settings:
+            check_choice("settings", setting, SETTINGS)
+        if len(self.variants) < 2:
+            raise ConfigError(f"variants={self.variants}: name a baseline and at least one more")
+        if not 0 < self.early_step <= self.steps or self.steps % self.eval_every:
+            raise ConfigError(
+                f"early_step={self.early_step}, eval_every={self.eval_every}: need "
+                f"0 < early_step <= steps={self.steps} and eval_every dividing steps"
+            )
+        if self.early_step % self.eval_every:
+            raise ConfigError(f"early_step={self.early_step} must be an evaluation step")
+
+    @property
+    def baseline(self) -> str:
+        return self.variants[0]
+
+
+def scale_names(paper: str) -> list[str]:
+    return sorted(p.stem for p in (PRESET_DIR / paper).glob("*.yaml"))
+
+
+def scale_preset(paper: str, scale: str) -> ScalePreset:
+    check_choice("paper", paper, PAPERS)
+    check_choice("scale", scale, scale_names(paper))
+    values = OmegaConf.to_container(OmegaConf.load(PRESET_DIR / paper / f"{scale}.yaml"))
+    return ScalePreset(**values)
+
+
+@dataclass
+class ReproduceConfig:
+    """``python -m experiments.reproduce paper=next_forcing scale=tiny``."""
+
+    paper: str = "next_forcing"
+    scale: str = "tiny"  # micro (CI) | tiny (30 min, 2 CPU cores) | small (CPU hours) | base
+    out_dir: str | None = None  # default outputs/reproduce/<paper>_<scale>
+    data_dir: str | None = None  # default <out_dir>/data (datasets collected when missing)
+    wandb: str = "disabled"  # disabled | offline | online: runs, evaluations and the report
+
+    def __post_init__(self) -> None:
+        check_choice("paper", self.paper, PAPERS)
+        check_choice("scale", self.scale, scale_names(self.paper))
+        check_choice("wandb", self.wandb, ("disabled", "offline", "online"))

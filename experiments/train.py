@@ -1,0 +1,376 @@
+"""Train a world model: ``python -m experiments.train task=handover_block heads=next_forcing``.
+
+Composes ``conf/train.yaml`` (groups task, data, tokenizer, model, heads, train, eval, logger,
+experiment; typed by ``experiments.train_configs.TrainConfig``), then builds the parts and
+hands them to ``worldmodel.training.Trainer``. The run folder (Hydra's output dir, named
+after the command's overrides) holds ``config.yaml``, ``run.json`` (git commit, dirty flag,
+versions), ``metrics.jsonl``, ``last.pt`` and ``step_<n>.pt`` checkpoints and the wandb
+offline run. Re-running the same command continues from ``last.pt``.
+
+``torchrun --nproc_per_node=N -m experiments.train ...`` trains with DDP (gloo on CPU,
+nccl on GPU); ``train.batch_size`` stays the global batch.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from envs.env import CONTROL_HZ
+from experiments.cli import check_overrides, exit_on_user_error, to_config
+from experiments.collect import job_from_config
+from experiments.configs import CollectConfig, ConfigError, register_configs
+from experiments.train_configs import TrainConfig, check_train_config
+from worldmodel import atomic
+from worldmodel.data.collection import dataset_path, run_collection
+from worldmodel.data.episodes import COLLECT_COMMAND, DatasetError, EpisodeFile
+from worldmodel.evaluation.closed_loop import eval_seeds
+from worldmodel.evaluation.run_eval import (
+    closed_loop_metrics,
+    drift_episodes,
+    model_policy_factory,
+    rollout_video,
+    run_closed_loop,
+)
+from worldmodel.heads.modules import WorldModelWithHeads
+from worldmodel.tokenizer.base import Tokenizer
+from worldmodel.training.build import RunBuild, derive_model_config
+from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from worldmodel.training.distributed import DistInfo, init_distributed, shutdown
+from worldmodel.training.provenance import git_state, versions
+from worldmodel.training.run_logger import RunLogger
+from worldmodel.training.trainer import Progress, Trainer
+from worldmodel.training.validation import validation_losses
+from worldmodel.training.windows import (
+    WindowSet,
+    action_stats,
+    load_episode_latents,
+)
+
+register_configs()
+
+# Overrides that do not make a different model: the run's identity and its infrastructure.
+NOT_VARIANT_KEYS = {"task", "fps", "seed", "name", "variant", "experiment", "heads", "resume"}
+NOT_VARIANT_PREFIXES = ("task.", "data", "logger", "eval", "hydra", "train.steps", "train.device")
+NOT_VARIANT_PREFIXES += ("train.threads", "train.log_every", "train.checkpoint_every")
+NOT_VARIANT_PREFIXES += ("train.keep_checkpoints",)
+
+# Keys a resumed run may change; any other difference to the checkpoint's config is refused.
+RESUMABLE_KEYS = ("name", "variant", "resume", "logger", "eval", "train.steps", "train.device")
+RESUMABLE_KEYS += ("train.threads", "train.log_every", "data.auto_collect", "data.collect_workers")
+RESUMABLE_KEYS += ("data.dir", "data.cache_dir", "data.max_memory_gb")
+
+
+def collect_config(config: TrainConfig) -> CollectConfig:
+    """What ``python -m experiments.collect`` would need to make this run's dataset."""
+    data = config.data
+    return CollectConfig(
+        task=config.task.name,
+        setting=config.task.setting,
+        episodes=data.episodes,
+        workers=data.collect_workers,
+        cameras=list(data.cameras),
+        image_size=list(data.image_size),
+        eval_episodes=data.eval_episodes,
+        data_dir=data.dir,
+    )
+
+
+def collect_command(config: CollectConfig) -> str:
+    return (
+        f"{COLLECT_COMMAND} task={config.task} setting={config.setting} "
+        f"episodes={config.episodes} eval_episodes={config.eval_episodes} "
+        f"cameras=[{','.join(config.cameras)}] "
+        f"image_size=[{config.image_size[0]},{config.image_size[1]}] data_dir={config.data_dir}"
+    )
+
+
+def ensure_dataset(config: TrainConfig, dist: DistInfo) -> Path:
+    """The dataset path; collected first when missing and ``data.auto_collect`` (rank 0)."""
+    data, collect = config.data, collect_config(config)
+    path = dataset_path(data.dir, config.task.name, config.task.setting)
+    if not path.exists():
+        if not data.auto_collect:
+            fix = f"collect it with: {collect_command(collect)} (or data.auto_collect=true)"
+            raise DatasetError(path, "not found", fix)
+        if dist.is_main:
+            run_collection(job_from_config(collect))
+        if dist.distributed:
+            torch.distributed.barrier()
+    with EpisodeFile(path) as dataset:
+        missing = [c for c in data.cameras if c not in dataset.cameras]
+        if missing or list(dataset.image_size) != list(data.image_size):
+            raise DatasetError(
+                path,
+                f"has cameras {dataset.cameras} at {list(dataset.image_size)}, the run wants "
+                f"{data.cameras} at {data.image_size}",
+                f"set data.cameras/data.image_size to match, or collect into another data.dir: "
+                f"{collect_command(collect)}",
+            )
+        if dataset.num_episodes - data.val_episodes < 1:
+            raise ConfigError(
+                f"data.val_episodes={data.val_episodes} leaves no training episode of the "
+                f"{dataset.num_episodes} in {path}"
+            )
+    return path
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (resumable keys skipped)."""
+    if prefix.rstrip(".") in RESUMABLE_KEYS:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [
+            diff
+            for k in keys
+            for diff in config_differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        ]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def previous_checkpoint(config: TrainConfig, run_dir: Path, resolved: dict) -> dict | None:
+    """The run folder's last checkpoint if this run continues it; errors if it must not."""
+    path = run_dir / LAST_CHECKPOINT
+    if not path.is_file():
+        return None
+    if not config.resume:
+        raise ConfigError(
+            f"{run_dir} already holds a run (last.pt); pass resume=true to continue it or "
+            "choose another folder with hydra.run.dir=<dir>"
+        )
+    payload = load_checkpoint(path)
+    changed = config_differences(payload["config"], resolved)
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds a run with a different config ({', '.join(changed[:5])}); "
+            "choose another folder with hydra.run.dir=<dir>"
+        )
+    return payload
+
+
+def variant_label(heads_name: str, overrides: list[str]) -> str:
+    """What tells this model apart in a comparison: the heads preset plus every override that
+    is not the run's identity (task, fps, seed) or infrastructure (data, logging, eval, ...)."""
+    kept = [
+        override
+        for override in overrides
+        if override.lstrip("+~").split("=")[0] not in NOT_VARIANT_KEYS
+        and not override.lstrip("+~").startswith(NOT_VARIANT_PREFIXES)
+    ]
+    return ",".join([heads_name, *sorted(kept)])
+
+
+def run_training(
+    config: TrainConfig,
+    run_dir: Path,
+    resolved: dict,
+    heads_name: str = "custom",
+    overrides: list[str] | None = None,
+) -> Progress:
+    """Train one run into ``run_dir`` (continuing its checkpoint when there is one)."""
+    check_train_config(config)
+    dist = init_distributed(config.train.device)
+    try:
+        return _train(config, run_dir, resolved, heads_name, list(overrides or []), dist)
+    finally:
+        shutdown(dist)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    resolved: dict,
+    heads_name: str,
+    overrides: list[str],
+    dist: DistInfo,
+) -> Progress:
+    if config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
+    path = ensure_dataset(config, dist)
+    payload = previous_checkpoint(config, run_dir, resolved)
+    data = config.data
+    build_tokenizer = config.tokenizer.build(data.cameras, data.image_size)
+    with EpisodeFile(path) as dataset:
+        total = dataset.num_episodes
+        action_dim = int(dataset.actions_at_fps(0, config.fps).shape[-1])
+    train_count = total - data.val_episodes
+    latents = load_episode_latents(
+        path,
+        build_tokenizer,
+        config.fps,
+        list(range(total)),
+        data.cache_dir,
+        data.max_memory_gb * 2**30,
+        progress=config.logger.progress and dist.is_main,
+    )
+    model_config = derive_model_config(
+        config.model, build_tokenizer, config.fps, action_dim, CONTROL_HZ
+    )
+    train_set = WindowSet(latents[:train_count], data.window_frames, model_config.K)
+    val_set = (
+        WindowSet(latents[train_count:], data.window_frames, model_config.K)
+        if data.val_episodes
+        else None
+    )
+    torch.manual_seed(config.seed)
+    model = WorldModelWithHeads(model_config, config.heads)
+    model.set_action_stats(*action_stats(latents[:train_count]))
+    build = RunBuild(
+        model=model_config,
+        heads=config.heads,
+        tokenizer=config.tokenizer,
+        cameras=list(data.cameras),
+        image_size=list(data.image_size),
+        fps=config.fps,
+        task=config.task.name,
+        setting=config.task.setting,
+        dataset=str(path),
+        train_episodes=train_count,
+    )
+    git = git_state()
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        atomic.write_json(
+            run_dir / "run.json",
+            {
+                "git": git,
+                "versions": versions(),
+                "argv": sys.argv,
+                "heads": heads_name,
+                "variant": config.variant or variant_label(heads_name, overrides),
+                "overrides": overrides,
+            },
+        )
+    logger = RunLogger(
+        run_dir,
+        mode=config.logger.mode,
+        project=config.logger.project,
+        entity=config.logger.entity,
+        group=config.name,
+        job_type=heads_name,
+        tags=[config.task.name, f"fps={config.fps:g}", f"seed={config.seed}", git["commit"][:12]],
+        config={**resolved, "git": git, "versions": versions()},
+        init=config.logger.init,
+        resume_step=None if payload is None else int(payload["step"]),
+        active=dist.is_main,
+    )
+
+    evaluate = periodic_evaluation(config, build, build_tokenizer, val_set, logger, run_dir)
+
+    trainer = Trainer(
+        model,
+        train_set,
+        config.train,
+        run_dir=run_dir,
+        logger=logger,
+        dist=dist,
+        seed=config.seed,
+        checkpoint_extra={"config": resolved, "build": build.to_dict(), "git": git},
+        evaluate=evaluate,
+        eval_every=config.eval.every,
+        progress_bar=config.logger.progress,
+    )
+    if payload is not None:
+        trainer.restore(payload)
+        if dist.is_main:
+            print(f"resuming {run_dir} from step {trainer.progress.step}", file=sys.stderr)
+    try:
+        progress = trainer.fit()
+    finally:
+        logger.close()
+    return progress
+
+
+def periodic_evaluation(
+    config: TrainConfig,
+    build: RunBuild,
+    tokenizer: Tokenizer,
+    val_set: WindowSet | None,
+    logger: RunLogger,
+    run_dir: Path,
+) -> Callable[[WorldModelWithHeads, int], dict[str, Any]]:
+    """What runs every ``eval.every`` steps: validation losses per horizon, closed-loop
+    success on the dataset's evaluation seeds (``eval.closed_loop``) and a rollout video."""
+    ev = config.eval
+    seeds = eval_seeds(build.dataset)[: ev.episodes] if ev.closed_loop else []
+    video_episodes = None
+    if ev.rollout_video:
+        frames = (1 + ev.rollout_horizon) * config.model.K
+        try:
+            video_episodes = drift_episodes(build, tokenizer, frames, 1, config.data.cache_dir)
+        except ValueError as exc:
+            print(f"warning: no rollout video: {exc}", file=sys.stderr)
+
+    def evaluate(module: WorldModelWithHeads, step: int) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        if val_set is not None:
+            batch = config.train.batch_size
+            results |= validation_losses(module, val_set, ev.val_windows, batch, config.seed)
+        if seeds:
+            factory = model_policy_factory(
+                module, tokenizer, config.fps, ev.mode, ev.video_steps, ev.action_steps
+            )
+            result = run_closed_loop(
+                factory,
+                build,
+                seeds,
+                needs_images=True,
+                workers=ev.workers,
+                max_steps=ev.max_steps or None,
+            )
+            results |= closed_loop_metrics(result)
+        if video_episodes is not None:
+            path = rollout_video(
+                module,
+                tokenizer,
+                video_episodes,
+                run_dir / "videos" / f"rollout_step_{step:07d}.mp4",
+                context_chunks=1,
+                horizon=ev.rollout_horizon,
+                steps=ev.video_steps,
+                fps=config.fps,
+                seed=config.seed,
+            )
+            logger.log_media("rollout/video", path, step)
+        return results
+
+    return evaluate
+
+
+def train_config_from(cfg: DictConfig) -> TrainConfig:
+    config = to_config(cfg, TrainConfig)
+    check_train_config(config)
+    return config
+
+
+@exit_on_user_error
+def train(cfg: DictConfig) -> Progress:
+    config = train_config_from(cfg)
+    hydra_cfg = HydraConfig.get()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    heads_name = hydra_cfg.runtime.choices.get("heads", "custom")
+    overrides = list(hydra_cfg.overrides.task)
+    return run_training(config, Path(hydra_cfg.runtime.output_dir), resolved, heads_name, overrides)
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+def main() -> None:
+    check_overrides("train", sys.argv[1:], train_config_from)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

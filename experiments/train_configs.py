@@ -1,0 +1,176 @@
+"""Typed config of ``python -m experiments.train`` (``TrainConfig``), one dataclass per group.
+
+Groups mirror code: ``task``, ``data``, ``tokenizer`` (``TokenizerConfig``), ``model``
+(``ModelConfig``), ``heads`` (``HeadsConfig``), ``train``, ``eval``, ``logger`` and the named
+``experiment`` presets under ``conf/experiment/``. Every key is documented where it is
+declared. ``check_train_config`` runs the checks that need more than one group (the fps
+divides the control rate, the window holds a chunk, ...) before any work starts.
+
+Model keys derived from the data are not config keys a user sets: ``tokens_per_frame`` and
+``latent_dim`` come from the tokenizer, ``action_dim`` from the dataset and
+``actions_per_frame`` = control rate / ``fps`` (``worldmodel.training.setup``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.env import CONTROL_HZ
+from envs.scene import CAMERA_ALIASES, SETTINGS
+from envs.tasks import TASKS
+from experiments.configs import ConfigError, check_choice
+from worldmodel.data.episodes import fps_stride
+from worldmodel.heads.config import HeadsConfig
+from worldmodel.model.config import ModelConfig
+from worldmodel.tokenizer.factory import TokenizerConfig
+from worldmodel.training.config import TrainLoopConfig
+
+WANDB_MODES = ("offline", "online", "disabled")
+INFERENCE_MODES = ("standard", "mcp_parallel")
+
+
+@dataclass
+class TaskConfig:
+    """Group ``task``: which manipulation task and setting the run learns."""
+
+    name: str = "handover_block"  # one of envs.tasks.TASKS
+    setting: str = "clean"  # clean | randomized (dataset and evaluation episodes)
+
+    def __post_init__(self) -> None:
+        check_choice("task.name", self.name, sorted(TASKS))
+        check_choice("task.setting", self.setting, SETTINGS)
+
+
+@dataclass
+class DataConfig:
+    """Group ``data``: the expert dataset and the training windows cut from it."""
+
+    dir: str = "data"  # datasets live at <dir>/<task>_<setting>.h5
+    episodes: int = 50  # episodes to collect when the dataset is missing (auto_collect)
+    eval_episodes: int = 20  # expert-checked evaluation seeds to collect with them
+    val_episodes: int = 5  # last episodes of the file held out for validation loss
+    cameras: list[str] = field(default_factory=lambda: ["head", "left_wrist", "right_wrist"])
+    image_size: list[int] = field(default_factory=lambda: [64, 64])  # [height, width]
+    window_frames: int = 8  # latent frames per training window (window_frames // K chunks)
+    auto_collect: bool = False  # collect a missing dataset instead of stopping
+    collect_workers: int = 1  # worker processes of auto_collect
+    cache_dir: str = "data/latents"  # latent cache of tokenizers with weights (conv_ae)
+    max_memory_gb: float = 8.0  # latents of the run's frames are held in memory up to this
+
+    def __post_init__(self) -> None:
+        if not self.cameras:
+            raise ConfigError("data.cameras=[] is not valid; name at least one camera")
+        for camera in self.cameras:
+            check_choice("data.cameras", camera, list(CAMERA_ALIASES))
+        if len(self.image_size) != 2 or min(self.image_size) < 16:
+            raise ConfigError(
+                f"data.image_size={self.image_size} is not valid; give [height, width], each >= 16"
+            )
+        for key in ("episodes", "window_frames", "collect_workers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key}={getattr(self, key)} is not valid; must be >= 1")
+        for key in ("val_episodes", "eval_episodes"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key}={getattr(self, key)} is not valid; must be >= 0")
+        if self.max_memory_gb <= 0:
+            raise ConfigError(f"data.max_memory_gb={self.max_memory_gb} is not valid; must be > 0")
+
+
+@dataclass
+class EvalConfig:
+    """Group ``eval``: what runs every ``every`` steps (and at the end of training)."""
+
+    every: int = 500  # steps between evaluations; 0 = only at the end
+    val_windows: int = 64  # validation windows (fixed windows and noise) for val/ losses
+    closed_loop: bool = False  # also closed-loop success on the dataset's evaluation seeds
+    episodes: int = 10  # closed-loop episodes (the first stored evaluation seeds)
+    workers: int = 1  # closed-loop worker processes
+    mode: str = "standard"  # closed-loop inference: standard | mcp_parallel
+    video_steps: int = 10  # Euler steps per imagined video chunk
+    action_steps: int = 10  # Euler steps per action chunk
+    max_steps: int = 0  # closed-loop control-step limit; 0 = the env's default
+    rollout_video: bool = True  # a held-out open-loop rollout video (real | imagined | diff)
+    rollout_horizon: int = 4  # imagined chunks of that video, after one real chunk
+
+    def __post_init__(self) -> None:
+        for key in ("every", "val_windows", "episodes", "max_steps"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"eval.{key}={getattr(self, key)} is not valid; must be >= 0")
+        for key in ("workers", "video_steps", "action_steps", "rollout_horizon"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"eval.{key}={getattr(self, key)} is not valid; must be >= 1")
+        check_choice("eval.mode", self.mode, INFERENCE_MODES)
+
+
+@dataclass
+class LoggerConfig:
+    """Group ``logger``: wandb (``mode``) beside the always-written ``metrics.jsonl``."""
+
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "worldmodel-bench"
+    entity: str | None = None
+    init: dict[str, Any] = field(default_factory=dict)  # more wandb.init arguments, verbatim
+    progress: bool = True  # terminal progress bar
+
+    def __post_init__(self) -> None:
+        check_choice("logger.mode", self.mode, WANDB_MODES)
+
+
+@dataclass
+class TrainConfig:
+    """``python -m experiments.train``: one training run into one run folder."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    name: str = "default"  # experiment name: wandb group and run-folder prefix
+    # label of this model in comparisons (run.json, reports); None = the heads preset plus
+    # every override that changes the model or its training (experiments.train.variant_label)
+    variant: str | None = None
+    fps: float = 12.5  # latent frames per second; must divide the 50 Hz control rate
+    seed: int = 0
+    resume: bool = True  # continue from the run folder's last checkpoint when it has one
+
+
+def check_train_config(config: TrainConfig) -> None:
+    """Checks that involve more than one group; raises ``ConfigError`` naming the keys."""
+    try:
+        fps_stride(CONTROL_HZ, config.fps)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    model, data = config.model, config.data
+    if model.K > data.window_frames:
+        raise ConfigError(
+            f"model.K={model.K} is larger than the window data.window_frames="
+            f"{data.window_frames}; raise the window or lower K"
+        )
+    chunks = data.window_frames // model.K
+    if chunks > model.max_chunks:
+        raise ConfigError(
+            f"data.window_frames={data.window_frames} makes {chunks} chunks of K={model.K}, more "
+            f"than model.max_chunks={model.max_chunks}"
+        )
+    if config.heads.enabled and config.heads.depths >= chunks:
+        raise ConfigError(
+            f"heads.depths={config.heads.depths} needs windows of more than {config.heads.depths} "
+            f"chunks, but data.window_frames={data.window_frames} // K={model.K} = {chunks}"
+        )
+    try:
+        config.heads.validate(model)
+    except ValueError as exc:
+        raise ConfigError(f"heads: {exc}") from None
+    if config.train.batch_size % config.train.grad_accum != 0:
+        raise ConfigError(
+            f"train.batch_size={config.train.batch_size} is not divisible by "
+            f"train.grad_accum={config.train.grad_accum}"
+        )
+    if config.eval.mode == "mcp_parallel" and config.heads.kind != "mcp":
+        raise ConfigError(
+            f"eval.mode=mcp_parallel needs MCP heads; heads.kind={config.heads.kind!r}"
+        )

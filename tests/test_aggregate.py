@@ -1,0 +1,239 @@
+"""Aggregation of sweep run folders, on factory-made runs with hand-computed numbers."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from experiments.aggregate import (
+    ACROSS_TASKS,
+    LOSS,
+    SPEEDUP,
+    SUCCESS,
+    Summary,
+    aggregate_sweep,
+    main,
+)
+from experiments.run_folders import RunFolderError, find_run_dirs, load_runs
+from tests.run_folder_factory import RunSpec, write_run, write_sweep
+from worldmodel.evaluation.statistics import wilson_interval
+
+REPS = 200  # bootstrap replicates: enough for the hand-checkable intervals, and fast
+
+
+def summarise(sweep, **kwargs) -> Summary:
+    return aggregate_sweep(sweep, bootstrap_reps=REPS, **kwargs)
+
+
+def one(entries: list[dict], **match) -> dict:
+    found = [e for e in entries if all(e[k] == v for k, v in match.items())]
+    assert len(found) == 1, (match, found)
+    return found[0]
+
+
+def test_two_seeds_give_the_mean_with_its_interval_episode_counts_and_sources(tmp_path):
+    specs = [
+        RunSpec(seed=0, final_successes=4, val_loss=[1.0, 0.8, 0.6, 0.4, 0.3]),
+        RunSpec(seed=1, final_successes=6, val_loss=[1.0, 0.8, 0.6, 0.5, 0.5]),
+    ]
+    write_sweep(tmp_path, specs)
+    summary = summarise(tmp_path)
+    success = one(summary.estimates, quantity="success/model", task="press_button")
+    # Resampling two seeds gives means 0.4, 0.5 or 0.6: the 95% interval spans 0.4 to 0.6.
+    assert (success["point"], success["low"], success["high"]) == pytest.approx((0.5, 0.4, 0.6))
+    assert (success["successes"], success["episodes"], success["n_runs"]) == (10, 20, 2)
+    assert success["runs"] == [spec.dirname for spec in specs]
+    loss = one(summary.estimates, quantity=f"final/{LOSS}")
+    assert loss["point"] == pytest.approx(0.4)  # (0.3 + 0.5) / 2
+    assert one(summary.estimates, quantity="success/expert")["point"] == 1.0
+
+
+BASE_SEEDS = ([0.0, 0.0, 0.1, 0.2, 0.3], [0.0, 0.2, 0.3, 0.4, 0.5])  # mean 0, .1, .2, .3, .4
+NF_SEEDS = ([0.0, 0.1, 0.3, 0.4, 0.5], [0.0, 0.3, 0.5, 0.6, 0.7])  # mean 0, .2, .4, .5, .6
+BASE_LOSS = [1.0, 0.9, 0.8, 0.7, 0.6]
+NF_LOSS = [1.0, 0.8, 0.6, 0.5, 0.4]
+
+
+def write_comparison(sweep, **extra) -> None:
+    specs = [
+        RunSpec(variant=variant, seed=seed, success=success, val_loss=loss, **extra)
+        for variant, curves, loss in (
+            ("single_step", BASE_SEEDS, BASE_LOSS),
+            ("next_forcing", NF_SEEDS, NF_LOSS),
+        )
+        for seed, success in enumerate(curves)
+    ]
+    write_sweep(sweep, specs)
+
+
+def test_convergence_speedup_and_relative_improvement_follow_the_paper(tmp_path):
+    write_comparison(tmp_path)
+    summary = summarise(tmp_path)
+    success = one(summary.convergence, metric=SUCCESS, variant="next_forcing")
+    # The baseline reaches its step-400 value 0.4 at step 400, Next Forcing at step 200.
+    assert success["late_step"] == 400
+    assert success["target"] == pytest.approx(0.4)
+    assert success["base_steps_to_target"] == pytest.approx(400)
+    assert success["variant_steps_to_target"] == pytest.approx(200)
+    assert success["speedup"] == pytest.approx(2.0)
+    assert success["relative_improvement"]["value"] == pytest.approx((0.6 - 0.4) / 0.4)
+    episodes = [success["relative_improvement"][f"{k}_episodes"] for k in ("variant", "base")]
+    assert episodes == [20, 20]  # two seeds of ten episodes each
+    by_step = success["relative_improvement_by_step"]
+    assert [r["step"] for r in by_step] == [0, 100, 200, 300, 400]
+    assert by_step[0]["value"] is None and "baseline is 0" in by_step[0]["reason"]
+    assert [r["value"] for r in by_step[1:]] == pytest.approx([1.0, 1.0, 2 / 3, 0.5])
+    assert success["runs"] and success["baseline_runs"]
+    loss = one(summary.convergence, metric=LOSS, variant="next_forcing")
+    # Lower is better: the baseline's 0.6 at step 400 is reached by Next Forcing at step 200.
+    assert loss["speedup"] == pytest.approx(2.0)
+    assert loss["relative_improvement"]["value"] == pytest.approx((0.4 - 0.6) / 0.6)
+    curve = one(summary.curves, metric=SUCCESS, variant="next_forcing")
+    assert curve["point"] == pytest.approx([0.0, 0.2, 0.4, 0.5, 0.6])
+    assert all(
+        lo <= p <= hi for lo, p, hi in zip(curve["low"], curve["point"], curve["high"], strict=True)
+    )
+
+
+def test_late_step_sets_the_target_and_undefined_speedups_carry_a_reason(tmp_path):
+    write_comparison(tmp_path)
+    at_300 = one(summarise(tmp_path, late_step=300).convergence, metric=SUCCESS)
+    # Baseline value 0.3 at step 300; Next Forcing passes 0.3 halfway between 100 and 200.
+    assert at_300["variant_steps_to_target"] == pytest.approx(150)
+    assert at_300["speedup"] == pytest.approx(2.0)
+    beyond = one(summarise(tmp_path, late_step=500).convergence, metric=SUCCESS)
+    assert beyond["speedup"] is None and "late_step=500" in beyond["reason"]
+    reversed_roles = one(summarise(tmp_path, baseline="next_forcing").convergence, metric=SUCCESS)
+    assert reversed_roles["speedup"] is None and "never reaches" in reversed_roles["reason"]
+
+
+def test_unfinished_run_is_listed_missing_with_the_command_that_continues_it(tmp_path):
+    write_sweep(tmp_path, [RunSpec(seed=0), RunSpec(seed=1, last_step=200)])
+    summary = summarise(tmp_path)
+    assert [run["seed"] for run in summary.runs] == [0]
+    (gap,) = summary.missing
+    assert gap["scope"] == "run"
+    assert "metrics.jsonl ends at step 200 of train.steps=400 (unfinished)" in gap["reason"]
+    assert "hydra.run.dir=" in gap["reason"]
+    with open(tmp_path / "aggregate" / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["seed"], r["status"]) for r in rows] == [("0", "ok"), ("1", "missing")]
+
+
+def test_cut_last_line_is_skipped_and_a_corrupt_line_names_file_and_fix(tmp_path):
+    write_run(tmp_path, RunSpec(seed=0, cut_last_line=True))
+    broken = write_run(tmp_path, RunSpec(seed=1))
+    path = broken / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3][:10]
+    path.write_text("\n".join(lines) + "\n")
+    summary = summarise(tmp_path)
+    assert [run["seed"] for run in summary.runs] == [0]
+    (gap,) = summary.missing
+    assert gap["reason"] == f"{path}:4 is not valid JSON; delete that line or re-run the training"
+
+
+def test_diverged_and_misevaluated_runs_are_listed_not_used(tmp_path):
+    diverged = write_run(tmp_path, RunSpec(seed=0, val_loss=[1.0, 0.9, math.nan, 0.7, 0.6]))
+    early = write_run(tmp_path, RunSpec(seed=1))
+    data = json.loads((early / "eval.json").read_text())
+    (early / "eval.json").write_text(json.dumps(data | {"step": 200}))
+    summary = summarise(tmp_path)
+    reasons = {gap["path"]: (gap["scope"], gap["reason"]) for gap in summary.missing}
+    assert reasons[diverged.name][0] == "run" and "diverged" in reasons[diverged.name][1]
+    assert reasons[early.name][0] == "eval"
+    assert "evaluates step 200, not the final step 400" in reasons[early.name][1]
+
+
+def test_run_without_eval_keeps_its_curves_and_is_missing_from_final_results(tmp_path):
+    write_sweep(tmp_path, [RunSpec(seed=0, final_successes=3), RunSpec(seed=1, with_eval=False)])
+    summary = summarise(tmp_path)
+    (gap,) = summary.missing
+    assert gap["scope"] == "eval" and "python -m experiments.evaluate checkpoint=" in gap["reason"]
+    success = one(summary.estimates, quantity="success/model")
+    assert (success["point"], success["n_runs"]) == (0.3, 1)
+    assert one(summary.curves, metric=SUCCESS)["n_runs"] == 2
+    assert summarise(tmp_path, require_eval=False).missing == []
+
+
+def test_iqm_across_tasks_pools_the_runs_with_a_stratified_interval(tmp_path):
+    specs = [
+        RunSpec(task=task, seed=seed, final_successes=successes)
+        for task, counts in (("press_button", (2, 4)), ("handover_block", (6, 8)))
+        for seed, successes in enumerate(counts)
+    ]
+    write_sweep(tmp_path, specs)
+    summary = summarise(tmp_path)
+    pooled = one(summary.estimates, quantity="success/model", task="all")
+    # IQM of 0.2, 0.4, 0.6, 0.8 drops one value at each end: (0.4 + 0.6) / 2.
+    assert pooled["point"] == pytest.approx(0.5)
+    assert pooled["statistic"] == ACROSS_TASKS
+    assert pooled["tasks"] == ["handover_block", "press_button"]
+    assert (pooled["successes"], pooled["episodes"], pooled["n_runs"]) == (20, 40, 4)
+    assert pooled["low"] <= 0.5 <= pooled["high"]
+    assert one(summary.estimates, quantity="success/model", task="handover_block")["point"] == 0.7
+    assert not [e for e in summary.estimates if e["task"] == "all" and "loss" in e["quantity"]]
+
+
+def test_speed_ratio_is_the_mean_of_the_per_run_ratios(tmp_path):
+    specs = [
+        RunSpec(variant="next_forcing", seed=s, mcp_parallel_speedup=r)
+        for s, r in ((0, 1.8), (1, 2.2))
+    ]
+    write_sweep(tmp_path, [*specs, RunSpec(variant="single_step")])
+    summary = summarise(tmp_path)
+    assert one(summary.estimates, quantity=SPEEDUP)["point"] == pytest.approx(2.0)
+    standard = one(
+        summary.estimates, quantity="speed/standard/chunks_per_second", variant="single_step"
+    )
+    assert standard["point"] == 8.0
+
+
+def test_cli_writes_tidy_tables_and_a_summary_that_loads_back(tmp_path, capsys):
+    write_comparison(tmp_path, final_successes=4)
+    main([str(tmp_path), "--bootstrap-reps", str(REPS), "--late-step", "300"])
+    folder = tmp_path / "aggregate"
+    summary = Summary.load(folder / "summary.json")
+    assert summary.settings["late_step"] == 300 and summary.settings["bootstrap_reps"] == REPS
+    assert "wrote" in capsys.readouterr().out
+    with open(folder / "success.csv") as f:
+        model = [r for r in csv.DictReader(f) if r["policy"] == "model"]
+    assert len(model) == 4
+    low, high = wilson_interval(4, 10)
+    assert (float(model[0]["wilson_low"]), float(model[0]["wilson_high"])) == (low, high)
+    with open(folder / "curves.csv") as f:
+        curves = [r for r in csv.DictReader(f) if r["metric"] == SUCCESS]
+    assert len(curves) == 4 * 5  # four runs, five evaluations each
+    with open(folder / "drift.csv") as f:
+        drift = list(csv.DictReader(f))
+    assert {r["mode"] for r in drift} == {"standard", "mcp_parallel", "heads_dropped"}
+    with open(folder / "speed.csv") as f:
+        assert {r["mode"] for r in csv.DictReader(f)} == {"standard", "mcp_parallel"}
+
+
+def test_bad_sweeps_give_one_line_messages(tmp_path, capsys):
+    with pytest.raises(RunFolderError, match="holds no run folder"):
+        load_runs(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "is not a folder" in err and "\n" not in err
+    write_sweep(tmp_path, [RunSpec(variant="next_forcing"), RunSpec(variant="parallel_heads")])
+    summary = summarise(tmp_path)
+    assert summary.convergence == []
+    (note,) = summary.notes
+    assert "--baseline" in note and "next_forcing, parallel_heads" in note
+
+
+def test_run_folders_are_found_at_any_depth_but_not_in_hydra_wandb_or_outputs(tmp_path):
+    deep = write_run(tmp_path / "group" / "more", RunSpec(seed=0))
+    top = write_run(tmp_path, RunSpec(seed=1))
+    (tmp_path / "report" / "wandb" / "run" / "files").mkdir(parents=True)
+    (tmp_path / "report" / "wandb" / "run" / "files" / "config.yaml").write_text("a: 1\n")
+    assert find_run_dirs(tmp_path) == sorted([deep, top])
+    info = json.loads((top / "run.json").read_text())
+    del info["variant"]  # written before run.json had a variant: the heads preset names it
+    (top / "run.json").write_text(json.dumps(info | {"heads": "next_forcing"}))
+    assert {run.variant for run in load_runs(tmp_path).runs} == {"single_step", "next_forcing"}

@@ -1,0 +1,122 @@
+"""``python -m experiments.evaluate`` on a tiny trained run: eval.json, figures, videos."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from experiments.cli import APPS_CONF_DIR, check_overrides
+from experiments.evaluate import evaluate_config_from
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "task=press_button",
+        "data=tiny",
+        "train=tiny",
+        "train.steps=10",
+        "heads=next_forcing",
+        "logger=disabled",
+        "logger.progress=false",
+        "train.threads=1",
+        f"data.dir={tiny_data_dir}",
+        f"data.cache_dir={tiny_data_dir}/latents",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def evaluate(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.evaluate",
+        f"checkpoint={run_dir}/last.pt",
+        "episodes=2",
+        "max_steps=48",
+        "videos=1",
+        "drift.horizon=2",
+        "drift.steps=2",
+        "video_steps=2",
+        "action_steps=2",
+        *overrides,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+
+
+def test_evaluate_writes_eval_json_figures_and_videos(trained_run):
+    result = evaluate(trained_run, "logger.mode=offline")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out_dir = trained_run / "eval" / "step_0000010"
+    report = json.loads((out_dir / "eval.json").read_text())
+    assert report == json.loads((trained_run / "eval.json").read_text())  # final checkpoint
+    assert report["step"] == 10 and report["run"]["variant"] == "next_forcing,train=tiny"
+    assert set(report["closed_loop"]) == {"model", "model_mcp_parallel", "expert", "hold", "random"}
+    for outcome in report["closed_loop"].values():
+        assert outcome["n"] == 2 and [e["seed"] for e in outcome["episodes"]] == [100000, 100001]
+        assert 0.0 <= outcome["wilson_low"] <= outcome["success_rate"] <= outcome["wilson_high"]
+    standard, parallel = report["speed"]["standard"], report["speed"]["mcp_parallel"]
+    assert parallel["passes_per_chunk"]["video"] == pytest.approx(
+        standard["passes_per_chunk"]["video"] / 2
+    )
+    assert report["speed"]["mcp_parallel_speedup"] > 0
+    assert set(report["drift"]) == {"standard", "mcp_parallel", "heads_dropped"}
+    horizon_curve = report["drift"]["standard"]["mean"]["open_loop"]["latent_mse"]
+    assert len(horizon_curve) == 2
+    for figure in report["files"]["figures"]:
+        image = matplotlib.image.imread(figure)
+        assert image.shape[0] > 100 and image.std() > 0
+    videos = [Path(v).name for v in report["files"]["videos"]]
+    assert "rollout_episode0.mp4" in videos
+    assert "closed_loop_model_seed100000.mp4" in videos
+    assert all(Path(v).stat().st_size > 0 for v in report["files"]["videos"])
+    assert list(out_dir.glob("wandb/offline-run-*"))
+    assert "model_mcp_parallel" in result.stdout
+
+
+def test_evaluate_a_subset_of_suites(trained_run, tmp_path):
+    result = evaluate(trained_run, "suites=[drift]", f"out_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["closed_loop"] == {} and report["speed"] == {}
+    assert report["drift"] and len(report["files"]["figures"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], "checkpoint is required"),
+        (["checkpoint=x.pt", "suites=[fast]"], "suites='fast' is not valid; choose one of"),
+        (["checkpoint=x.pt", "modes=[turbo]"], "modes='turbo' is not valid"),
+    ],
+)
+def test_bad_evaluate_config_is_one_line(overrides, expected, capsys):
+    with pytest.raises(SystemExit):
+        check_overrides("evaluate", overrides, evaluate_config_from, conf_dir=APPS_CONF_DIR)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+
+
+def test_missing_checkpoint_is_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.evaluate", f"checkpoint={tmp_path}/none.pt"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path}/none.pt: no such checkpoint; train one with python -m experiments.train"
+    ]

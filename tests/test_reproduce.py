@@ -1,0 +1,144 @@
+"""The reproduce pipeline end to end at the micro scale, and the claims' verdict rules."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from experiments.claims import (
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    convergence_claim,
+    interval_verdict,
+    relative_improvement_claim,
+    speed_claim,
+    success_claim,
+)
+from experiments.run_folders import load_runs
+from tests.run_folder_factory import RunSpec, write_sweep
+from worldmodel.evaluation.statistics import Interval
+
+REPO = Path(__file__).resolve().parents[1]
+CLAIMS = ("Clean success", "Randomized success", "Relative improvement", "Faster convergence")
+CLAIMS += ("mcp_parallel inference",)
+SECTIONS = ("## Paper claims", "## Provenance", "## Missing runs", "## Closed-loop success")
+SECTIONS += ("## Convergence", "## Validation loss", "## Rollout drift")
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory, tiny_data_dir):
+    out_dir = tmp_path_factory.mktemp("reproduce")
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.reproduce",
+        "paper=next_forcing",
+        "scale=micro",
+        f"out_dir={out_dir}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out_dir, result
+
+
+def test_micro_reproduction_writes_every_section_and_figure(micro):
+    out_dir, result = micro
+    report = (out_dir / "REPORT.md").read_text()
+    assert f"report: {out_dir / 'REPORT.md'}" in result.stdout
+    for section in SECTIONS:
+        assert section in report, section
+    for claim in CLAIMS:
+        row = next(line for line in report.splitlines() if line.startswith(f"| {claim}"))
+        assert re.search(r"\*\*(reproduced|not reproduced|inconclusive|not measured)\*\*", row)
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
+    assert len(images) >= 5
+    for image in images:
+        pixels = matplotlib.image.imread(out_dir / image)
+        assert pixels.std() > 0, image
+    runs = load_runs(out_dir).runs
+    assert len(runs) == 4 and all(run.finished and run.eval for run in runs)
+
+
+def test_claim_numbers_come_from_the_runs(micro):
+    out_dir, _ = micro
+    runs = load_runs(out_dir).runs
+    report = (out_dir / "REPORT.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| Randomized success"))
+    episodes = sum(
+        json.loads((run.path / "eval.json").read_text())["closed_loop"]["model"]["n"]
+        for run in runs
+    )
+    assert f"2 task-seed pairs, {episodes} episodes, fps 12.5" in row
+    speedups = [run.eval["speed"]["mcp_parallel_speedup"] for run in runs if run.eval["speed"]]
+    speedups = [s for s in speedups if s is not None]
+    assert f"{sum(speedups) / len(speedups):.2f}x" in report
+
+
+def test_a_second_invocation_reuses_finished_runs(micro):
+    out_dir, _ = micro
+    before = {p: p.stat().st_mtime_ns for p in out_dir.glob("runs/**/last.pt")}
+    cmd = [sys.executable, "-m", "experiments.reproduce", "scale=micro", f"out_dir={out_dir}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in out_dir.glob("runs/**/last.pt")} == before
+
+
+def test_verdicts_follow_the_interval():
+    assert interval_verdict(Interval(0.2, 0.1, 0.3), 0.0) == REPRODUCED
+    assert interval_verdict(Interval(-0.2, -0.3, -0.1), 0.0) == NOT_REPRODUCED
+    assert interval_verdict(Interval(0.1, -0.1, 0.3), 0.0) == INCONCLUSIVE
+    assert interval_verdict(Interval(1.8, 1.6, 2.0), 1.5) == REPRODUCED
+
+
+def known_sweep(tmp_path: Path) -> list:
+    """Two seeds per variant, randomized, 50 fps: the baseline's success curve rises to 0.4 by
+    step 400, Next Forcing's to 0.4 by step 200; finals 2/10, 4/10 vs 6/10, 8/10."""
+    specs = []
+    for seed, (base_final, nf_final) in enumerate([(2, 6), (4, 8)]):
+        common = dict(setting="randomized", fps=50.0, seed=seed)
+        specs.append(
+            RunSpec(
+                "single_step",
+                **common,
+                success=[0.0, 0.1, 0.2, 0.3, 0.4],
+                final_successes=base_final,
+            )
+        )
+        specs.append(
+            RunSpec(
+                "next_forcing",
+                **common,
+                success=[0.0, 0.2, 0.4, 0.4, 0.4],
+                final_successes=nf_final,
+                mcp_parallel_speedup=1.9,
+            )
+        )
+    write_sweep(tmp_path, specs)
+    return load_runs(tmp_path).runs
+
+
+def test_claims_on_runs_with_known_outcomes(tmp_path):
+    runs = known_sweep(tmp_path)
+    # final success: base 0.2, 0.4 (mean 30%), NF 0.6, 0.8 (mean 70%); both differences 0.4
+    success = success_claim(runs, "single_step", "next_forcing", "randomized", 50.0, "x")
+    assert success.verdict == REPRODUCED
+    assert success.ours.startswith("70.0 [60.0, 80.0] vs 30.0 [20.0, 40.0]; difference 40.0 pts")
+    clean = success_claim(runs, "single_step", "next_forcing", "clean", 50.0, "x")
+    assert clean.verdict == NOT_MEASURED
+    # at step 100: base 0.1, NF 0.2 in both seeds -> (0.2 - 0.1) / 0.1 = +100%
+    early = relative_improvement_claim(runs, "single_step", "next_forcing", 50.0, 100)
+    assert "20.0% vs 10.0%" in early.ours and "100.0%" in early.ours
+    assert early.verdict == REPRODUCED
+    # the baseline reaches its step-400 success 0.4 at 400, Next Forcing at 200: 2x
+    converge = convergence_claim(runs, "single_step", "next_forcing", 50.0)
+    assert "2.00x" in converge.ours and converge.verdict == REPRODUCED
+    # speed 1.9x in both seeds with the same success in both modes
+    speed = speed_claim(runs, "next_forcing")
+    assert speed.ours.startswith("1.90x [1.90, 1.90]; success change 0.0 pts")
+    assert speed.verdict == REPRODUCED

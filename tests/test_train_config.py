@@ -1,0 +1,119 @@
+"""The train app's config tree: every option composes and validates; bad input is one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.cli import CONF_DIR, check_overrides
+from experiments.configs import ConfigError
+from experiments.train import config_differences, train_config_from
+from experiments.train_configs import TrainConfig
+
+GROUPS = (
+    "task",
+    "data",
+    "tokenizer",
+    "model",
+    "heads",
+    "train",
+    "eval",
+    "logger",
+    "experiment",
+    "ablation",
+)
+
+
+def compose_train(*overrides: str) -> TrainConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return train_config_from(compose("train", overrides=list(overrides)))
+
+
+def group_options() -> list[tuple[str, str]]:
+    return [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+def test_every_group_has_options():
+    found = {group for group, _ in group_options()}
+    assert found == set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "option"), group_options())
+def test_every_group_option_composes_and_validates(group, option):
+    config = compose_train(f"{group}={option}")
+    assert isinstance(config, TrainConfig)
+    if group == "task":
+        assert config.task.name == option
+    if group == "model":
+        assert config.model.dim > 0 and config.model.depth > 0
+
+
+def test_defaults_and_overrides_reach_the_dataclasses():
+    config = compose_train("heads=next_forcing", "model=small", "fps=50", "seed=3")
+    assert config.heads.kind == "mcp" and config.heads.depths == 3
+    assert (config.model.dim, config.model.depth) == (256, 6)
+    assert config.fps == 50.0 and config.seed == 3
+    assert config.logger.mode == "offline"
+
+
+BAD = [
+    (["model.dimm=3"], "model.dimm is not a config key"),
+    (["heads=foo"], "heads=foo is not valid; choose one of: chain_last_layer"),
+    (["model.dim=abc"], "model.dim"),
+    (["fps=7"], "fps=7: control_hz / fps must be a positive integer"),
+    (["task.name=nope"], "task.name='nope' is not valid; choose one of"),
+    (["task=nope"], "task=nope is not valid; choose one of: handover_block"),
+    (["train.lr=-1"], "train.lr=-1.0 is not valid"),
+    (["model.dim=63"], "model: dim=63 is not valid"),
+    (["data.window_frames=1"], "model.K=2 is larger than the window data.window_frames=1"),
+    (["heads=next_forcing", "data.window_frames=4"], "heads.depths=3 needs windows"),
+    (["eval.mode=mcp_parallel"], "eval.mode=mcp_parallel needs MCP heads"),
+    (["data.cameras=[top]"], "data.cameras='top' is not valid"),
+    (["logger.mode=cloud"], "logger.mode='cloud' is not valid"),
+    (["seed=0,x"], "seed"),  # a sweep is checked value by value
+    (["bogus=1"], "bogus is not a config key of TrainConfig"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD)
+def test_bad_config_gives_one_line_error(overrides, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        check_overrides("train", overrides, train_config_from)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert expected in err
+
+
+def test_good_sweep_passes_the_check():
+    check_overrides(
+        "train", ["-m", "heads=single_step,next_forcing", "seed=0,1"], train_config_from
+    )
+
+
+def test_cli_rejects_bad_key_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "model.dimm=3", f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: model.dimm is not a config key of ModelConfig; check the spelling (its keys "
+        "are documented in the ModelConfig dataclass)"
+    ]
+    assert not run_dir.exists()
+
+
+def test_resume_refuses_a_different_config():
+    old = {"model": {"dim": 64}, "train": {"steps": 10, "lr": 1e-3}, "logger": {"mode": "x"}}
+    new = {"model": {"dim": 32}, "train": {"steps": 20, "lr": 1e-3}, "logger": {"mode": "y"}}
+    assert config_differences(old, new) == ["model.dim"]
+
+
+def test_config_error_is_a_value_error_for_callers():
+    assert issubclass(ConfigError, ValueError)

@@ -1,0 +1,145 @@
+"""The train app end to end on a tiny run: collect, train, checkpoint, resume, DDP, wandb."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.wandb_offline import history_rows
+from worldmodel.training.build import load_trained
+from worldmodel.training.checkpoint import load_checkpoint
+from worldmodel.training.run_logger import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["task=press_button", "data=tiny", "train=tiny", "train.threads=1", "logger.progress=false"]
+
+
+def train_cmd(data_dir: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        *TINY,
+        f"data.dir={data_dir}",
+        f"data.cache_dir={data_dir}/latents",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, **kwargs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    """Metrics rows without the wall-clock dependent keys."""
+    return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in rows]
+
+
+def test_tiny_run_collects_trains_checkpoints_resumes_and_logs(tmp_path):
+    data_dir, run_dir = tmp_path / "data", tmp_path / "run"
+    run(train_cmd(data_dir, run_dir, "data.auto_collect=true", "eval.every=10", "logger=offline"))
+    assert (data_dir / "press_button_clean.h5").is_file()
+    for name in ("last.pt", "step_0000010.pt", "step_0000020.pt", "config.yaml", "run.json"):
+        assert (run_dir / name).is_file(), name
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train_rows = [r for r in rows if "train/loss/total" in r]
+    assert [r["step"] for r in train_rows] == list(range(2, 21, 2))
+    val_rows = [r for r in rows if "val/loss_video_h1" in r]
+    assert [r["step"] for r in val_rows] == [0, 10, 20]
+    for row in train_rows:
+        for key in ("train/loss/video", "train/loss/action", "train/grad_norm", "train/lr"):
+            assert key in row and row[key] == row[key]  # present and not NaN
+        assert row["perf/samples"] == 8 * row["step"] and row["perf/flops"] > 0
+    # wandb offline run: exists, and its history holds the same values as metrics.jsonl
+    assert list(run_dir.glob("wandb/offline-run-*"))
+    logged = history_rows(run_dir)
+    assert len(logged) == len(rows)
+    for mine, theirs in zip(rows, logged, strict=True):
+        assert theirs["train/step"] == mine["step"]
+        for key, value in mine.items():
+            if isinstance(value, str) and value.endswith(".mp4"):  # media: the file's path
+                assert theirs[f"{key}/_type"] == "video-file" and (run_dir / value).is_file()
+            elif key != "step":
+                assert theirs[key] == pytest.approx(value, rel=1e-12), key
+    run_info = json.loads((run_dir / "run.json").read_text())
+    assert set(run_info["versions"]) == {"python", "torch", "mujoco"}
+    assert len(run_info["git"]["commit"]) in (40, 7) and isinstance(run_info["git"]["dirty"], bool)
+
+    # the checkpoint loads with weights_only and rebuilds the model without the config tree
+    payload = load_checkpoint(run_dir / "last.pt")
+    assert payload["step"] == 20 and payload["config"]["task"]["name"] == "press_button"
+    trained = load_trained(run_dir / "last.pt")
+    assert trained.model.config.actions_per_frame == 4  # 50 Hz / 12.5 fps
+    state = torch.load(run_dir / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, trained.model.state_dict()[k]) for k, v in state.items())
+
+    # the same command again: already finished, nothing changes; more steps: it continues
+    run(train_cmd(data_dir, run_dir, "eval.every=10", "logger=offline"))
+    assert read_metrics(run_dir / "metrics.jsonl") == rows
+    result = run(train_cmd(data_dir, run_dir, "eval.every=10", "logger=offline", "train.steps=24"))
+    assert "resuming" in result.stderr and "from step 20" in result.stderr
+    more = read_metrics(run_dir / "metrics.jsonl")
+    assert more[: len(rows)] == rows and more[-1]["step"] == 24
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 3  # one wandb id, synced as one run
+
+
+def test_changed_config_is_not_resumed_into_the_same_folder(tmp_path, tiny_data_dir):
+    run_dir = tmp_path / "run"
+    run(train_cmd(tiny_data_dir, run_dir, "logger=disabled", "train.steps=2"))
+    result = subprocess.run(
+        train_cmd(tiny_data_dir, run_dir, "logger=disabled", "train.lr=0.01"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "holds a run with a different config (train.lr)" in result.stderr
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 2  # kept as it was
+
+
+def test_killed_and_resumed_run_logs_what_an_uninterrupted_run_logs(tmp_path, tiny_data_dir):
+    common = ["logger=disabled", "train.steps=60", "train.checkpoint_every=5", "eval.every=10"]
+    run(train_cmd(tiny_data_dir, tmp_path / "whole", *common))
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        train_cmd(tiny_data_dir, killed, *common),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (killed / "step_0000015.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # mid-run, lines past the checkpoint are dropped
+    process.wait()
+    assert load_checkpoint(killed / "last.pt")["step"] < 60
+    run(train_cmd(tiny_data_dir, killed, *common))
+    whole = without_timing(read_metrics(tmp_path / "whole" / "metrics.jsonl"))
+    assert without_timing(read_metrics(killed / "metrics.jsonl")) == whole
+    assert [r["step"] for r in whole if "train/loss/total" in r][-1] == 60
+
+
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_data_dir):
+    common = ["logger=disabled", "train.steps=6", "eval.every=3"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    cmd = train_cmd(tiny_data_dir, tmp_path / "ddp", *common)
+    run([*torchrun, "--master_port=29617", *cmd[1:]], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run(train_cmd(tiny_data_dir, tmp_path / "one", *common, "train.grad_accum=2"))
+    ddp = without_timing(read_metrics(tmp_path / "ddp" / "metrics.jsonl"))
+    one = without_timing(read_metrics(tmp_path / "one" / "metrics.jsonl"))
+    assert [r["step"] for r in ddp] == [r["step"] for r in one] and len(ddp) >= 5
+    for a, b in zip(ddp, one, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            expected = b[key] if isinstance(b[key], str) else pytest.approx(b[key], 1e-5, 1e-7)
+            assert a[key] == expected, (a["step"], key)

@@ -1,0 +1,53 @@
+"""Atomic file writes: write ``.<stem>.tmp<pid><suffix>`` beside the target, then rename it.
+
+A reader (or a resumed run) sees either the old file or the new one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path to write; renamed to ``path`` on success, removed on error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # keeps the format
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_synced(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return _write_synced(path, lambda f: f.write(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, values: Any) -> Path:
+    """Strict JSON (no NaN/inf), indented, one trailing newline."""
+    return write_text(path, json.dumps(values, indent=1, allow_nan=False) + "\n")
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    return _write_synced(path, lambda f: torch.save(obj, f))

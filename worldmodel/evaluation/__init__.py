@@ -1,0 +1,1 @@
+"""Evaluation: metrics, rollout drift, closed-loop success, statistics."""

@@ -1,0 +1,182 @@
+"""Evaluating a trained run: its model as a policy, its held-out episodes, the baselines.
+
+Shared by the training loop's periodic evaluation and ``python -m experiments.evaluate``.
+A run's build (``worldmodel.training.build.RunBuild``) names the dataset it trained on; the
+episodes after ``train_episodes`` are held out (drift), and the dataset's stored,
+expert-checked evaluation seeds are the closed-loop episodes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldmodel.data.episodes import EpisodeFile
+from worldmodel.evaluation.closed_loop import (
+    ClosedLoopResult,
+    PolicyFactory,
+    evaluate_closed_loop,
+)
+from worldmodel.evaluation.drift import DriftEpisodes
+from worldmodel.evaluation.policies import (
+    ExpertPolicy,
+    HoldPolicy,
+    RandomPolicy,
+    WorldModelPolicy,
+)
+from worldmodel.evaluation.videos import side_by_side_video
+from worldmodel.heads.rollout import rollout_open_loop
+from worldmodel.model.world_model import WorldModel
+from worldmodel.tokenizer.base import Tokenizer
+from worldmodel.training.build import RunBuild
+from worldmodel.training.windows import load_episode_latents
+
+# The ceiling and the floors every model is reported beside.
+BASELINE_POLICIES: dict[str, PolicyFactory] = {
+    "expert": ExpertPolicy,
+    "hold": HoldPolicy,
+    "random": RandomPolicy,
+}
+
+
+def model_policy_factory(
+    model: WorldModel,
+    tokenizer: Tokenizer,
+    fps: float,
+    mode: str,
+    video_steps: int,
+    action_steps: int,
+) -> PolicyFactory:
+    """A picklable ``env -> WorldModelPolicy`` factory (for worker processes too)."""
+    return functools.partial(
+        WorldModelPolicy,
+        model=model,
+        tokenizer=tokenizer,
+        fps=fps,
+        video_steps=video_steps,
+        action_steps=action_steps,
+        mode=mode,
+    )
+
+
+def run_closed_loop(
+    policy_factory: PolicyFactory,
+    build: RunBuild,
+    seeds: Sequence[int],
+    *,
+    needs_images: bool,
+    workers: int = 1,
+    max_steps: int | None = None,
+    record_seeds: Sequence[int] = (),
+    setting: str | None = None,
+) -> ClosedLoopResult:
+    """``policy_factory``'s success on ``seeds`` of the run's task (and setting by default),
+    rendering the run's cameras when the policy needs images or videos are recorded."""
+    render = needs_images or bool(record_seeds)
+    return evaluate_closed_loop(
+        policy_factory,
+        build.task,
+        setting or build.setting,
+        list(seeds),
+        workers=workers,
+        max_steps=max_steps,
+        cameras=tuple(build.cameras) if render else (),
+        image_size=tuple(build.image_size),
+        record_seeds=record_seeds,
+    )
+
+
+def closed_loop_metrics(result: ClosedLoopResult, prefix: str = "eval/") -> dict[str, float]:
+    """The scalars of a closed-loop result for ``metrics.jsonl`` and wandb."""
+    low, high = result.wilson
+    return {
+        f"{prefix}success_rate": result.success_rate,
+        f"{prefix}successes": result.successes,
+        f"{prefix}episodes": result.n,
+        f"{prefix}success_wilson_low": low,
+        f"{prefix}success_wilson_high": high,
+        f"{prefix}control_steps_per_second": result.steps_per_second,
+    }
+
+
+def held_out_indices(build: RunBuild) -> list[int]:
+    """Episode indices of the dataset the run did not train on (all of them if none)."""
+    with EpisodeFile(build.dataset) as dataset:
+        total = dataset.num_episodes
+    held_out = list(range(build.train_episodes, total))
+    return held_out or list(range(total))
+
+
+@torch.no_grad()
+def drift_episodes(
+    build: RunBuild,
+    tokenizer: Tokenizer,
+    frames: int,
+    count: int,
+    cache_dir: str | Path,
+    max_bytes: float = 8 * 2**30,
+) -> DriftEpisodes:
+    """The first ``frames`` latent frames of up to ``count`` held-out episodes that have them,
+    with their actions and real camera frames (for pixel metrics)."""
+    indices = held_out_indices(build)
+    latents = load_episode_latents(
+        build.dataset, tokenizer, build.fps, indices, cache_dir, max_bytes, progress=False
+    )
+    chosen = [(i, e) for i, e in zip(indices, latents, strict=True) if len(e.video) >= frames]
+    chosen = chosen[:count]
+    if not chosen:
+        longest = max(len(e.video) for e in latents)
+        raise ValueError(
+            f"no held-out episode of {build.dataset} has {frames} latent frames at "
+            f"fps={build.fps:g} (the longest has {longest}); shorten the context or horizon"
+        )
+    with EpisodeFile(build.dataset) as dataset:
+        images = [dataset.episode_at_fps(i, build.fps).images for i, _ in chosen]
+    return DriftEpisodes(
+        latents=torch.stack([e.video[:frames] for _, e in chosen]),  # (E, F, N, C)
+        actions=torch.stack([e.actions[:frames] for _, e in chosen]),  # (E, F, A, d)
+        frames={
+            cam: torch.from_numpy(np.stack([im[cam][:frames] for im in images]))
+            for cam in tokenizer.cameras
+        },  # camera -> (E, F, H, W, 3)
+    )
+
+
+@torch.no_grad()
+def rollout_video(
+    model: WorldModel,
+    tokenizer: Tokenizer,
+    episodes: DriftEpisodes,
+    path: str | Path,
+    context_chunks: int,
+    horizon: int,
+    steps: int,
+    fps: float,
+    episode: int = 0,
+    seed: int = 0,
+) -> Path:
+    """mp4 of one held-out episode: real | imagined | difference, the imagined chunks being an
+    open-loop rollout (standard mode, true future actions) after ``context_chunks`` real ones;
+    the context frames are shown decoded from their real latents."""
+    K = model.config.K
+    Fc, Fe = context_chunks * K, (context_chunks + horizon) * K
+    video = episodes.latents[episode : episode + 1, :Fe].to(model.device, model.dtype)
+    actions = episodes.actions[episode : episode + 1, :Fe].to(model.device, model.dtype)
+    imagined = rollout_open_loop(
+        model,
+        video[:, :Fc],
+        actions[:, :Fc],
+        horizon,
+        steps,
+        future_actions=actions[:, Fc:],
+        generator=torch.Generator().manual_seed(seed),
+    ).video  # (1, H*K, N, C)
+    latents = torch.cat([video[:, :Fc], imagined], dim=1)[0]  # (Fe, N, C)
+    decoded = tokenizer.decode(latents)  # camera -> (Fe, H, W, 3) in [0, 1]
+    real = {cam: episodes.frames[cam][episode, :Fe] for cam in tokenizer.cameras}
+    starts = [Fc + h * K for h in range(horizon)]
+    return side_by_side_video(real, decoded, Path(path), fps, starts, list(tokenizer.cameras))

@@ -1,0 +1,89 @@
+"""Build the model of a run from its configs, and rebuild it from a checkpoint alone.
+
+The model keys that follow from the data are derived here, once: ``tokens_per_frame`` and
+``latent_dim`` from the tokenizer, ``action_dim`` from the dataset, ``actions_per_frame`` =
+control rate / fps. A checkpoint's ``build`` entry holds the derived configs, so evaluation
+needs nothing but the checkpoint file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from worldmodel.data.episodes import fps_stride
+from worldmodel.heads.config import HeadsConfig
+from worldmodel.heads.modules import WorldModelWithHeads
+from worldmodel.model.config import ModelConfig
+from worldmodel.tokenizer.base import Tokenizer
+from worldmodel.tokenizer.factory import TokenizerConfig
+from worldmodel.training.checkpoint import load_checkpoint
+
+
+def derive_model_config(
+    model: ModelConfig, tokenizer: Tokenizer, fps: float, action_dim: int, control_hz: float
+) -> ModelConfig:
+    """``model`` with the data-derived keys filled in (a new object; ``model`` is unchanged)."""
+    return replace(
+        model,
+        tokens_per_frame=tokenizer.tokens_per_frame,
+        latent_dim=tokenizer.latent_dim,
+        action_dim=action_dim,
+        actions_per_frame=fps_stride(control_hz, fps),
+    )
+
+
+@dataclass
+class RunBuild:
+    """Everything that rebuilds a run's model and tokenizer (stored in every checkpoint)."""
+
+    model: ModelConfig
+    heads: HeadsConfig
+    tokenizer: TokenizerConfig
+    cameras: list[str]
+    image_size: list[int]
+    fps: float
+    task: str
+    setting: str
+    dataset: str  # path of the training dataset (evaluation seeds and held-out episodes)
+    train_episodes: int  # episodes 0..train_episodes-1 trained on; the rest held out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunBuild:
+        values = dict(values)
+        values["model"] = ModelConfig(**values["model"])
+        values["heads"] = HeadsConfig(**values["heads"])
+        values["tokenizer"] = TokenizerConfig(**values["tokenizer"])
+        return cls(**values)
+
+    def make_model(self) -> WorldModelWithHeads:
+        return WorldModelWithHeads(self.model, self.heads)
+
+    def make_tokenizer(self) -> Tokenizer:
+        return self.tokenizer.build(self.cameras, self.image_size)
+
+
+@dataclass
+class TrainedRun:
+    model: WorldModelWithHeads  # in eval mode, on CPU
+    tokenizer: Tokenizer
+    build: RunBuild
+    step: int
+    checkpoint: dict[str, Any]  # the whole checkpoint dict (config, git, progress, ...)
+    checkpoint_path: str
+
+
+def load_trained(path: str | os.PathLike) -> TrainedRun:
+    """The model and tokenizer of a training checkpoint, weights loaded, in eval mode."""
+    payload = load_checkpoint(path)
+    build = RunBuild.from_dict(payload["build"])
+    model = build.make_model()
+    state = payload["model"]
+    model.load_state_dict(state)
+    model.eval()
+    tokenizer = build.make_tokenizer().eval()
+    return TrainedRun(model, tokenizer, build, int(payload["step"]), payload, str(path))

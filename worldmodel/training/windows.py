@@ -1,0 +1,154 @@
+"""Training windows: an episode file's latent frames at the run's fps, held in memory.
+
+Glossary (``worldmodel/model/layout.py``): at ``fps`` a dataset episode of T control steps
+has ``T // s + 1`` frames (s = control_hz / fps) and ``T // s`` groups of s actions; latent
+frame f carries the actions executed after it. A window is ``window_frames`` consecutive
+latent frames of one episode with their actions; frames past the episode end are padding
+(``valid`` False: the last frame repeated, zero actions) and are masked out of every loss.
+The episode's final frame has no actions after it and is not used for training.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from worldmodel.data.episodes import EpisodeFile
+from worldmodel.tokenizer.base import Tokenizer
+from worldmodel.tokenizer.cache import LatentCache, encode_dataset
+
+ENCODE_BATCH = 64  # frames per tokenizer call when encoding without a cache
+
+
+class MemoryBudgetError(ValueError):
+    """The run's latents do not fit the configured memory budget."""
+
+
+@dataclass
+class EpisodeLatents:
+    seed: int
+    video: Tensor  # (F, N, C) latent frames 0..F-1 at the run's fps
+    actions: Tensor  # (F, A, d) raw actions executed after each frame
+
+
+def load_episode_latents(
+    dataset_path: str | os.PathLike,
+    tokenizer: Tokenizer,
+    fps: float,
+    indices: list[int],
+    cache_dir: str | os.PathLike,
+    max_bytes: float,
+    progress: bool = True,
+) -> list[EpisodeLatents]:
+    """Latents and actions of episodes ``indices`` at ``fps``.
+
+    Tokenizers with weights (``cache_latents``) read the on-disk latent cache (built once by
+    ``encode_dataset``); the others encode the kept frames directly.
+    """
+    tokenizer.eval()
+    with EpisodeFile(dataset_path) as dataset:
+        frames = [len(dataset.actions_at_fps(i, fps)) for i in indices]
+        frame_bytes = tokenizer.tokens_per_frame * tokenizer.latent_dim * 4
+        needed = sum(frames) * frame_bytes
+        if needed > max_bytes:
+            raise MemoryBudgetError(
+                f"the latents of {len(indices)} episodes at fps={fps:g} need "
+                f"{needed / 2**30:.1f} GiB, more than data.max_memory_gb={max_bytes / 2**30:g}; "
+                "use fewer cameras, a lower fps, a smaller image_size or tokenizer=conv_ae"
+            )
+        cache = None
+        if tokenizer.cache_latents:
+            cache = LatentCache(
+                encode_dataset(tokenizer, dataset_path, cache_dir, progress=progress)
+            )
+        try:
+            desc = f"latents {Path(dataset_path).name} @ {fps:g} fps"
+            return [
+                _episode_latents(dataset, cache, tokenizer, fps, i)
+                for i in tqdm(indices, desc=desc, unit="ep", disable=not progress)
+            ]
+        finally:
+            if cache is not None:
+                cache.close()
+
+
+@torch.no_grad()
+def _episode_latents(
+    dataset: EpisodeFile, cache: LatentCache | None, tokenizer: Tokenizer, fps: float, i: int
+) -> EpisodeLatents:
+    actions = torch.from_numpy(dataset.actions_at_fps(i, fps)).float()  # (F, A, d)
+    F = len(actions)
+    if cache is not None:
+        video = cache.latents(i, fps)[:F]  # (F, N, C)
+    else:
+        images = dataset.episode_at_fps(i, fps).images  # camera -> (F+1, H, W, 3)
+        video = torch.cat(
+            [
+                tokenizer.encode(
+                    {
+                        c: torch.from_numpy(images[c][s : s + ENCODE_BATCH])
+                        for c in tokenizer.cameras
+                    }
+                )
+                for s in range(0, F, ENCODE_BATCH)
+            ]
+        )[:F].float()  # (F, N, C)
+    return EpisodeLatents(int(dataset.seeds[i]), video.contiguous(), actions)
+
+
+def action_stats(episodes: list[EpisodeLatents], min_std: float = 1e-2) -> tuple[Tensor, Tensor]:
+    """Per-dimension mean and std (d,) of every action of ``episodes`` (std >= ``min_std``)."""
+    actions = torch.cat([e.actions.reshape(-1, e.actions.shape[-1]) for e in episodes])
+    return actions.mean(0), actions.std(0).clamp_min(min_std)
+
+
+class WindowSet:
+    """All windows of a list of episodes that start on a frame with a whole chunk after it.
+
+    ``sample`` draws window ids uniformly (long episodes give more windows); ``batch`` gathers
+    them into the model's batch dict. Everything is vectorised indexing into one tensor.
+    """
+
+    def __init__(self, episodes: list[EpisodeLatents], window_frames: int, chunk: int) -> None:
+        if not episodes:
+            raise ValueError("no episodes to cut windows from")
+        self.window_frames = window_frames
+        self.video = torch.cat([e.video for e in episodes])  # (total, N, C)
+        self.actions = torch.cat([e.actions for e in episodes])  # (total, A, d)
+        lengths = torch.tensor([len(e.video) for e in episodes])
+        offsets = torch.cumsum(lengths, 0) - lengths
+        starts = [
+            torch.stack([torch.full((n,), int(o)), torch.arange(n), torch.full((n,), int(L))], 1)
+            for o, L in zip(offsets, lengths, strict=True)
+            if (n := int(L) - chunk + 1) > 0
+        ]
+        if not starts:
+            raise ValueError(f"every episode is shorter than one chunk of {chunk} frames")
+        self.windows = torch.cat(starts)  # (W, 3): offset, start, length
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def sample(self, count: int, generator: torch.Generator) -> Tensor:
+        """(count,) window ids, uniform with replacement."""
+        return torch.randint(len(self.windows), (count,), generator=generator)
+
+    def spread(self, count: int) -> Tensor:
+        """(count,) window ids evenly spaced over all windows (fixed validation windows)."""
+        count = min(count, len(self.windows))
+        return torch.from_numpy(np.linspace(0, len(self.windows) - 1, count).round().astype(int))
+
+    def batch(self, ids: Tensor) -> dict[str, Tensor]:
+        """video (B, W, N, C), actions (B, W, A, d) and valid (B, W) of windows ``ids``."""
+        offset, start, length = self.windows[ids].unbind(1)  # each (B,)
+        frame = start[:, None] + torch.arange(self.window_frames)  # (B, W) within the episode
+        valid = frame < length[:, None]  # (B, W)
+        rows = offset[:, None] + torch.minimum(frame, length[:, None] - 1)  # (B, W)
+        actions = self.actions[rows] * valid[..., None, None]  # (B, W, A, d)
+        return {"video": self.video[rows], "actions": actions, "valid": valid}
