@@ -7,7 +7,7 @@ GL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY := $(VENV)/bin/python
 
-.PHONY: all setup system-packages run test lint
+.PHONY: all setup system-packages run preview test lint
 all: run
 
 system-packages:
@@ -26,6 +26,9 @@ $(VENV)/.installed: pyproject.toml
 setup: system-packages $(VENV)/.installed
 
 run: setup
+	$(PY) -m experiments.reproduce paper=next_forcing scale=tiny
+
+preview: setup
 	$(PY) -m experiments.preview
 
 test: setup

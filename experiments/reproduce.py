@@ -11,6 +11,7 @@ the others go on.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
 from experiments.report import write_report
 from experiments.reproduce_configs import ReproduceConfig, ScalePreset, scale_preset
 from experiments.run_folders import load_runs
-from experiments.train import run_training, train_config_from
+from experiments.train import collect_command, collect_config, run_training, train_config_from
+from worldmodel import atomic
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
 
 register_configs()
@@ -137,10 +139,42 @@ def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> di
     return failures
 
 
+def train_commands(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> Path:
+    """``<out_dir>/train_commands.sh``: the unfinished runs as torchrun command lines."""
+    data_dir = Path(config.data_dir) if config.data_dir else out_dir / "data"
+    name = f"reproduce_{config.paper}_{config.scale}"
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Training runs of: python -m experiments.reproduce paper={config.paper} "
+        f"scale={config.scale}. Run them anywhere (GPUS=8 bash train_commands.sh, or one line",
+        "# per cluster job), then re-run the reproduce command: it evaluates and reports.",
+        "set -euo pipefail",
+        "# 1. the datasets, once (the runs would otherwise all collect them at the same time)",
+    ]
+    first = {}
+    for spec in run_specs(preset):
+        first.setdefault((spec.task, spec.setting), spec)
+    for spec in first.values():
+        cfg = compose_app(CONF_DIR, "train", spec.overrides(preset, name, data_dir, config.wandb))
+        lines.append(collect_command(collect_config(train_config_from(cfg))))
+    lines.append("# 2. the training runs")
+    for spec in run_specs(preset):
+        run_dir = out_dir / "runs" / spec.folder
+        if finished_step(run_dir) == preset.steps:
+            continue
+        overrides = spec.overrides(preset, name, data_dir, config.wandb)
+        args = " ".join(shlex.quote(o) for o in [*overrides, f"hydra.run.dir={run_dir}"])
+        lines.append(f"torchrun --nproc_per_node=${{GPUS:-1}} -m experiments.train {args}")
+    return atomic.write_text(out_dir / "train_commands.sh", "\n".join(lines) + "\n")
+
+
 def reproduce(config: ReproduceConfig) -> Path:
-    """Run the whole pipeline; returns the path of ``REPORT.md``."""
+    """Run the whole pipeline; returns the path of ``REPORT.md`` (or of the training
+    commands with ``commands_only``)."""
     preset = scale_preset(config.paper, config.scale)
     out_dir = Path(config.out_dir or f"outputs/reproduce/{config.paper}_{config.scale}")
+    if config.commands_only:
+        return train_commands(config, preset, out_dir)
     started = time.perf_counter()
     failures = run_sweep(config, preset, out_dir)
     summary = aggregate_sweep(out_dir, baseline=preset.baseline)
@@ -182,9 +216,10 @@ def reproduce_config_from(cfg: DictConfig) -> ReproduceConfig:
 
 @exit_on_user_error
 def reproduce_app(cfg: DictConfig) -> Path:
-    report = reproduce(reproduce_config_from(cfg))
-    print(f"report: {report}")
-    return report
+    config = reproduce_config_from(cfg)
+    written = reproduce(config)
+    print(f"{'commands' if config.commands_only else 'report'}: {written}")
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:

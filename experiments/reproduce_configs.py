@@ -78,6 +78,9 @@ class ReproduceConfig:
     out_dir: str | None = None  # default outputs/reproduce/<paper>_<scale>
     data_dir: str | None = None  # default <out_dir>/data (datasets collected when missing)
     wandb: str = "disabled"  # disabled | offline | online: runs, evaluations and the report
+    # true: only write <out_dir>/train_commands.sh (one torchrun line per unfinished run, for
+    # GPUs or a cluster) and stop; re-run without it to evaluate, aggregate and report
+    commands_only: bool = False
 
     def __post_init__(self) -> None:
         check_choice("paper", self.paper, PAPERS)

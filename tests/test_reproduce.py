@@ -142,3 +142,16 @@ def test_claims_on_runs_with_known_outcomes(tmp_path):
     speed = speed_claim(runs, "next_forcing")
     assert speed.ours.startswith("1.90x [1.90, 1.90]; success change 0.0 pts")
     assert speed.verdict == REPRODUCED
+
+
+def test_base_scale_writes_the_gpu_command_lines(tmp_path, capsys):
+    from experiments.reproduce import main
+
+    main(["scale=base", "commands_only=true", f"out_dir={tmp_path}"])
+    lines = (tmp_path / "train_commands.sh").read_text().splitlines()
+    assert capsys.readouterr().out.strip() == f"commands: {tmp_path / 'train_commands.sh'}"
+    runs = [line for line in lines if line.startswith("torchrun --nproc_per_node=${GPUS:-1}")]
+    collects = [line for line in lines if line.startswith("python -m experiments.collect")]
+    assert len(runs) == 2 * 6 * 2 * 3 * 3  # variants x tasks x settings x fps x seeds
+    assert len(collects) == 6 * 2
+    assert all("model=base" in line and "hydra.run.dir=" in line for line in runs)
