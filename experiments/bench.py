@@ -1,13 +1,22 @@
-"""Benchmarks: ``python -m experiments.bench collect`` and ``python -m experiments.bench model``.
+"""Benchmarks: ``python -m experiments.bench collect``, ``model``, ``train`` and ``evaluate``.
 
 ``collect``: control steps per second of the collect harness (expert, rendering, HDF5 writing)
 with 1 and 2 workers, against a bare loop of ``mj_step`` plus ``Renderer.render`` on the same
 scene, cameras and controls. Prints a markdown table for BENCHMARKS.md.
+
+``train``: samples per second of the full train app (``experiments.train.run_training``)
+against a bare loop with the same model and batch on synthetic tensors
+(``experiments/bench_train.py``); ``--out`` also writes the result as JSON.
+
+``evaluate``: closed-loop evaluation throughput (episodes per minute, control steps per
+second, network passes per chunk) in ``standard`` and ``mcp_parallel`` mode, measured in one
+run (``experiments/bench_eval.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import subprocess
 import tempfile
@@ -21,7 +30,9 @@ from envs.env import TabletopEnv
 from envs.expert import ScriptedExpert
 from envs.rendering import make_renderer
 from envs.scene import CAMERA_ALIASES
+from experiments.bench_eval import EvalBenchSpec, eval_table, run_eval_bench
 from experiments.bench_model import VARIANTS, BenchShape, markdown_table, run_model_bench
+from experiments.bench_train import TrainBenchSpec, run_train_bench, train_table
 from worldmodel.data.collection import CollectionJob, run_collection
 from worldmodel.data.episodes import EpisodeFile
 
@@ -122,6 +133,38 @@ def bench_model(args: argparse.Namespace) -> str:
     return markdown_table(results, shape, args.device)
 
 
+def bench_train(args: argparse.Namespace) -> str:
+    spec = TrainBenchSpec(
+        model=args.model,
+        heads=args.heads,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        device=args.device,
+        threads=args.threads,
+    )
+    with tempfile.TemporaryDirectory() as work:
+        result = run_train_bench(spec, Path(work) / "data", Path(work) / "runs")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return train_table(result)
+
+
+def bench_evaluate(args: argparse.Namespace) -> str:
+    spec = EvalBenchSpec(
+        model=args.model,
+        cameras=tuple(args.cameras.split(",")),
+        image_size=(args.image_size, args.image_size),
+        episodes=args.episodes,
+        max_steps=args.max_steps,
+        steps=args.steps,
+        repeats=args.repeats,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return eval_table(spec, run_eval_bench(spec))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     suites = parser.add_subparsers(dest="suite", required=True)
@@ -146,6 +189,30 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument("--threads", type=int, default=None)
     model.add_argument("--variants", default=",".join(VARIANTS))
     model.set_defaults(run=bench_model)
+    train = suites.add_parser(
+        "train", help="samples/s of the full train app vs a bare loop (same model and batch)"
+    )
+    train.add_argument("--model", default="tiny", help="model preset: tiny, small, base")
+    train.add_argument("--heads", default="single_step", help="heads preset (conf/heads)")
+    train.add_argument("--steps", type=int, default=100, help="timed optimizer steps per run")
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--repeats", type=int, default=3, help="interleaved bare/app pairs")
+    train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = default")
+    train.add_argument("--out", default=None, help="also write the result as JSON here")
+    train.set_defaults(run=bench_train)
+    evaluate = suites.add_parser(
+        "evaluate", help="closed-loop evaluation throughput, standard vs mcp_parallel"
+    )
+    evaluate.add_argument("--model", default="tiny", help="model preset: tiny, small, base")
+    evaluate.add_argument("--cameras", default="head", help="comma-separated cameras")
+    evaluate.add_argument("--image-size", type=int, default=32)
+    evaluate.add_argument("--episodes", type=int, default=4)
+    evaluate.add_argument("--max-steps", type=int, default=200, help="control steps per episode")
+    evaluate.add_argument("--steps", type=int, default=10, help="Euler steps per chunk")
+    evaluate.add_argument("--repeats", type=int, default=3)
+    evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 = default")
+    evaluate.set_defaults(run=bench_evaluate)
     args = parser.parse_args(argv)
     print(args.run(args))
 

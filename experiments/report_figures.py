@@ -33,6 +33,7 @@ from worldmodel.media import write_image
 
 DPI = 100
 PANEL = (340, 260)  # pixels of one panel (width, height)
+MIN_WIDTH = 640  # pixels: room for the title when there is one panel
 MAX_COLUMNS = 3
 DRIFT_MODE = "standard"  # the inference mode whose drift is drawn (all modes are in drift.csv)
 
@@ -73,7 +74,8 @@ def tasks_of(entries: Sequence[Entry]) -> list[str]:
 def _figure(panels: int, columns: int | None = None) -> tuple[Figure, list]:
     columns = columns or min(panels, MAX_COLUMNS)
     rows = math.ceil(panels / columns)
-    figure = Figure(figsize=(columns * PANEL[0] / DPI, rows * PANEL[1] / DPI), dpi=DPI)
+    width = max(columns * PANEL[0], MIN_WIDTH)
+    figure = Figure(figsize=(width / DPI, rows * PANEL[1] / DPI), dpi=DPI, layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
     for unused in axes[panels:]:
         unused.set_visible(False)
@@ -81,8 +83,7 @@ def _figure(panels: int, columns: int | None = None) -> tuple[Figure, list]:
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    canvas = FigureCanvasAgg(figure)
-    figure.tight_layout()
+    canvas = FigureCanvasAgg(figure)  # the constrained layout fits titles and legends
     canvas.draw()
     image = np.asarray(canvas.buffer_rgba())[..., :3]  # (height, width, 3) uint8
     return write_image(path, image)

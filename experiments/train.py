@@ -40,6 +40,7 @@ from worldmodel.evaluation.run_eval import (
     run_closed_loop,
 )
 from worldmodel.heads.modules import WorldModelWithHeads
+from worldmodel.model.config import ModelConfig
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.training.build import RunBuild, derive_model_config
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
@@ -122,6 +123,13 @@ def ensure_dataset(config: TrainConfig, dist: DistInfo) -> Path:
     return path
 
 
+def model_config_for(config: TrainConfig, dataset: Path, tokenizer: Tokenizer) -> ModelConfig:
+    """The run's model config with the keys derived from the tokenizer, fps and dataset."""
+    with EpisodeFile(dataset) as episodes:
+        action_dim = int(episodes.actions_at_fps(0, config.fps).shape[-1])
+    return derive_model_config(config.model, tokenizer, config.fps, action_dim, CONTROL_HZ)
+
+
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved configs (resumable keys skipped)."""
     if prefix.rstrip(".") in RESUMABLE_KEYS:
@@ -200,7 +208,6 @@ def _train(
     build_tokenizer = config.tokenizer.build(data.cameras, data.image_size)
     with EpisodeFile(path) as dataset:
         total = dataset.num_episodes
-        action_dim = int(dataset.actions_at_fps(0, config.fps).shape[-1])
     train_count = total - data.val_episodes
     latents = load_episode_latents(
         path,
@@ -211,9 +218,7 @@ def _train(
         data.max_memory_gb * 2**30,
         progress=config.logger.progress and dist.is_main,
     )
-    model_config = derive_model_config(
-        config.model, build_tokenizer, config.fps, action_dim, CONTROL_HZ
-    )
+    model_config = model_config_for(config, path, build_tokenizer)
     train_set = WindowSet(latents[:train_count], data.window_frames, model_config.K)
     val_set = (
         WindowSet(latents[train_count:], data.window_frames, model_config.K)

@@ -1,0 +1,154 @@
+"""Evaluation throughput: ``python -m experiments.bench evaluate --model tiny|small``.
+
+A world model with Next Forcing heads (random weights: speed does not depend on them, and a
+random policy never succeeds, so every episode runs the full ``max_steps``) acts in closed
+loop through the real evaluation code (``evaluate_closed_loop`` with ``WorldModelPolicy``,
+MuJoCo physics and rendering), once per inference mode, interleaved over ``repeats`` so that
+machine load affects both modes alike. Reported per mode (medians over repeats):
+
+- episodes per minute, end to end (physics, rendering, tokenizer and model), counted as
+  episodes of ``max_steps`` control steps (a random model occasionally presses the button
+  early, which would otherwise make episode counts depend on luck rather than speed);
+- control steps per second of the policy alone (``ClosedLoopResult.steps_per_second``) and
+  of the whole loop;
+- network passes per chunk (backbone, head, video-denoising);
+and ``mcp_parallel`` / ``standard`` for each rate.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from envs.env import CONTROL_HZ
+from worldmodel.data.collection import EVAL_SEED_BASE
+from worldmodel.data.episodes import fps_stride
+from worldmodel.evaluation.closed_loop import ClosedLoopResult, evaluate_closed_loop
+from worldmodel.evaluation.policies import WorldModelPolicy
+from worldmodel.heads import WorldModelWithHeads, heads_preset
+from worldmodel.model import ModelConfig, model_preset
+from worldmodel.tokenizer.patch import PatchTokenizer
+
+MODES = ("standard", "mcp_parallel")
+ACTION_DIM = 14
+
+
+@dataclass(frozen=True)
+class EvalBenchSpec:
+    model: str = "tiny"
+    task: str = "press_button"
+    cameras: tuple[str, ...] = ("head",)
+    image_size: tuple[int, int] = (32, 32)
+    patch: int = 8
+    fps: float = 12.5
+    K: int = 2
+    episodes: int = 4
+    max_steps: int = 200
+    steps: int = 10  # Euler steps per video and per action chunk
+    repeats: int = 3
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    episodes_per_minute: float
+    policy_steps_per_second: float
+    loop_steps_per_second: float
+    passes_per_chunk: dict[str, float]
+
+
+def make_model(spec: EvalBenchSpec, tokenizer: PatchTokenizer) -> WorldModelWithHeads:
+    config = ModelConfig(
+        **model_preset(spec.model),
+        K=spec.K,
+        tokens_per_frame=tokenizer.tokens_per_frame,
+        latent_dim=tokenizer.latent_dim,
+        action_dim=ACTION_DIM,
+        actions_per_frame=fps_stride(CONTROL_HZ, spec.fps),
+    )
+    torch.manual_seed(0)
+    return WorldModelWithHeads(config, heads_preset("next_forcing")).eval()
+
+
+def run_mode(
+    spec: EvalBenchSpec, model: WorldModelWithHeads, tokenizer: PatchTokenizer, mode: str
+) -> tuple[ClosedLoopResult, float]:
+    factory = functools.partial(
+        WorldModelPolicy,
+        model=model,
+        tokenizer=tokenizer,
+        fps=spec.fps,
+        video_steps=spec.steps,
+        action_steps=spec.steps,
+        mode=mode,
+    )
+    seeds = [EVAL_SEED_BASE + i for i in range(spec.episodes)]
+    started = time.perf_counter()
+    result = evaluate_closed_loop(
+        factory,
+        spec.task,
+        "clean",
+        seeds,
+        max_steps=spec.max_steps,
+        cameras=spec.cameras,
+        image_size=spec.image_size,
+    )
+    return result, time.perf_counter() - started
+
+
+def run_eval_bench(spec: EvalBenchSpec) -> list[ModeResult]:
+    tokenizer = PatchTokenizer(spec.cameras, spec.image_size, patch=spec.patch)
+    model = make_model(spec, tokenizer)
+    samples: dict[str, list[tuple[ClosedLoopResult, float]]] = {mode: [] for mode in MODES}
+    with torch.no_grad():
+        for mode in MODES:  # warm-up: allocations, renderer
+            run_mode(spec, model, tokenizer, mode)
+        for _ in range(spec.repeats):
+            for mode in MODES:
+                samples[mode].append(run_mode(spec, model, tokenizer, mode))
+    results = []
+    for mode, runs in samples.items():
+        loop = statistics.median(sum(e.steps for e in r.episodes) / s for r, s in runs)
+        results.append(
+            ModeResult(
+                mode=mode,
+                episodes_per_minute=loop * 60 / spec.max_steps,
+                policy_steps_per_second=statistics.median(r.steps_per_second for r, _ in runs),
+                loop_steps_per_second=loop,
+                passes_per_chunk=runs[0][0].passes_per_chunk,
+            )
+        )
+    return results
+
+
+def eval_table(spec: EvalBenchSpec, results: list[ModeResult]) -> str:
+    """Markdown rows per mode and the mcp_parallel / standard ratios."""
+    by_mode = {r.mode: r for r in results}
+    base, fast = by_mode["standard"], by_mode["mcp_parallel"]
+    lines = [
+        f"model `{spec.model}` + next_forcing heads, {spec.task}, cameras {list(spec.cameras)} "
+        f"at {spec.image_size[0]}x{spec.image_size[1]} (patch {spec.patch}), fps {spec.fps:g}, "
+        f"K={spec.K}, {spec.steps} Euler steps, {spec.episodes} episodes x {spec.max_steps} "
+        f"steps, median of {spec.repeats}",
+        "",
+        "| mode | episodes/min | policy control steps/s | loop control steps/s | "
+        "passes/chunk (backbone, head, video) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        passes = r.passes_per_chunk
+        lines.append(
+            f"| {r.mode} | {r.episodes_per_minute:.1f} | {r.policy_steps_per_second:.0f} | "
+            f"{r.loop_steps_per_second:.0f} | {passes.get('backbone', 0):.1f}, "
+            f"{passes.get('head', 0):.1f}, {passes.get('video', 0):.1f} |"
+        )
+    lines.append(
+        f"| mcp_parallel / standard | {fast.episodes_per_minute / base.episodes_per_minute:.2f}x "
+        f"| {fast.policy_steps_per_second / base.policy_steps_per_second:.2f}x | "
+        f"{fast.loop_steps_per_second / base.loop_steps_per_second:.2f}x | |"
+    )
+    return "\n".join(lines)
