@@ -11,6 +11,7 @@ import multiprocessing
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -91,6 +92,23 @@ def _peak_memory_mb(device: torch.device, rss_before_kb: int) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb) / 1024
 
 
+def bare_train_step(
+    model: torch.nn.Module, batch: dict, device: torch.device
+) -> Callable[[], None]:
+    """One AdamW step on ``batch`` and nothing else (bf16 autocast on CUDA): the bare loop."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def train_step() -> None:
+        with autocast:
+            loss, _ = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return train_step
+
+
 def bench_variant(
     variant: str, shape: BenchShape, device_name: str, steps: int, threads: int
 ) -> VariantResult:
@@ -98,17 +116,9 @@ def bench_variant(
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = torch.device(device_name)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     model = WorldModelWithHeads(model_config(shape), heads_preset(variant)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = synthetic_batch(shape, device)
-
-    def train_step():
-        with autocast:
-            loss, _ = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    train_step = bare_train_step(model, batch, device)
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # model and batch built
     if device.type == "cuda":

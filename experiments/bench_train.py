@@ -31,7 +31,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.bench_model import BenchShape, _sync, synthetic_batch
+from experiments.bench_model import BenchShape, _sync, bare_train_step, synthetic_batch
 from experiments.cli import CONF_DIR
 from experiments.train import ensure_dataset, model_config_for, run_training, train_config_from
 from experiments.train_configs import TrainConfig
@@ -113,16 +113,7 @@ def bare_samples_per_second(
 ) -> float:
     """Samples/s of ``steps`` bare optimizer steps on a fresh model, after ``warmup`` steps."""
     model = WorldModelWithHeads(model_config, heads).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = synthetic_batch(shape, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def train_step() -> None:
-        with autocast:
-            loss, _ = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    train_step = bare_train_step(model, synthetic_batch(shape, device), device)
 
     for _ in range(warmup):
         train_step()
