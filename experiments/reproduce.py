@@ -36,9 +36,18 @@ from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
 from experiments.report import write_report
 from experiments.reproduce_configs import ReproduceConfig, ScalePreset, scale_preset
 from experiments.run_folders import load_runs
-from experiments.train import collect_command, collect_config, run_training, train_config_from
+from experiments.train import (
+    collect_command,
+    collect_config,
+    ensure_dataset,
+    run_training,
+    train_config_from,
+)
 from worldmodel import atomic
+from worldmodel.data.collection import dataset_path
+from worldmodel.tokenizer.training import train_conv_ae
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
+from worldmodel.training.distributed import init_distributed
 
 register_configs()
 
@@ -104,6 +113,37 @@ def finished_step(run_dir: Path) -> int | None:
     return int(load_checkpoint(path)["step"]) if path.is_file() else None
 
 
+def tokenizer_checkpoint(dataset: Path) -> Path:
+    """Where the reproduction keeps the conv_ae tokenizer trained on ``dataset``."""
+    return dataset.parent / "tokenizers" / f"{dataset.stem}_conv_ae.pt"
+
+
+def with_tokenizer(overrides: list[str], checkpoint: Path) -> list[str]:
+    return [*overrides, "tokenizer=conv_ae", f"tokenizer.checkpoint={checkpoint}"]
+
+
+def ensure_tokenizer(preset: ScalePreset, overrides: list[str]) -> list[str]:
+    """The overrides with the run's conv_ae tokenizer (trained once per dataset when the
+    scale asks for one: ``conv_ae_steps``), or unchanged."""
+    if not preset.conv_ae_steps:
+        return overrides
+    config = train_config_from(compose_app(CONF_DIR, "train", overrides))
+    dataset = ensure_dataset(config, init_distributed("cpu"))
+    checkpoint = tokenizer_checkpoint(dataset)
+    if not checkpoint.is_file():
+        train_conv_ae(
+            [dataset],
+            config.data.cameras,
+            config.data.image_size,
+            steps=preset.conv_ae_steps,
+            out_path=checkpoint,
+            progress=False,
+            frame_fps=min(preset.fps),  # one tokenizer serves every fps of the dataset
+            device="cpu",
+        )
+    return with_tokenizer(overrides, checkpoint)
+
+
 def train_run(spec: RunSpec, run_dir: Path, overrides: list[str], steps: int) -> None:
     if finished_step(run_dir) == steps:
         return
@@ -129,9 +169,9 @@ def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> di
     for spec in tqdm(specs, desc=f"reproduce {config.paper} {config.scale}", unit="run"):
         run_dir = out_dir / "runs" / spec.folder
         try:
-            train_run(
-                spec, run_dir, spec.overrides(preset, name, data_dir, config.wandb), preset.steps
-            )
+            overrides = spec.overrides(preset, name, data_dir, config.wandb)
+            overrides = ensure_tokenizer(preset, overrides)
+            train_run(spec, run_dir, overrides, preset.steps)
             evaluate_run(run_dir, preset, config.wandb)
         except USER_ERRORS as exc:
             failures[spec.folder] = str(exc)
@@ -156,13 +196,24 @@ def train_commands(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) 
         first.setdefault((spec.task, spec.setting), spec)
     for spec in first.values():
         cfg = compose_app(CONF_DIR, "train", spec.overrides(preset, name, data_dir, config.wandb))
-        lines.append(collect_command(collect_config(train_config_from(cfg))))
+        train_config = train_config_from(cfg)
+        lines.append(collect_command(collect_config(train_config)))
+        if preset.conv_ae_steps:
+            dataset = dataset_path(data_dir, spec.task, spec.setting)
+            lines.append(
+                f"python -m experiments.train_tokenizer --data {dataset} "
+                f"--out {tokenizer_checkpoint(dataset)} "
+                f"--steps {preset.conv_ae_steps} --frame-fps {min(preset.fps):g}"
+            )
     lines.append("# 2. the training runs")
     for spec in run_specs(preset):
         run_dir = out_dir / "runs" / spec.folder
         if finished_step(run_dir) == preset.steps:
             continue
         overrides = spec.overrides(preset, name, data_dir, config.wandb)
+        if preset.conv_ae_steps:
+            dataset = dataset_path(data_dir, spec.task, spec.setting)
+            overrides = with_tokenizer(overrides, tokenizer_checkpoint(dataset))
         args = " ".join(shlex.quote(o) for o in [*overrides, f"hydra.run.dir={run_dir}"])
         lines.append(f"torchrun --nproc_per_node=${{GPUS:-1}} -m experiments.train {args}")
     return atomic.write_text(out_dir / "train_commands.sh", "\n".join(lines) + "\n")

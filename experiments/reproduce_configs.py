@@ -35,6 +35,10 @@ class ScalePreset:
     early_step: int  # where "relative improvement at 5k steps" is read at this scale
     eval_episodes: int  # closed-loop episodes per evaluation (expert-checked seeds)
     data_episodes: int  # training episodes collected per (task, setting)
+    # > 0: train a conv_ae tokenizer (C=8 channels per token) for this many steps on each
+    # (task, setting) dataset and train the world models on its latents; 0: the tokenizer of
+    # the train overrides (patch tokens of C = 3 * patch^2 channels must stay below model.dim)
+    conv_ae_steps: int = 0
     train: list[str] = field(default_factory=list)  # overrides of experiments.train
     evaluate: list[str] = field(default_factory=list)  # overrides of experiments.evaluate
 

@@ -219,6 +219,13 @@ def _train(
         progress=config.logger.progress and dist.is_main,
     )
     model_config = model_config_for(config, path, build_tokenizer)
+    if model_config.latent_dim >= model_config.dim and dist.is_main:
+        print(
+            f"warning: tokens of latent_dim={model_config.latent_dim} channels do not fit "
+            f"model.dim={model_config.dim}: the model cannot predict their per-channel noise "
+            "and imagined video stays noise; use tokenizer=conv_ae or a larger model",
+            file=sys.stderr,
+        )
     train_set = WindowSet(latents[:train_count], data.window_frames, model_config.K)
     val_set = (
         WindowSet(latents[train_count:], data.window_frames, model_config.K)
