@@ -137,7 +137,6 @@ def ensure_tokenizer(preset: ScalePreset, overrides: list[str]) -> list[str]:
             config.data.image_size,
             steps=preset.conv_ae_steps,
             out_path=checkpoint,
-            progress=False,
             frame_fps=min(preset.fps),  # one tokenizer serves every fps of the dataset
             device="cpu",
         )
