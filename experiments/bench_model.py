@@ -109,6 +109,16 @@ def bare_train_step(
     return train_step
 
 
+def timed_steps(train_step: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Wall seconds of ``steps`` calls, synchronised with the device before and after."""
+    _sync(device)
+    begin = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    _sync(device)
+    return time.perf_counter() - begin
+
+
 def bench_variant(
     variant: str, shape: BenchShape, device_name: str, steps: int, threads: int
 ) -> VariantResult:
@@ -126,12 +136,7 @@ def bench_variant(
     train_step()  # warm-up: allocator, kernels, optimizer state
     with FlopCounterMode(display=False) as counter:
         train_step()
-    _sync(device)
-    begin = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    _sync(device)
-    step_seconds = (time.perf_counter() - begin) / steps
+    step_seconds = timed_steps(train_step, steps, device) / steps
     peak = _peak_memory_mb(device, rss_before)
 
     modes = ("standard", "mcp_parallel") if variant == "next_forcing" else ("standard",)

@@ -31,7 +31,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.bench_model import BenchShape, _sync, bare_train_step, synthetic_batch
+from experiments.bench_model import BenchShape, bare_train_step, synthetic_batch, timed_steps
 from experiments.cli import CONF_DIR
 from experiments.train import ensure_dataset, model_config_for, run_training, train_config_from
 from experiments.train_configs import TrainConfig
@@ -117,12 +117,7 @@ def bare_samples_per_second(
 
     for _ in range(warmup):
         train_step()
-    _sync(device)
-    begin = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    _sync(device)
-    return shape.batch * steps / (time.perf_counter() - begin)
+    return shape.batch * steps / timed_steps(train_step, steps, device)
 
 
 def loop_rate(rows: list[dict]) -> float:

@@ -166,19 +166,28 @@ def convergence_table(summary: Summary) -> Table | None:
     return Table("convergence", title, columns, rows)
 
 
+def _estimate_cells(entries: list, quantities: list[str]) -> list[tuple[str, str, list]]:
+    """(task, variant, the entry of each quantity or None) for every pair with any entry."""
+    found = []
+    for task in tasks_of(entries):
+        for variant in _ordered(entries, "variant"):
+            cells = [_lookup(entries, task=task, variant=variant, quantity=q) for q in quantities]
+            if any(cells):
+                found.append((task, variant, cells))
+    return found
+
+
 def loss_table(summary: Summary, setting: str, fps: float) -> Table | None:
     """Final validation losses per task and variant."""
     quantities = [f"final/{metric}" for metric in FINAL_LOSSES]
     entries = [e for e in _in(summary.estimates, setting, fps) if e["quantity"] in quantities]
     if not entries:
         return None
-    rows = []
-    for task in tasks_of(entries):
-        for variant in _ordered(entries, "variant"):
-            cells = [_lookup(entries, task=task, variant=variant, quantity=q) for q in quantities]
-            if any(cells):
-                runs = max(c["n_runs"] for c in cells if c)
-                rows.append([task, variant, *(interval(c) if c else "–" for c in cells), str(runs)])
+    rows = [
+        [task, variant, *(interval(c) if c else "–" for c in cells)]
+        + [str(max(c["n_runs"] for c in cells if c))]
+        for task, variant, cells in _estimate_cells(entries, quantities)
+    ]
     title = f"Final validation loss ({setting}, fps {fps:g}): mean over seeds [95% CI]"
     return Table("loss", title, ["task", "variant", *FINAL_LOSSES, "runs"], rows)
 
@@ -214,12 +223,10 @@ def speed_table(summary: Summary, setting: str, fps: float) -> Table | None:
     entries = [e for e in _in(summary.estimates, setting, fps) if e["quantity"] in quantities]
     if not entries:
         return None
-    rows = []
-    for task in tasks_of(entries):
-        for variant in _ordered(entries, "variant"):
-            cells = [_lookup(entries, task=task, variant=variant, quantity=q) for q in quantities]
-            if any(cells):
-                rows.append([task, variant, *(interval(c) if c else "–" for c in cells)])
+    rows = [
+        [task, variant, *(interval(c) if c else "–" for c in cells)]
+        for task, variant, cells in _estimate_cells(entries, quantities)
+    ]
     columns = ["task", "variant"] + [f"{mode} chunks/s" for mode in SPEED_MODES]
     columns.append("mcp_parallel speed-up")
     title = f"Inference speed ({setting}, fps {fps:g}): mean over seeds [95% CI]"
