@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+# Rank 0 runs the periodic evaluation (closed-loop episodes can take long) while the other
+# ranks wait in the next collective; torch's default of 30 minutes would abort them.
+COLLECTIVE_TIMEOUT = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ def init_distributed(device_name: str) -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT
+        )
     return DistInfo(rank, world_size, local_rank, device)
 
 
