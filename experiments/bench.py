@@ -126,7 +126,12 @@ def bench_collect(args: argparse.Namespace) -> str:
 
 def bench_model(args: argparse.Namespace) -> str:
     shape = BenchShape(
-        size=args.size, batch=args.batch, horizon=args.horizon, denoise_steps=args.denoise_steps
+        size=args.size,
+        batch=args.batch,
+        horizon=args.horizon,
+        denoise_steps=args.denoise_steps,
+        depth=args.depth,
+        blocks_per_depth=args.blocks_per_depth,
     )
     variants = args.variants.split(",")
     results = run_model_bench(shape, args.device, args.steps, variants, args.threads)
@@ -188,6 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     model.add_argument("--threads", type=int, default=None)
     model.add_argument("--variants", default=",".join(VARIANTS))
+    model.add_argument("--depth", type=int, default=None, help="backbone blocks (default preset)")
+    model.add_argument(
+        "--blocks-per-depth", type=int, default=None, help="MCP blocks per depth (default preset)"
+    )
     model.set_defaults(run=bench_model)
     train = suites.add_parser(
         "train", help="samples/s of the full train app vs a bare loop (same model and batch)"

@@ -12,7 +12,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -43,6 +43,8 @@ class BenchShape:
     actions_per_frame: int = 2  # 25 fps
     horizon: int = 8
     denoise_steps: int = 10
+    depth: int | None = None  # backbone blocks; None = the size preset's
+    blocks_per_depth: int | None = None  # MCP blocks per depth; None = the heads preset's
 
 
 @dataclass
@@ -56,8 +58,9 @@ class VariantResult:
 
 
 def model_config(shape: BenchShape) -> ModelConfig:
+    preset = model_preset(shape.size) | ({"depth": shape.depth} if shape.depth else {})
     return ModelConfig(
-        **model_preset(shape.size),
+        **preset,
         K=shape.K,
         tokens_per_frame=shape.tokens_per_frame,
         latent_dim=shape.latent_dim,
@@ -126,7 +129,10 @@ def bench_variant(
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = torch.device(device_name)
-    model = WorldModelWithHeads(model_config(shape), heads_preset(variant)).to(device)
+    heads = heads_preset(variant)
+    if shape.blocks_per_depth and heads.kind == "mcp":
+        heads = replace(heads, blocks_per_depth=shape.blocks_per_depth)
+    model = WorldModelWithHeads(model_config(shape), heads).to(device)
     batch = synthetic_batch(shape, device)
     train_step = bare_train_step(model, batch, device)
 
@@ -186,7 +192,11 @@ def markdown_table(results: list[VariantResult], shape: BenchShape, device: str)
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else ""
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu), None)
     lines = [
-        f"size {shape.size}, batch {shape.batch}, window {shape.num_chunks} chunks x K={shape.K} "
+        f"size {shape.size}"
+        + (f" with depth {shape.depth}" if shape.depth else "")
+        + (f", {shape.blocks_per_depth} MCP block(s) per depth" if shape.blocks_per_depth else "")
+        + f", {shape.denoise_steps} denoising steps"
+        f", batch {shape.batch}, window {shape.num_chunks} chunks x K={shape.K} "
         f"frames x N={shape.tokens_per_frame} tokens, device {gpu or device}"
         + (" (bf16 autocast)" if gpu else " (float32)"),
         "",
