@@ -4,10 +4,11 @@ pass, the pass count halves, shapes and the horizon semantics (odd horizons, hor
 import pytest
 import torch
 
+from tests.tiny_models import randomise, tiny_config
 from worldmodel.heads import HeadsConfig, WorldModelWithHeads, heads_preset
 from worldmodel.heads.modules import FutureDraw
 from worldmodel.heads.rollout import HeadCache, predict_pair_velocity, rollout_open_loop
-from worldmodel.model import ModelConfig, WindowInputs, WorldModel
+from worldmodel.model import WindowInputs, WorldModel
 
 NUM_CHUNKS, B = 3, 2
 
@@ -18,23 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def random_model(heads: str | HeadsConfig = "next_forcing", attention_window=None):
     """A tiny model (float64 for the equality test) whose every parameter is random."""
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        dim=32,
-        depth=4,
-        heads=4,
-        K=2,
-        tokens_per_frame=3,
-        latent_dim=4,
-        action_dim=3,
-        actions_per_frame=2,
-        max_chunks=16,
-        attention_window=attention_window,
-    )
+    cfg = tiny_config(tokens_per_frame=3, max_chunks=16, attention_window=attention_window)
     config = heads_preset(heads) if isinstance(heads, str) else heads
     model = WorldModelWithHeads(cfg, config).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
+    randomise(model, 0.3)
     return model
 
 

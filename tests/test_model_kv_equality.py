@@ -7,7 +7,8 @@ still looks fine while closed-loop rollouts collapse; this test pins them togeth
 import pytest
 import torch
 
-from worldmodel.model import ModelConfig, WindowInputs, WorldModel
+from tests.tiny_models import randomise, tiny_config
+from worldmodel.model import WindowInputs, WorldModel
 
 NUM_CHUNKS, B = 3, 2
 
@@ -18,22 +19,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def random_model(attention_window=None) -> WorldModel:
     """A tiny float64 model whose every parameter is random (AdaLN-zero would hide bugs)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        dim=32,
-        depth=2,
-        heads=4,
-        K=2,
-        tokens_per_frame=3,
-        latent_dim=4,
-        action_dim=3,
-        actions_per_frame=2,
-        max_chunks=8,
-        attention_window=attention_window,
-    )
+    cfg = tiny_config(depth=2, tokens_per_frame=3, attention_window=attention_window)
     model = WorldModel(cfg).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
+    randomise(model, 0.3)
     model.set_action_stats(
         torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64),
         torch.tensor([2.0, 0.5, 1.5], dtype=torch.float64),

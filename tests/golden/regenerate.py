@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from tests.tiny_models import tiny_config
 from worldmodel.heads import WorldModelWithHeads, heads_preset
-from worldmodel.model import ModelConfig
 
 SEED = 1234
 GOLDEN_PATH = Path(__file__).resolve().parent / "tiny_next_forcing.json"
@@ -43,18 +43,7 @@ TRACKED = (  # parameters whose gradient |sum| is stored
 
 def tiny_model() -> WorldModelWithHeads:
     torch.manual_seed(SEED)
-    cfg = ModelConfig(
-        dim=32,
-        depth=4,
-        heads=4,
-        K=2,
-        tokens_per_frame=4,
-        latent_dim=4,
-        action_dim=3,
-        actions_per_frame=2,
-        max_chunks=8,
-    )
-    model = WorldModelWithHeads(cfg, heads_preset("next_forcing")).float()
+    model = WorldModelWithHeads(tiny_config(), heads_preset("next_forcing")).float()
     g = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
         for p in model.parameters():
