@@ -132,6 +132,7 @@ def bench_model(args: argparse.Namespace) -> str:
         denoise_steps=args.denoise_steps,
         depth=args.depth,
         blocks_per_depth=args.blocks_per_depth,
+        actions=args.actions,
     )
     variants = args.variants.split(",")
     results = run_model_bench(shape, args.device, args.steps, variants, args.threads)
@@ -196,6 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument("--depth", type=int, default=None, help="backbone blocks (default preset)")
     model.add_argument(
         "--blocks-per-depth", type=int, default=None, help="MCP blocks per depth (default preset)"
+    )
+    model.add_argument(
+        "--actions",
+        choices=("denoised", "given"),
+        default="denoised",
+        help="rollout actions: denoised by the backbone after each chunk's video (a policy), or "
+        "the given future actions (open-loop video prediction)",
     )
     model.set_defaults(run=bench_model)
     train = suites.add_parser(

@@ -45,6 +45,9 @@ class BenchShape:
     denoise_steps: int = 10
     depth: int | None = None  # backbone blocks; None = the size preset's
     blocks_per_depth: int | None = None  # MCP blocks per depth; None = the heads preset's
+    # "denoised": the backbone denoises each chunk's actions after its video (policy rollout);
+    # "given": the true future actions are appended (open-loop video prediction)
+    actions: str = "denoised"
 
 
 @dataclass
@@ -158,6 +161,11 @@ def rollout_speed(
 ) -> float:
     """Imagined chunks per second of an open-loop rollout: median of 3 runs after a warm-up."""
     seconds = []
+    future = None  # actions denoised by the backbone
+    if shape.actions == "given":
+        g = torch.Generator().manual_seed(1)
+        future_shape = (1, shape.horizon * shape.K, *context["actions"].shape[2:])
+        future = torch.randn(future_shape, generator=g).to(device)  # (1, horizon*K, A, 14)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for _ in range(4):
             _sync(device)
@@ -168,6 +176,7 @@ def rollout_speed(
                 context["actions"],
                 shape.horizon,
                 shape.denoise_steps,
+                future_actions=future,
                 mode=mode,
             )
             _sync(device)
@@ -195,7 +204,7 @@ def markdown_table(results: list[VariantResult], shape: BenchShape, device: str)
         f"size {shape.size}"
         + (f" with depth {shape.depth}" if shape.depth else "")
         + (f", {shape.blocks_per_depth} MCP block(s) per depth" if shape.blocks_per_depth else "")
-        + f", {shape.denoise_steps} denoising steps"
+        + f", {shape.denoise_steps} denoising steps, actions {shape.actions}"
         f", batch {shape.batch}, window {shape.num_chunks} chunks x K={shape.K} "
         f"frames x N={shape.tokens_per_frame} tokens, device {gpu or device}"
         + (" (bf16 autocast)" if gpu else " (float32)"),

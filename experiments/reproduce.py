@@ -11,12 +11,16 @@ the others go on.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -159,23 +163,82 @@ def evaluate_run(run_dir: Path, preset: ScalePreset, wandb: str) -> None:
     evaluate_checkpoint(evaluate_config_from(compose_app(APPS_CONF_DIR, "evaluate", overrides)))
 
 
+@dataclass(frozen=True)
+class RunJob:
+    """One run to train and evaluate, as a worker process receives it."""
+
+    spec: RunSpec
+    run_dir: Path
+    overrides: list[str]
+    preset: ScalePreset
+    wandb: str
+
+
+def train_and_evaluate(job: RunJob) -> str | None:
+    """Train (or resume) and evaluate one run; returns the error line of a failed run."""
+    try:
+        train_run(job.spec, job.run_dir, job.overrides, job.preset.steps)
+        evaluate_run(job.run_dir, job.preset, job.wandb)
+    except USER_ERRORS as exc:
+        return str(exc)
+    return None
+
+
+def threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_jobs(todo: list[RunJob], jobs: int, desc: str) -> dict[str, str]:
+    """Every job, ``jobs`` at a time in spawned processes (1: in this process); returns the
+    failed runs' folders and their errors. Runs are seeded, so their numbers do not depend
+    on ``jobs``."""
+    failures: dict[str, str] = {}
+    progress = tqdm(total=len(todo), desc=desc, unit="run")
+
+    def record(job: RunJob, error: str | None) -> None:
+        if error is not None:
+            failures[job.spec.folder] = error
+            print(f"error: {job.spec.folder}: {error}", file=sys.stderr)
+        progress.update()
+
+    if jobs == 1:
+        for job in todo:
+            record(job, train_and_evaluate(job))
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding GL state
+        with ProcessPoolExecutor(
+            jobs,
+            mp_context=context,
+            initializer=torch.set_num_threads,
+            initargs=(threads_per_job(jobs),),
+        ) as pool:
+            futures = {pool.submit(train_and_evaluate, job): job for job in todo}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+    progress.close()
+    return failures
+
+
 def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> dict[str, str]:
-    """Train and evaluate every run; returns the failed runs' folders and their errors."""
+    """Collect the datasets and train the tokenizers (here, once each), then train and evaluate
+    every run (``config.jobs`` at a time); returns the failed runs' folders and errors."""
     data_dir = Path(config.data_dir) if config.data_dir else out_dir / "data"
     name = f"reproduce_{config.paper}_{config.scale}"
     failures: dict[str, str] = {}
-    specs = run_specs(preset)
-    for spec in tqdm(specs, desc=f"reproduce {config.paper} {config.scale}", unit="run"):
-        run_dir = out_dir / "runs" / spec.folder
+    todo: list[RunJob] = []
+    for spec in run_specs(preset):
         try:
             overrides = spec.overrides(preset, name, data_dir, config.wandb)
+            if config.jobs > 1 and not any(o.startswith("train.threads=") for o in overrides):
+                overrides.append(f"train.threads={threads_per_job(config.jobs)}")
             overrides = ensure_tokenizer(preset, overrides)
-            train_run(spec, run_dir, overrides, preset.steps)
-            evaluate_run(run_dir, preset, config.wandb)
         except USER_ERRORS as exc:
             failures[spec.folder] = str(exc)
             print(f"error: {spec.folder}: {exc}", file=sys.stderr)
-    return failures
+            continue
+        todo.append(RunJob(spec, out_dir / "runs" / spec.folder, overrides, preset, config.wandb))
+    desc = f"reproduce {config.paper} {config.scale}"
+    return failures | run_jobs(todo, config.jobs, desc)
 
 
 def train_commands(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> Path:
@@ -249,8 +312,8 @@ def claims_header(
         f"## Paper claims: {config.paper}, scale `{config.scale}`",
         "",
         f"Command: `python -m experiments.reproduce paper={config.paper} scale={config.scale}`; "
-        f"this invocation took {seconds / 60:.1f} min (finished runs are reused, so a resumed "
-        f"invocation is shorter). Runs used: {len(runs)} of {len(run_specs(preset))} "
+        f"this invocation took {seconds / 60:.1f} min with {config.jobs} run(s) at a time "
+        f"(finished runs are reused, so a resumed invocation is shorter). Runs used: {len(runs)} of {len(run_specs(preset))} "
         f"({', '.join(preset.variants)} x tasks {', '.join(preset.tasks)} x settings "
         f"{', '.join(preset.settings)} x fps {', '.join(f'{f:g}' for f in preset.fps)} x seeds "
         f"{', '.join(map(str, preset.seeds))}; {preset.steps} steps each). Success in %, "

@@ -82,6 +82,9 @@ class ReproduceConfig:
     out_dir: str | None = None  # default outputs/reproduce/<paper>_<scale>
     data_dir: str | None = None  # default <out_dir>/data (datasets collected when missing)
     wandb: str = "disabled"  # disabled | offline | online: runs, evaluations and the report
+    # runs trained and evaluated at once, each in its own process with cpu_count / jobs torch
+    # threads (unless the scale sets train.threads); datasets and tokenizers come first
+    jobs: int = 1
     # true: only write <out_dir>/train_commands.sh (one torchrun line per unfinished run, for
     # GPUs or a cluster) and stop; re-run without it to evaluate, aggregate and report
     commands_only: bool = False
@@ -90,3 +93,5 @@ class ReproduceConfig:
         check_choice("paper", self.paper, PAPERS)
         check_choice("scale", self.scale, scale_names(self.paper))
         check_choice("wandb", self.wandb, ("disabled", "offline", "online"))
+        if self.jobs < 1:
+            raise ConfigError(f"jobs={self.jobs} is not valid; must be >= 1 (runs at once)")

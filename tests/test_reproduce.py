@@ -41,6 +41,7 @@ def micro(tmp_path_factory, tiny_data_dir):
         "paper=next_forcing",
         "scale=micro",
         f"out_dir={out_dir}",
+        "jobs=2",  # two runs at a time in worker processes; the re-run below uses jobs=1
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
