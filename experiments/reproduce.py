@@ -184,11 +184,17 @@ def train_and_evaluate(job: RunJob) -> str | None:
     return None
 
 
-def threads_per_job(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
+def jobs_and_threads(requested: int, preset: ScalePreset) -> tuple[int, int]:
+    """Runs at once and torch threads per run: the scale's ``train.threads`` (else all cores
+    shared by the jobs); ``requested`` 0 = as many runs as the cores hold at those threads."""
+    cores = os.cpu_count() or 1
+    if requested:
+        return requested, preset.threads or max(1, cores // requested)
+    threads = preset.threads or cores
+    return max(1, cores // threads), threads
 
 
-def run_jobs(todo: list[RunJob], jobs: int, desc: str) -> dict[str, str]:
+def run_jobs(todo: list[RunJob], jobs: int, threads: int, desc: str) -> dict[str, str]:
     """Every job, ``jobs`` at a time in spawned processes (1: in this process); returns the
     failed runs' folders and their errors. Runs are seeded, so their numbers do not depend
     on ``jobs``."""
@@ -210,7 +216,7 @@ def run_jobs(todo: list[RunJob], jobs: int, desc: str) -> dict[str, str]:
             jobs,
             mp_context=context,
             initializer=torch.set_num_threads,
-            initargs=(threads_per_job(jobs),),
+            initargs=(threads,),
         ) as pool:
             futures = {pool.submit(train_and_evaluate, job): job for job in todo}
             for future in as_completed(futures):
@@ -221,24 +227,23 @@ def run_jobs(todo: list[RunJob], jobs: int, desc: str) -> dict[str, str]:
 
 def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> dict[str, str]:
     """Collect the datasets and train the tokenizers (here, once each), then train and evaluate
-    every run (``config.jobs`` at a time); returns the failed runs' folders and errors."""
+    every run (``jobs_and_threads``); returns the failed runs' folders and their errors."""
     data_dir = Path(config.data_dir) if config.data_dir else out_dir / "data"
     name = f"reproduce_{config.paper}_{config.scale}"
     failures: dict[str, str] = {}
+    jobs, threads = jobs_and_threads(config.jobs, preset)
     todo: list[RunJob] = []
     for spec in run_specs(preset):
         try:
             overrides = spec.overrides(preset, name, data_dir, config.wandb)
-            if config.jobs > 1 and not any(o.startswith("train.threads=") for o in overrides):
-                overrides.append(f"train.threads={threads_per_job(config.jobs)}")
-            overrides = ensure_tokenizer(preset, overrides)
+            overrides = ensure_tokenizer(preset, [*overrides, f"train.threads={threads}"])
         except USER_ERRORS as exc:
             failures[spec.folder] = str(exc)
             print(f"error: {spec.folder}: {exc}", file=sys.stderr)
             continue
         todo.append(RunJob(spec, out_dir / "runs" / spec.folder, overrides, preset, config.wandb))
     desc = f"reproduce {config.paper} {config.scale}"
-    return failures | run_jobs(todo, config.jobs, desc)
+    return failures | run_jobs(todo, jobs, threads, desc)
 
 
 def train_commands(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> Path:
@@ -308,12 +313,14 @@ def claims_header(
     seconds: float,
 ) -> str:
     """What was run, how long this invocation took, and what failed."""
+    jobs, threads = jobs_and_threads(config.jobs, preset)
     lines = [
         f"## Paper claims: {config.paper}, scale `{config.scale}`",
         "",
         f"Command: `python -m experiments.reproduce paper={config.paper} scale={config.scale}`; "
-        f"this invocation took {seconds / 60:.1f} min with {config.jobs} run(s) at a time "
-        f"(finished runs are reused, so a resumed invocation is shorter). Runs used: {len(runs)} of {len(run_specs(preset))} "
+        f"this invocation took {seconds / 60:.1f} min, {jobs} run(s) at a time with {threads} "
+        "torch thread(s) each (finished runs are reused, so a resumed invocation is shorter). "
+        f"Runs used: {len(runs)} of {len(run_specs(preset))} "
         f"({', '.join(preset.variants)} x tasks {', '.join(preset.tasks)} x settings "
         f"{', '.join(preset.settings)} x fps {', '.join(f'{f:g}' for f in preset.fps)} x seeds "
         f"{', '.join(map(str, preset.seeds))}; {preset.steps} steps each). Success in %, "

@@ -61,6 +61,12 @@ class ScalePreset:
     def baseline(self) -> str:
         return self.variants[0]
 
+    @property
+    def threads(self) -> int | None:
+        """Torch threads per run (``train.threads=<n>`` in ``train``), or None when unset."""
+        values = [int(o.split("=", 1)[1]) for o in self.train if o.startswith("train.threads=")]
+        return values[-1] if values and values[-1] > 0 else None
+
 
 def scale_names(paper: str) -> list[str]:
     return sorted(p.stem for p in (PRESET_DIR / paper).glob("*.yaml"))
@@ -82,9 +88,10 @@ class ReproduceConfig:
     out_dir: str | None = None  # default outputs/reproduce/<paper>_<scale>
     data_dir: str | None = None  # default <out_dir>/data (datasets collected when missing)
     wandb: str = "disabled"  # disabled | offline | online: runs, evaluations and the report
-    # runs trained and evaluated at once, each in its own process with cpu_count / jobs torch
-    # threads (unless the scale sets train.threads); datasets and tokenizers come first
-    jobs: int = 1
+    # runs trained and evaluated at once, each in its own process; 0 = as many as the cores
+    # hold at the scale's train.threads (1 when the scale sets none). Datasets and tokenizers
+    # are made first, in this process
+    jobs: int = 0
     # true: only write <out_dir>/train_commands.sh (one torchrun line per unfinished run, for
     # GPUs or a cluster) and stop; re-run without it to evaluate, aggregate and report
     commands_only: bool = False
@@ -93,5 +100,5 @@ class ReproduceConfig:
         check_choice("paper", self.paper, PAPERS)
         check_choice("scale", self.scale, scale_names(self.paper))
         check_choice("wandb", self.wandb, ("disabled", "offline", "online"))
-        if self.jobs < 1:
-            raise ConfigError(f"jobs={self.jobs} is not valid; must be >= 1 (runs at once)")
+        if self.jobs < 0:
+            raise ConfigError(f"jobs={self.jobs} is not valid; runs at once, or 0 for automatic")

@@ -20,6 +20,8 @@ from experiments.claims import (
     speed_claim,
     success_claim,
 )
+from experiments.reproduce import jobs_and_threads
+from experiments.reproduce_configs import scale_preset
 from experiments.run_folders import load_runs
 from tests.run_folder_factory import RunSpec, write_sweep
 from worldmodel.evaluation.statistics import Interval
@@ -85,9 +87,24 @@ def test_a_second_invocation_reuses_finished_runs(micro):
     out_dir, _ = micro
     before = {p: p.stat().st_mtime_ns for p in out_dir.glob("runs/**/last.pt")}
     cmd = [sys.executable, "-m", "experiments.reproduce", "scale=micro", f"out_dir={out_dir}"]
+    cmd.append("jobs=1")
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out_dir.glob("runs/**/last.pt")} == before
+
+
+@pytest.mark.parametrize(
+    "requested, preset_threads, expected",
+    [(0, 1, (8, 1)), (0, 3, (2, 3)), (0, None, (1, 8)), (3, None, (3, 2)), (2, 1, (2, 1))],
+)
+def test_jobs_and_threads(monkeypatch, requested, preset_threads, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    preset = scale_preset("next_forcing", "micro")
+    preset.train = [o for o in preset.train if not o.startswith("train.threads=")]
+    if preset_threads:
+        preset.train.append(f"train.threads={preset_threads}")
+    assert preset.threads == preset_threads
+    assert jobs_and_threads(requested, preset) == expected
 
 
 def test_verdicts_follow_the_interval():
