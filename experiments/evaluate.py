@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from experiments.cli import APPS_CONF_DIR, check_overrides, exit_on_user_error, to_config
@@ -192,6 +193,8 @@ def drift_suite(
 
 def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
     """Run the configured suites; returns what ``eval.json`` holds."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
     trained = load_trained(config.checkpoint)
     run_dir = Path(config.checkpoint).resolve().parent
     out_dir = (
@@ -202,6 +205,7 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
         "checkpoint": str(Path(config.checkpoint).resolve()),
         "step": trained.step,
         "run": run_info(trained),
+        "torch_threads": torch.get_num_threads(),
         "closed_loop": {},
         "drift": {},
         "speed": {},

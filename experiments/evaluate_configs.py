@@ -45,6 +45,7 @@ class EvaluateConfig:
     max_steps: int = 0  # closed-loop control-step limit; 0 = the env's default
     videos: int = 2  # episodes with videos (closed loop and open-loop rollout)
     seed: int = 0  # seeds the drift noise
+    threads: int = 0  # torch threads of this process (speeds depend on it); 0 = torch's default
     drift: DriftSuiteConfig = field(default_factory=DriftSuiteConfig)
     logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(mode="disabled"))
 
@@ -65,6 +66,6 @@ class EvaluateConfig:
         for key in ("episodes", "workers", "video_steps", "action_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
-        for key in ("max_steps", "videos"):
+        for key in ("max_steps", "videos", "threads"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}={getattr(self, key)} is not valid; must be >= 0")

@@ -155,11 +155,11 @@ def train_run(spec: RunSpec, run_dir: Path, overrides: list[str], steps: int) ->
     run_training(train_config_from(cfg), run_dir, resolved, spec.variant, overrides)
 
 
-def evaluate_run(run_dir: Path, preset: ScalePreset, wandb: str) -> None:
+def evaluate_run(run_dir: Path, preset: ScalePreset, wandb: str, threads: int) -> None:
     if (run_dir / "eval.json").is_file():
         return
     overrides = [f"checkpoint={run_dir / LAST_CHECKPOINT}", *preset.evaluate]
-    overrides += [f"episodes={preset.eval_episodes}", f"logger.mode={wandb}"]
+    overrides += [f"episodes={preset.eval_episodes}", f"logger.mode={wandb}", f"threads={threads}"]
     evaluate_checkpoint(evaluate_config_from(compose_app(APPS_CONF_DIR, "evaluate", overrides)))
 
 
@@ -172,13 +172,14 @@ class RunJob:
     overrides: list[str]
     preset: ScalePreset
     wandb: str
+    threads: int  # torch threads of the run's training and evaluation
 
 
 def train_and_evaluate(job: RunJob) -> str | None:
     """Train (or resume) and evaluate one run; returns the error line of a failed run."""
     try:
         train_run(job.spec, job.run_dir, job.overrides, job.preset.steps)
-        evaluate_run(job.run_dir, job.preset, job.wandb)
+        evaluate_run(job.run_dir, job.preset, job.wandb, job.threads)
     except USER_ERRORS as exc:
         return str(exc)
     return None
@@ -241,7 +242,8 @@ def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> di
             failures[spec.folder] = str(exc)
             print(f"error: {spec.folder}: {exc}", file=sys.stderr)
             continue
-        todo.append(RunJob(spec, out_dir / "runs" / spec.folder, overrides, preset, config.wandb))
+        run_dir = out_dir / "runs" / spec.folder
+        todo.append(RunJob(spec, run_dir, overrides, preset, config.wandb, threads))
     desc = f"reproduce {config.paper} {config.scale}"
     return failures | run_jobs(todo, jobs, threads, desc)
 

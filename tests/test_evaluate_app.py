@@ -87,9 +87,10 @@ def test_evaluate_writes_eval_json_figures_and_videos(trained_run):
 
 
 def test_evaluate_a_subset_of_suites(trained_run, tmp_path):
-    result = evaluate(trained_run, "suites=[drift]", f"out_dir={tmp_path}")
+    result = evaluate(trained_run, "suites=[drift]", f"out_dir={tmp_path}", "threads=1")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["torch_threads"] == 1
     assert report["closed_loop"] == {} and report["speed"] == {}
     assert report["drift"] and len(report["files"]["figures"]) == 4
 
@@ -100,6 +101,7 @@ def test_evaluate_a_subset_of_suites(trained_run, tmp_path):
         ([], "checkpoint is required"),
         (["checkpoint=x.pt", "suites=[fast]"], "suites='fast' is not valid; choose one of"),
         (["checkpoint=x.pt", "modes=[turbo]"], "modes='turbo' is not valid"),
+        (["checkpoint=x.pt", "threads=-1"], "threads=-1 is not valid; must be >= 0"),
     ],
 )
 def test_bad_evaluate_config_is_one_line(overrides, expected, capsys):
