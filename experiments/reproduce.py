@@ -142,6 +142,7 @@ def ensure_tokenizer(preset: ScalePreset, overrides: list[str]) -> list[str]:
             steps=preset.conv_ae_steps,
             out_path=checkpoint,
             frame_fps=min(preset.fps),  # one tokenizer serves every fps of the dataset
+            held_out_last=config.data.val_episodes,  # the world model's validation episodes
             device="cpu",
         )
     return with_tokenizer(overrides, checkpoint)
@@ -244,6 +245,9 @@ def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> di
             continue
         run_dir = out_dir / "runs" / spec.folder
         todo.append(RunJob(spec, run_dir, overrides, preset, config.wandb, threads))
+    # the heads variants first: they cost more than the baseline, and starting the longest runs
+    # first keeps the last wave of parallel jobs short
+    todo.sort(key=lambda job: preset.variants.index(job.spec.variant), reverse=True)
     desc = f"reproduce {config.paper} {config.scale}"
     return failures | run_jobs(todo, jobs, threads, desc)
 
@@ -272,7 +276,8 @@ def train_commands(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) 
             lines.append(
                 f"python -m experiments.train_tokenizer --data {dataset} "
                 f"--out {tokenizer_checkpoint(dataset)} "
-                f"--steps {preset.conv_ae_steps} --frame-fps {min(preset.fps):g}"
+                f"--steps {preset.conv_ae_steps} --frame-fps {min(preset.fps):g} "
+                f"--held-out-last {train_config.data.val_episodes}"
             )
     lines.append("# 2. the training runs")
     for spec in run_specs(preset):

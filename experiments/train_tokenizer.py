@@ -32,6 +32,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--held-out-fraction", type=float, default=0.1)
+    parser.add_argument(
+        "--held-out-last",
+        type=int,
+        default=0,
+        help="hold out the last N episodes of every file (the world model's data.val_episodes) "
+        "instead of a random --held-out-fraction",
+    )
     parser.add_argument("--latent-dim", type=int, default=8)
     parser.add_argument("--downsample", type=int, default=8, help="power of two")
     parser.add_argument("--width", type=int, default=32, help="channels of the first stage")
@@ -59,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             seed=args.seed,
             out_path=args.out,
             held_out_fraction=args.held_out_fraction,
+            held_out_last=args.held_out_last,
             progress=not args.no_progress,
             latent_dim=args.latent_dim,
             downsample=args.downsample,

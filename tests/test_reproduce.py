@@ -172,4 +172,9 @@ def test_base_scale_writes_the_gpu_command_lines(tmp_path, capsys):
     collects = [line for line in lines if line.startswith("python -m experiments.collect")]
     assert len(runs) == 2 * 6 * 2 * 3 * 3  # variants x tasks x settings x fps x seeds
     assert len(collects) == 6 * 2
+    tokenizers = [
+        line for line in lines if line.startswith("python -m experiments.train_tokenizer")
+    ]
+    # the tokenizer never sees the world model's validation episodes (data.val_episodes=5)
+    assert len(tokenizers) == 6 * 2 and all("--held-out-last 5" in t for t in tokenizers)
     assert all("model=base" in line and "hydra.run.dir=" in line for line in runs)

@@ -244,3 +244,15 @@ def test_cli_prints_held_out_psnr(dataset, tmp_path, capsys):
     train_tokenizer.main([*argv, "--width", "8", "--out", str(out), "--no-progress"])
     assert "held-out PSNR" in capsys.readouterr().out
     assert out.is_file() and np.isfinite(torch.load(out, weights_only=True)["metrics"]["val_psnr"])
+
+
+def test_held_out_last_holds_out_the_world_models_validation_episodes(dataset, tmp_path):
+    """--held-out-last N keeps the last N episodes (data.val_episodes) out of training."""
+    out = tmp_path / "last.pt"
+    argv = ["--data", str(dataset), "--steps", "2", "--batch-size", "4", "--width", "8"]
+    train_tokenizer.main([*argv, "--held-out-last", "2", "--out", str(out), "--no-progress"])
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["training"]["held_out_episodes"] == [f"{dataset}:2", f"{dataset}:3"]
+    assert checkpoint["metrics"]["train_episodes"] == 2
+    with pytest.raises(SystemExit, match="held_out_last=4 leaves no training episode"):
+        train_tokenizer.main([*argv, "--held-out-last", "4", "--out", str(out), "--no-progress"])

@@ -37,10 +37,20 @@ class _ImagePool:
 
 
 def _split_episodes(
-    files: Sequence[EpisodeFile], held_out_fraction: float, seed: int
+    files: Sequence[EpisodeFile], held_out_fraction: float, seed: int, held_out_last: int = 0
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """(train, held out) lists of (file index, episode index); held out >= 1 episode."""
+    """(train, held out) lists of (file index, episode index); held out >= 1 episode: the last
+    ``held_out_last`` episodes of every file, or (0) a random ``held_out_fraction``."""
     everything = [(f, e) for f, file in enumerate(files) for e in range(file.num_episodes)]
+    if held_out_last:
+        too_small = [str(f.path) for f in files if f.num_episodes <= held_out_last]
+        if too_small:
+            raise ValueError(
+                f"held_out_last={held_out_last} leaves no training episode in {too_small} - "
+                "collect more episodes or hold out fewer"
+            )
+        val = [(f, e) for f, e in everything if e >= files[f].num_episodes - held_out_last]
+        return [fe for fe in everything if fe not in val], val
     if len(everything) < 2:
         raise ValueError(
             f"datasets {[str(f.path) for f in files]} hold {len(everything)} episode(s); "
@@ -156,6 +166,7 @@ def train_conv_ae(
     held_out_fraction: float = 0.1,
     progress: bool = True,
     *,
+    held_out_last: int = 0,
     latent_dim: int = 8,
     downsample: int = 8,
     width: int = 32,
@@ -164,6 +175,9 @@ def train_conv_ae(
 ) -> dict[str, Any]:
     """Train, standardise the latents, save the checkpoint at ``out_path``, return metrics.
 
+    Held out: the last ``held_out_last`` episodes of every dataset (pass the world model's
+    ``data.val_episodes``, so its validation episodes stay unseen by both), else a random
+    ``held_out_fraction`` of the episodes.
     Loss: MSE between reconstruction and image in [0, 1] (measured: adding L1 slows learning
     of the small moving parts, the arms, several-fold). AdamW, warm-up, cosine decay.
     Metrics: ``val_psnr`` (dB, held-out episodes), ``val_psnr_mean_frame`` (baseline: each
@@ -174,6 +188,8 @@ def train_conv_ae(
         raise ValueError(f"steps={steps}, batch_size={batch_size}, lr={lr}: must be positive")
     if not 0.0 < held_out_fraction < 1.0:
         raise ValueError(f"held_out_fraction={held_out_fraction}: must be in (0, 1)")
+    if held_out_last < 0:
+        raise ValueError(f"held_out_last={held_out_last}: must be >= 0")
     if not dataset_paths:
         raise ValueError("dataset_paths: give at least one dataset file")
     start = time.perf_counter()
@@ -183,7 +199,7 @@ def train_conv_ae(
     cameras = list(cameras)
     files = _open_datasets(dataset_paths, cameras, image_size)
     try:
-        train_eps, val_eps = _split_episodes(files, held_out_fraction, seed)
+        train_eps, val_eps = _split_episodes(files, held_out_fraction, seed, held_out_last)
         train = _load_pool(files, train_eps, cameras, frame_fps)
         val = _load_pool(files, val_eps, cameras, frame_fps)
     finally:
@@ -243,6 +259,7 @@ def train_conv_ae(
         "lr": lr,
         "seed": seed,
         "held_out_fraction": held_out_fraction,
+        "held_out_last": held_out_last,
         "frame_fps": frame_fps,
     }
     out = save_conv_ae(model.cpu(), out_path, metrics=metrics, training=training, **_git_state())
