@@ -324,7 +324,7 @@ def claims_header(
     lines = [
         f"## Paper claims: {config.paper}, scale `{config.scale}`",
         "",
-        f"Command: `python -m experiments.reproduce paper={config.paper} scale={config.scale}`; "
+        f"Command: `{config.command}`; "
         f"this invocation took {seconds / 60:.1f} min, {jobs} run(s) at a time with {threads} "
         "torch thread(s) each (finished runs are reused, so a resumed invocation is shorter). "
         f"Runs used: {len(runs)} of {len(run_specs(preset))} "

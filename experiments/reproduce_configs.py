@@ -102,3 +102,13 @@ class ReproduceConfig:
         check_choice("wandb", self.wandb, ("disabled", "offline", "online"))
         if self.jobs < 0:
             raise ConfigError(f"jobs={self.jobs} is not valid; runs at once, or 0 for automatic")
+
+    @property
+    def command(self) -> str:
+        """The command line of this config (keys left at their defaults omitted)."""
+        parts = [f"paper={self.paper}", f"scale={self.scale}"]
+        defaults = ReproduceConfig()
+        for key in ("out_dir", "data_dir", "wandb", "jobs"):
+            if getattr(self, key) != getattr(defaults, key):
+                parts.append(f"{key}={getattr(self, key)}")
+        return "python -m experiments.reproduce " + " ".join(parts)

@@ -56,6 +56,8 @@ def test_micro_reproduction_writes_every_section_and_figure(micro):
     assert f"report: {out_dir / 'REPORT.md'}" in result.stdout
     for section in SECTIONS:
         assert section in report, section
+    command = f"paper=next_forcing scale=micro out_dir={out_dir} jobs=2"
+    assert f"Command: `python -m experiments.reproduce {command}`" in report
     for claim in CLAIMS:
         row = next(line for line in report.splitlines() if line.startswith(f"| {claim}"))
         assert re.search(r"\*\*(reproduced|not reproduced|inconclusive|not measured)\*\*", row)
