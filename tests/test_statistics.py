@@ -284,7 +284,11 @@ def test_convergence_speedup_undefined_cases():
     # The variant starts at the target 1.0 at step 0: base / 0 is unbounded.
     at_zero = convergence_speedup(*base, [0, 10], [1.0, 1.0], late_step=20)
     assert at_zero.variant_steps_to_target == 0.0 and at_zero.speedup is None
-    assert "step 0" in at_zero.reason
+    assert "variant reaches the target at step 0" in at_zero.reason
+    # Both success curves flat at 0: the baseline "reaches" its late value at step 0, so there
+    # is no convergence to compare (the reason names the baseline, not the variant).
+    flat = convergence_speedup([0, 10], [0.0, 0.0], [0, 10], [0.0, 0.0], late_step=10)
+    assert flat.speedup is None and "baseline reaches its own target at step 0" in flat.reason
 
 
 def test_convergence_speedup_rejects_late_step_outside_baseline():

@@ -278,12 +278,12 @@ def convergence_speedup(
     base_reach = reach_step(bs, bv, target, higher_is_better)
     base_reach = float(late_step) if base_reach is None else min(base_reach, float(late_step))
     variant_reach = reach_step(vs, vv, target, higher_is_better)
-    if variant_reach is None:
+    if base_reach <= 0:  # e.g. a success curve flat at 0: there is no convergence to compare
+        speedup, reason = None, "baseline reaches its own target at step 0: nothing to speed up"
+    elif variant_reach is None:
         speedup, reason = None, f"variant never reaches the target {target:g} by step {vs[-1]:g}"
     elif variant_reach <= 0:
         speedup, reason = None, "variant reaches the target at step 0: speed-up is unbounded"
-    elif base_reach <= 0:
-        speedup, reason = None, "baseline reaches its own target at step 0: nothing to speed up"
     else:
         speedup, reason = base_reach / variant_reach, ""
     return Speedup(
