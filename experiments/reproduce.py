@@ -35,12 +35,13 @@ from experiments.cli import (
     exit_on_user_error,
     to_config,
 )
-from experiments.configs import register_configs
+from experiments.configs import ConfigError, register_configs
 from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
 from experiments.report import write_report
 from experiments.reproduce_configs import ReproduceConfig, ScalePreset, scale_preset
 from experiments.run_folders import load_runs
 from experiments.train import (
+    RunConfigChanged,
     collect_command,
     collect_config,
     ensure_dataset,
@@ -153,7 +154,14 @@ def train_run(spec: RunSpec, run_dir: Path, overrides: list[str], steps: int) ->
         return
     cfg = compose_app(CONF_DIR, "train", overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_training(train_config_from(cfg), run_dir, resolved, spec.variant, overrides)
+    try:
+        run_training(train_config_from(cfg), run_dir, resolved, spec.variant, overrides)
+    except RunConfigChanged as exc:
+        raise ConfigError(
+            f"{run_dir} holds a run of another version of this scale's preset "
+            f"({', '.join(exc.changed[:5])}); pass out_dir=<new folder> to reproduce the current "
+            "preset, or delete that folder"
+        ) from exc
 
 
 def evaluate_run(run_dir: Path, preset: ScalePreset, wandb: str, threads: int) -> None:

@@ -144,6 +144,17 @@ def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
+class RunConfigChanged(ConfigError):
+    """The run folder holds a run trained with another config (``changed``: dotted keys)."""
+
+    def __init__(self, run_dir: Path, changed: list[str]) -> None:
+        self.run_dir, self.changed = run_dir, changed
+        super().__init__(
+            f"{run_dir} holds a run with a different config ({', '.join(changed[:5])}); "
+            "choose another folder with hydra.run.dir=<dir>"
+        )
+
+
 def previous_checkpoint(config: TrainConfig, run_dir: Path, resolved: dict) -> dict | None:
     """The run folder's last checkpoint if this run continues it; errors if it must not."""
     path = run_dir / LAST_CHECKPOINT
@@ -157,10 +168,7 @@ def previous_checkpoint(config: TrainConfig, run_dir: Path, resolved: dict) -> d
     payload = load_checkpoint(path)
     changed = config_differences(payload["config"], resolved)
     if changed:
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config ({', '.join(changed[:5])}); "
-            "choose another folder with hydra.run.dir=<dir>"
-        )
+        raise RunConfigChanged(run_dir, changed)
     return payload
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from experiments import reproduce
 from experiments.claims import (
     INCONCLUSIVE,
     NOT_MEASURED,
@@ -20,6 +21,7 @@ from experiments.claims import (
     speed_claim,
     success_claim,
 )
+from experiments.configs import ConfigError
 from experiments.reproduce import jobs_and_threads
 from experiments.reproduce_configs import scale_preset
 from experiments.run_folders import load_runs
@@ -93,6 +95,19 @@ def test_a_second_invocation_reuses_finished_runs(micro):
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out_dir.glob("runs/**/last.pt")} == before
+
+
+def test_a_run_of_an_older_preset_names_the_fix(micro):
+    """A folder trained with another version of the preset is refused with out_dir as the fix,
+    and the run is left as it was."""
+    out_dir, _ = micro
+    run_dir = out_dir / "runs" / "single_step/press_button_randomized/fps12.5/seed0"
+    overrides = json.loads((run_dir / "run.json").read_text())["overrides"]
+    before = (run_dir / "last.pt").read_bytes()
+    spec = reproduce.RunSpec("single_step", "press_button", "randomized", 12.5, 0)
+    with pytest.raises(ConfigError, match=r"another version .* \(train.lr\); pass out_dir="):
+        reproduce.train_run(spec, run_dir, [*overrides, "train.lr=0.5"], steps=7)
+    assert (run_dir / "last.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize(
