@@ -49,8 +49,9 @@ def _split_episodes(
                 f"held_out_last={held_out_last} leaves no training episode in {too_small} - "
                 "collect more episodes or hold out fewer"
             )
-        val = [(f, e) for f, e in everything if e >= files[f].num_episodes - held_out_last]
-        return [fe for fe in everything if fe not in val], val
+        held = [e >= files[f].num_episodes - held_out_last for f, e in everything]
+        train = [fe for fe, h in zip(everything, held, strict=True) if not h]
+        return train, [fe for fe, h in zip(everything, held, strict=True) if h]
     if len(everything) < 2:
         raise ValueError(
             f"datasets {[str(f.path) for f in files]} hold {len(everything)} episode(s); "
