@@ -17,6 +17,7 @@ PHYSICS_DT = 0.002
 SETTLE_SECONDS = 0.4
 SETTLE_SPEED = 0.02  # m/s or rad/s: objects count as settled below this
 ACTION_DIM = 14  # per arm: 6 joint targets (rad) + gripper opening in [0, 1]; left arm first
+GRIPPER_ACTION_DIMS = (6, 13)  # the gripper openings among the ACTION_DIM targets
 
 
 def _joint_bounds() -> tuple[np.ndarray, np.ndarray]:
@@ -192,8 +193,10 @@ class TabletopEnv(gym.Env):
         return observation
 
     def _info(self, success_now: bool) -> dict[str, Any]:
+        """``progress``: the task's dense progress in [0, 1] in the current state."""
         return {
             "is_success": success_now,
             "success": self.first_success_step >= 0,
             "first_success_step": self.first_success_step,
+            "progress": self.task.progress(self.model, self.data),
         }

@@ -173,6 +173,7 @@ def _closed_loop(spec: RunSpec, successes: int, chunks_per_second: float) -> dic
             seed=1000 + i,
             success=i < successes,
             first_success_step=120 + i if i < successes else -1,
+            progress=1.0 if i < successes else 0.5,
             steps=120 + i if i < successes else 300,
             chunks=15 if i < successes else 38,
             wall_seconds=4.0,

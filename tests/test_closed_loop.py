@@ -11,6 +11,7 @@ from envs.expert import ScriptedExpert
 from worldmodel.data.collection import CollectionJob, expert_solves, run_collection
 from worldmodel.evaluation.closed_loop import eval_seeds, evaluate_closed_loop
 from worldmodel.evaluation.policies import ExpertPolicy, HoldPolicy, RandomPolicy
+from worldmodel.evaluation.run_eval import closed_loop_metrics
 
 TASK = "press_button"  # the shortest expert episodes (140 steps)
 
@@ -57,10 +58,13 @@ def test_expert_policy_matches_the_expert(seeds):
     for episode in result.episodes:
         assert episode.first_success_step == expert_first_success(episode.seed)
         assert episode.steps == episode.chunks == episode.first_success_step
+        assert episode.progress == 1.0
     low, high = result.wilson
     assert 0.3 < low < 1.0 and high == 1.0
     summary = json.loads(json.dumps(result.to_dict()))
     assert summary["successes"] == 3 and len(summary["episodes"]) == 3
+    assert summary["mean_progress"] == 1.0 and summary["episodes"][0]["progress"] == 1.0
+    assert closed_loop_metrics(result)["eval/progress"] == 1.0
     assert summary["steps_per_second"] > 0
 
 
@@ -76,6 +80,7 @@ def test_hold_policy_fails(seeds):
     result = evaluate_closed_loop(HoldPolicy, TASK, "clean", seeds[:2], cameras=())
     assert result.success_rate == 0.0 and result.wilson[0] == 0.0
     assert all(e.steps == 250 and e.first_success_step == -1 for e in result.episodes)
+    assert all(0.0 <= e.progress < 1.0 for e in result.episodes) and result.mean_progress < 1.0
 
 
 @pytest.mark.parametrize(

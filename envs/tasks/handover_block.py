@@ -15,6 +15,7 @@ from envs import contacts
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_free_xy
 from envs.tasks.base import OBJECT_CONTACT, Task, set_free_body, tilt
+from envs.tasks.progress import closeness, fraction, staged_progress
 
 BAR_HALF = np.array([0.065, 0.015, 0.015])  # m, a 13 x 3 x 3 cm bar
 BAR_MASS, BAR_RGBA = 0.08, (0.95, 0.7, 0.1, 1.0)
@@ -33,6 +34,14 @@ PAD_MARGIN, HEIGHT_TOLERANCE, MAX_TILT, MAX_SPEED = 0.02, 0.004, 0.1, 0.05
 
 
 class HandoverBlock(Task):
+    """Progress: right reach 0.15 (the right tool centre from home to the bar's right grasp
+    point), lift 0.15 (the bar's bottom height over ``LIFT``), left reach 0.15 (the left tool
+    centre from home to the bar's left grasp point), carry 0.25 (the larger of the x and y
+    distances between the bar's and the pad's centres, from the closest they can start at down
+    to the success margin), lower 0.2 (once centred, the bar's bottom height above the pad's
+    top, from ``LIFT`` down to ``HEIGHT_TOLERANCE``), success 0.1; all but the right reach
+    count while the bar is off the table."""
+
     name = "handover_block"
     max_steps = 900
 
@@ -93,6 +102,21 @@ class HandoverBlock(Task):
         )
         fingers = self.arms["left"].finger_geoms | self.arms["right"].finger_geoms
         return bool(on_pad and resting and not contacts.touches_any(model, data, self.bar, fingers))
+
+    def progress(self, model, data) -> float:
+        bar, pad_top = data.xpos[self.bar], self.pad_top(model)
+        right_reach = self.reach(data, "right", self._along_bar(data, GRASP_OFFSET))
+        lift = left_reach = carry = lower = 0.0
+        if self.off_table(model, data, self.bar):
+            bottom = bar[2] - BAR_HALF[2]
+            lift = fraction(bottom - self.table_z(model), LIFT)
+            left_reach = self.reach(data, "left", self._along_bar(data, -GRASP_OFFSET))
+            offset, centred = np.abs(bar[:2] - pad_top[:2]).max(), PAD_HALF_SIDE - PAD_MARGIN
+            carry = closeness(offset, BAR_X[0] - PAD_X[1], centred)
+            if offset <= centred:
+                lower = closeness(bottom - pad_top[2], LIFT, HEIGHT_TOLERANCE)
+        stages = [(0.15, right_reach), (0.15, lift), (0.15, left_reach), (0.25, carry)]
+        return staged_progress(self.is_success(model, data), [*stages, (0.2, lower)])
 
     def _bar_velocity(self, model: mujoco.MjModel, data: mujoco.MjData) -> np.ndarray:
         address = model.jnt_dofadr[model.body_jntadr[self.bar]]

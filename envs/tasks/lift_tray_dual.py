@@ -11,6 +11,7 @@ from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body, tilt
+from envs.tasks.progress import fraction, staged_progress
 
 PLATE_HALF = np.array([0.12, 0.08, 0.005])  # m; the tray body's origin is the plate's centre
 RIM_HEIGHT, RIM_HALF_THICKNESS = 0.012, 0.0025  # low wall around the plate's edge
@@ -72,6 +73,9 @@ def _add_handle(tray, side: str) -> None:
 
 
 class LiftTrayDual(Task):
+    """Progress: reach 0.3 (each arm's tool centre from home to its handle, averaged), lift 0.6
+    (the tray's height over ``LIFT_HEIGHT`` once nothing of it touches the table), success 0.1."""
+
     name = "lift_tray_dual"
     max_steps = 430
 
@@ -99,22 +103,29 @@ class LiftTrayDual(Task):
         )
         return [Footprint(xy, FOOTPRINT_RADIUS)]
 
+    def height(self, model: mujoco.MjModel, data: mujoco.MjData) -> float:
+        """How far (m) the plate's bottom is above the table top."""
+        return float(data.xpos[self.tray][2] - PLATE_HALF[2] - self.table_z(model))
+
     def is_success(self, model, data) -> bool:
-        height = data.xpos[self.tray][2] - PLATE_HALF[2] - self.table_z(model)
         held = all(
             contacts.touches_both(model, data, self.handles[side], self.arms[side].finger_geoms)
             for side in robot.SIDES
         )
-        on_table = any(
-            self.table_geom in contacts.touching_geoms(model, data, body)
-            for body in (self.tray, *self.handles.values())
-        )
         return (
-            height >= LIFT_HEIGHT
+            self.height(model, data) >= LIFT_HEIGHT
             and tilt(model, data, self.tray) < MAX_TILT
             and held
-            and not on_table
+            and self.off_table(model, data, self.tray, *self.handles.values())
         )
+
+    def progress(self, model, data) -> float:
+        reach = np.mean(
+            [self.reach(data, side, data.xpos[self.handles[side]]) for side in robot.SIDES]
+        )
+        lifted = self.off_table(model, data, self.tray, *self.handles.values())
+        lift = fraction(self.height(model, data), LIFT_HEIGHT) if lifted else 0.0
+        return staged_progress(self.is_success(model, data), [(0.3, reach), (0.6, lift)])
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         quat = free_body_pose(model, data, self.tray)[3:]

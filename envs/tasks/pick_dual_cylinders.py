@@ -11,6 +11,7 @@ from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_free_xy, side_region
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body
+from envs.tasks.progress import fraction, staged_progress
 
 RADIUS, HALF_HEIGHT, MASS = 0.02, 0.035, 0.08
 LIFT_HEIGHT = 0.10  # m: success once each cylinder's bottom is this far above the table
@@ -18,6 +19,10 @@ COLORS = {"left": (0.2, 0.45, 0.85, 1.0), "right": (0.9, 0.35, 0.2, 1.0)}
 
 
 class PickDualCylinders(Task):
+    """Progress: reach 0.3 (each arm's tool centre from home to its cylinder's centre,
+    averaged), lift 0.6 (each cylinder's bottom height over ``LIFT_HEIGHT`` once it no longer
+    touches the table, averaged), success 0.1."""
+
     name = "pick_dual_cylinders"
     max_steps = 300
 
@@ -46,15 +51,33 @@ class PickDualCylinders(Task):
             taken.append(Footprint(xy, RADIUS + 0.06))
         return taken
 
+    def bottom_height(self, model: mujoco.MjModel, data: mujoco.MjData, side: str) -> float:
+        """How far (m) the bottom of the cylinder on ``side`` is above the table top."""
+        return float(data.xpos[self.cylinders[side]][2] - HALF_HEIGHT - self.table_z(model))
+
     def is_success(self, model, data) -> bool:
-        table_z = self.table_z(model)
         for side in robot.SIDES:
-            body = self.cylinders[side]
-            lifted = data.xpos[body][2] - HALF_HEIGHT >= table_z + LIFT_HEIGHT
-            held = contacts.touches_both(model, data, body, self.arms[side].finger_geoms)
+            lifted = self.bottom_height(model, data, side) >= LIFT_HEIGHT
+            held = contacts.touches_both(
+                model, data, self.cylinders[side], self.arms[side].finger_geoms
+            )
             if not (lifted and held):
                 return False
         return True
+
+    def progress(self, model, data) -> float:
+        reach = np.mean(
+            [self.reach(data, side, data.xpos[self.cylinders[side]]) for side in robot.SIDES]
+        )
+        lift = np.mean(
+            [
+                fraction(self.bottom_height(model, data, side), LIFT_HEIGHT)
+                if self.off_table(model, data, self.cylinders[side])
+                else 0.0
+                for side in robot.SIDES
+            ]
+        )
+        return staged_progress(self.is_success(model, data), [(0.3, reach), (0.6, lift)])
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         table_z = self.table_z(model)

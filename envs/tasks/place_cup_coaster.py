@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import mujoco
 import numpy as np
 
-from envs import contacts
+from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_pair_on_one_side
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body, tilt
+from envs.tasks.progress import closeness, fraction, staged_progress
 
 CUP_RADIUS, CUP_HALF_HEIGHT, CUP_MASS = 0.024, 0.043, 0.08
 HANDLE_HALF = np.array([0.008, 0.003, 0.018])  # box on the cup's local +x side
@@ -34,6 +35,13 @@ CARRY_SPEED = 0.2  # m/s, mean
 
 
 class PlaceCupCoaster(Task):
+    """Progress: reach 0.2 (the nearer arm's tool centre from home to the grasp point), lift 0.2
+    (the cup's bottom height over ``LIFT``), carry 0.3 (its centre's horizontal distance to the
+    coaster's, from the closest it can start at down to the success margin), lower 0.2 (once
+    centred, its bottom's height above the coaster's top, from ``LIFT`` down to
+    ``REST_TOLERANCE``), success 0.1; lift, carry and lower count while the cup is off the
+    table."""
+
     name = "place_cup_coaster"
     max_steps = 650
 
@@ -100,6 +108,21 @@ class PlaceCupCoaster(Task):
         return bool(
             centred and resting and still and tilt(model, data, self.cup) < MAX_TILT and released
         )
+
+    def progress(self, model, data) -> float:
+        cup, top = data.xpos[self.cup], self.coaster_top(data)
+        grasp = cup + [0, 0, GRASP_ABOVE_CENTRE]
+        reach = max(self.reach(data, side, grasp) for side in robot.SIDES)
+        lift = carry = lower = 0.0
+        if self.off_table(model, data, self.cup):
+            bottom = cup[2] - CUP_HALF_HEIGHT
+            lift = fraction(bottom - self.table_z(model), LIFT)
+            gap, centred = np.linalg.norm(cup[:2] - top[:2]), COASTER_RADIUS - CENTRE_MARGIN
+            carry = closeness(gap, CUP_RADIUS + COASTER_RADIUS + MIN_GAP, centred)
+            if gap <= centred:
+                lower = closeness(bottom - top[2], LIFT, REST_TOLERANCE)
+        stages = [(0.2, reach), (0.2, lift), (0.3, carry), (0.2, lower)]
+        return staged_progress(self.is_success(model, data), stages)
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         pose = free_body_pose(model, data, self.cup).copy()

@@ -11,6 +11,7 @@ from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, side_region
 from envs.tasks.base import OBJECT_CONTACT, Task
+from envs.tasks.progress import fraction, staged_progress
 
 HOUSING_HALF = np.array([0.025, 0.025, 0.015])  # m, box base standing on the table
 CAP_RADIUS, CAP_HALF_HEIGHT = 0.016, 0.0075  # at rest the cap stands 15 mm above the housing
@@ -26,6 +27,9 @@ FOOTPRINT_RADIUS = float(np.hypot(*HOUSING_HALF[:2])) + 0.05  # housing plus the
 
 
 class PressButton(Task):
+    """Progress: reach 0.3 (the nearer arm's tool centre from home to where closed fingertips
+    touch the cap's top), press 0.6 (press depth over ``PRESS_DEPTH``), success 0.1."""
+
     name = "press_button"
     max_steps = 250
 
@@ -88,6 +92,12 @@ class PressButton(Task):
         return self.press_depth(data) >= PRESS_DEPTH and contacts.touches_any(
             model, data, self.cap, fingers
         )
+
+    def progress(self, model, data) -> float:
+        touch = data.xpos[self.cap] + [0, 0, CAP_HALF_HEIGHT + self.tip_below_tcp]
+        reach = max(self.reach(data, side, touch) for side in robot.SIDES)
+        press = fraction(self.press_depth(data), PRESS_DEPTH)
+        return staged_progress(self.is_success(model, data), [(0.3, reach), (0.6, press)])
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         cap_top = data.xpos[self.cap] + [0, 0, CAP_HALF_HEIGHT + self.press_depth(data)]

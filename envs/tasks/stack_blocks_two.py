@@ -11,6 +11,7 @@ from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_pair_on_one_side
 from envs.tasks.base import OBJECT_CONTACT, Task, set_free_body, tilt
+from envs.tasks.progress import closeness, fraction, staged_progress
 
 HALF = 0.02  # m, half side of both cubes
 MASSES = {"top": 0.06, "base": 0.07}
@@ -43,6 +44,13 @@ def _quarter_turn_wrap(angle: float) -> float:
 
 
 class StackBlocksTwo(Task):
+    """Progress: reach 0.2 (the nearer arm's tool centre from home to the top block's centre),
+    lift 0.2 (the top block's bottom height over ``LIFT``), carry 0.3 (the horizontal distance
+    between the centres, from ``MIN_DISTANCE`` down to ``MAX_OFFSET``), lower 0.2 (once
+    centred, the top block's height above the stacked pose, from ``LIFT`` down to
+    ``HEIGHT_TOLERANCE``), success 0.1; lift, carry and lower count while the top block is off
+    the table."""
+
     name = "stack_blocks_two"
     max_steps = 600
 
@@ -92,6 +100,19 @@ class StackBlocksTwo(Task):
             for arm in self.arms.values()
         )
         return bool(centred and stacked and flat and resting and released and opened)
+
+    def progress(self, model, data) -> float:
+        top, base = data.xpos[self.top], data.xpos[self.base]
+        reach = max(self.reach(data, side, top) for side in robot.SIDES)
+        lift = carry = lower = 0.0
+        if self.off_table(model, data, self.top):
+            lift = fraction(top[2] - HALF - self.table_z(model), LIFT)
+            offset = np.linalg.norm(top[:2] - base[:2])
+            carry = closeness(offset, MIN_DISTANCE, MAX_OFFSET)
+            if offset <= MAX_OFFSET:
+                lower = closeness(top[2] - base[2] - 2 * HALF, LIFT, HEIGHT_TOLERANCE)
+        stages = [(0.2, reach), (0.2, lift), (0.3, carry), (0.2, lower)]
+        return staged_progress(self.is_success(model, data), stages)
 
     def expert_phases(self, model, data) -> Iterator[Phase]:
         grasp = data.xpos[self.top].copy()

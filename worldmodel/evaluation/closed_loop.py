@@ -46,6 +46,7 @@ class EpisodeResult:
     seed: int
     success: bool
     first_success_step: int  # control steps until the first success; -1 if never
+    progress: float  # the highest info["progress"] of the episode, reset state included
     steps: int  # control steps executed
     chunks: int  # calls of policy.act
     wall_seconds: float  # the whole episode: physics, rendering and policy
@@ -77,6 +78,11 @@ class ClosedLoopResult:
     @property
     def success_rate(self) -> float:
         return self.successes / self.n
+
+    @property
+    def mean_progress(self) -> float:
+        """Mean over episodes of the highest task progress each reached (1 for a success)."""
+        return sum(e.progress for e in self.episodes) / self.n
 
     @property
     def wilson(self) -> tuple[float, float]:
@@ -112,6 +118,7 @@ class ClosedLoopResult:
             "wilson_low": low,
             "wilson_high": high,
             "confidence": CONFIDENCE,
+            "mean_progress": self.mean_progress,
             "steps_per_second": self.steps_per_second,
             "chunks_per_second": self.chunks_per_second,
             "passes_per_chunk": self.passes_per_chunk,
@@ -124,6 +131,7 @@ def run_episode(env: TabletopEnv, policy: Policy, seed: int, record: bool = Fals
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
     policy.reset(obs, seed)
+    progress = info["progress"]
     frames = [tile_cameras(obs["images"])] if record else []
     policy_seconds, chunks, done = 0.0, 0, False
     while not done:
@@ -137,6 +145,7 @@ def run_episode(env: TabletopEnv, policy: Policy, seed: int, record: bool = Fals
         seen = [obs]
         for action in chunk:
             obs, _, terminated, truncated, info = env.step(action)
+            progress = max(progress, info["progress"])
             seen.append(obs)
             if record:
                 frames.append(tile_cameras(obs["images"]))
@@ -152,6 +161,7 @@ def run_episode(env: TabletopEnv, policy: Policy, seed: int, record: bool = Fals
         seed=seed,
         success=bool(info["success"]),
         first_success_step=int(info["first_success_step"]),
+        progress=float(progress),
         steps=env.steps,
         chunks=chunks,
         wall_seconds=time.perf_counter() - start,

@@ -99,6 +99,7 @@ def closed_loop_metrics(result: ClosedLoopResult, prefix: str = "eval/") -> dict
         f"{prefix}episodes": result.n,
         f"{prefix}success_wilson_low": low,
         f"{prefix}success_wilson_high": high,
+        f"{prefix}progress": result.mean_progress,
         f"{prefix}control_steps_per_second": result.steps_per_second,
     }
 
