@@ -1,4 +1,5 @@
-"""Benchmarks: ``python -m experiments.bench collect``, ``model``, ``train`` and ``evaluate``.
+"""Benchmarks: ``python -m experiments.bench collect``, ``model``, ``train``, ``evaluate``
+and ``tolerance``.
 
 ``collect``: control steps per second of the collect harness (expert, rendering, HDF5 writing)
 with 1 and 2 workers, against a bare loop of ``mj_step`` plus ``Renderer.render`` on the same
@@ -11,6 +12,10 @@ against a bare loop with the same model and batch on synthetic tensors
 ``evaluate``: closed-loop evaluation throughput (episodes per minute, control steps per
 second, network passes per chunk) in ``standard`` and ``mcp_parallel`` mode, measured in one
 run (``experiments/bench_eval.py``).
+
+``tolerance``: the scripted expert's success and progress per task under a constant bias or
+zero-mean noise on its arm-joint targets (``experiments/bench_tolerance.py``); ``--out`` also
+writes the result as JSON.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ from envs.env import TabletopEnv
 from envs.expert import ScriptedExpert
 from envs.rendering import make_renderer
 from envs.scene import CAMERA_ALIASES
+from envs.tasks import TASKS
 from experiments.bench_eval import EvalBenchSpec, eval_table, run_eval_bench
 from experiments.bench_model import VARIANTS, BenchShape, markdown_table, run_model_bench
+from experiments.bench_tolerance import MAGNITUDES, run_tolerance_bench, tolerance_table
 from experiments.bench_train import TrainBenchSpec, run_train_bench, train_table
 from worldmodel.data.collection import CollectionJob, run_collection
 from worldmodel.data.episodes import EpisodeFile
+from worldmodel.training.provenance import git_state
 
 
 def bare_loop_steps_per_second(
@@ -171,6 +179,16 @@ def bench_evaluate(args: argparse.Namespace) -> str:
     return eval_table(spec, run_eval_bench(spec))
 
 
+def bench_tolerance(args: argparse.Namespace) -> str:
+    tasks = args.tasks.split(",")
+    magnitudes = [float(m) for m in args.magnitudes.split(",")]
+    results = run_tolerance_bench(tasks, args.setting, magnitudes, args.episodes)
+    if args.out:
+        summary = {**git_state(), "results": [r.to_dict() for r in results]}
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    return tolerance_table(results)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     suites = parser.add_subparsers(dest="suite", required=True)
@@ -230,6 +248,19 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--repeats", type=int, default=3)
     evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 = default")
     evaluate.set_defaults(run=bench_evaluate)
+    tolerance = suites.add_parser(
+        "tolerance", help="expert success under arm-joint target bias and noise, per task"
+    )
+    tolerance.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    tolerance.add_argument("--setting", default="clean")
+    tolerance.add_argument(
+        "--magnitudes",
+        default=",".join(f"{m:g}" for m in MAGNITUDES),
+        help="comma-separated bias offsets and noise standard deviations (rad)",
+    )
+    tolerance.add_argument("--episodes", type=int, default=12, help="evaluation seeds per row")
+    tolerance.add_argument("--out", default=None, help="also write the result as JSON here")
+    tolerance.set_defaults(run=bench_tolerance)
     args = parser.parse_args(argv)
     print(args.run(args))
 
