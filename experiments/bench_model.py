@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from worldmodel.heads import WorldModelWithHeads, heads_preset, rollout_open_loop
+from worldmodel.heads import WorldModelWithHeads, heads_preset
+from worldmodel.inference import rollout_open_loop
 from worldmodel.model import ModelConfig, model_preset
 
 VARIANTS = (
@@ -83,6 +84,7 @@ def synthetic_batch(shape: BenchShape, device: torch.device) -> dict:
             device
         ),
         "valid": torch.ones(shape.batch, frames, dtype=torch.bool, device=device),
+        "start_joint_pos": torch.randn(shape.batch, frames, 14, generator=g).to(device),
     }
 
 
@@ -150,6 +152,7 @@ def bench_variant(
 
     modes = ("standard", "mcp_parallel") if variant == "next_forcing" else ("standard",)
     context = {k: v[:1, : shape.K] for k, v in batch.items() if k != "valid"}
+    context["actions"] = model.window_actions(context, shape.K)[0]  # model units
     speeds = {mode: rollout_speed(model, context, shape, mode, device) for mode in modes}
     params = sum(p.numel() for p in model.parameters())
     return VariantResult(variant, params, step_seconds, peak, counter.get_total_flops(), speeds)

@@ -12,6 +12,12 @@ Suites (``suites=[...]``, all by default):
   each mode and with the heads dropped; figures ``figures/drift_<metric>_<regime>.png``.
 - ``videos``: real | imagined | difference rollouts of held-out episodes and closed-loop
   episode videos marked SUCCESS/FAIL (``videos/``).
+- ``diagnose`` (only when named): why the policy fails. Teacher-forced action skill on
+  held-out episodes by chunk index and frame within the chunk, on real and on imagined
+  video, beside the hold-last-action and data-mean predictors
+  (``worldmodel/evaluation/diagnose.py``; figures ``figures/diagnose_actions_<group>.png``),
+  and the oracle-video closed loop: the expert's real frames of the same seed and control
+  step replace imagination (``OracleVideoPolicy``), on the same seeds.
 
 Writes ``eval.json`` (schema ``EVAL_SCHEMA_VERSION``) and the files into ``out_dir``
 (default ``<run folder>/eval/step_<n>``); the evaluation of a run's final checkpoint is also
@@ -22,6 +28,7 @@ copied to ``<run folder>/eval.json``, which the aggregation reads. Logged to wan
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import sys
 from pathlib import Path
@@ -32,25 +39,30 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.cli import APPS_CONF_DIR, check_overrides, exit_on_user_error, to_config
-from experiments.configs import register_configs
+from experiments.configs import ConfigError, register_configs
 from experiments.evaluate_configs import EvaluateConfig
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
+from worldmodel.data.episodes import EpisodeFile
 from worldmodel.evaluation.closed_loop import ClosedLoopResult, eval_seeds
+from worldmodel.evaluation.diagnose import action_skill, mean_raw_action
 from worldmodel.evaluation.drift import DriftConfig, DriftResult, measure_drift
-from worldmodel.evaluation.figures import plot_drift
+from worldmodel.evaluation.figures import plot_action_skill, plot_drift
 from worldmodel.evaluation.run_eval import (
     BASELINE_POLICIES,
     closed_loop_metrics,
     drift_episodes,
+    held_out_indices,
     model_policy_factory,
     rollout_video,
     run_closed_loop,
 )
 from worldmodel.evaluation.videos import closed_loop_video
 from worldmodel.heads.modules import MCPHeads
+from worldmodel.inference.session import check_context, check_mode
 from worldmodel.training.build import TrainedRun, load_trained
 from worldmodel.training.run_logger import RunLogger
+from worldmodel.training.windows import load_episode_latents
 
 register_configs()
 
@@ -83,6 +95,18 @@ def inference_modes(config: EvaluateConfig, trained: TrainedRun) -> list[str]:
     return ["standard", "mcp_parallel"] if mcp else ["standard"]
 
 
+def check_inference(config: EvaluateConfig, trained: TrainedRun) -> None:
+    """ConfigError (one line) for a mode the model cannot run or more context than training
+    saw, before any episode runs."""
+    for mode in inference_modes(config, trained):
+        try:
+            check_mode(trained.model, mode)
+            per_step = 2 if mode == "mcp_parallel" else 1
+            check_context(trained.model.config.trained_chunks, per_step, config.context_chunks)
+        except ValueError as exc:
+            raise ConfigError(f"{config.checkpoint}: {exc}") from None
+
+
 def closed_loop_suite(
     config: EvaluateConfig, trained: TrainedRun, out_dir: Path, results: dict
 ) -> dict[str, ClosedLoopResult]:
@@ -103,6 +127,7 @@ def closed_loop_suite(
                 mode,
                 config.video_steps,
                 config.action_steps,
+                config.context_chunks,
             )
             key = "model" if mode == "standard" else f"model_{mode}"
             outcomes[key] = run_closed_loop(
@@ -191,11 +216,68 @@ def drift_suite(
     return drift
 
 
+def diagnose_suite(config: EvaluateConfig, trained: TrainedRun, out_dir: Path) -> dict:
+    """Action skill (with its figures) and the oracle-video closed loop."""
+    model, build = trained.model, trained.build
+    cache_dir = trained.checkpoint["config"]["data"]["cache_dir"]
+    with EpisodeFile(build.dataset) as dataset:
+        total = dataset.num_episodes
+    train, held_out = list(range(build.train_episodes)), held_out_indices(build)
+    load = functools.partial(
+        load_episode_latents,
+        build.dataset,
+        trained.tokenizer,
+        build.fps,
+        cache_dir=cache_dir,
+        max_bytes=8 * 2**30,
+        progress=False,
+    )
+    skill = action_skill(
+        model,
+        load(indices=held_out),
+        mean_raw_action(load(indices=train or list(range(total)))),
+        config.video_steps or model.config.video_steps,
+        config.action_steps or model.config.action_steps,
+        config.seed,
+    )
+    figures = [
+        str(plot_action_skill(skill, out_dir / "figures" / f"diagnose_actions_{group}.png", group))
+        for group in ("arm", "gripper")
+    ]
+    setting = config.setting or build.setting
+    seeds = eval_seeds(dataset_path(Path(build.dataset).parent, build.task, setting))
+    factory = model_policy_factory(
+        model,
+        trained.tokenizer,
+        build.fps,
+        "standard",
+        config.video_steps,
+        config.action_steps,
+        config.context_chunks,
+        oracle_video=True,
+    )
+    oracle = run_closed_loop(
+        factory,
+        build,
+        seeds[: config.episodes],
+        needs_images=True,
+        workers=config.workers,
+        max_steps=config.max_steps or None,
+        setting=setting,
+    )
+    return {
+        "action_skill": skill.to_dict(),
+        "oracle_closed_loop": oracle.to_dict(),
+        "figures": figures,
+    }
+
+
 def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
     """Run the configured suites; returns what ``eval.json`` holds."""
     if config.threads:
         torch.set_num_threads(config.threads)
     trained = load_trained(config.checkpoint)
+    check_inference(config, trained)
     run_dir = Path(config.checkpoint).resolve().parent
     out_dir = (
         Path(config.out_dir) if config.out_dir else run_dir / "eval" / f"step_{trained.step:07d}"
@@ -218,6 +300,9 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
         results["speed"] = speed_suite(outcomes)
     if {"drift", "videos"} & set(config.suites):
         drift_suite(config, trained, out_dir, results)
+    if "diagnose" in config.suites:
+        results["diagnose"] = diagnose_suite(config, trained, out_dir)
+        results["files"]["figures"] += results["diagnose"]["figures"]
     atomic.write_json(out_dir / "eval.json", results)
     if trained.step == trained.checkpoint["config"]["train"]["steps"]:
         atomic.write_json(run_dir / "eval.json", results)
@@ -259,12 +344,20 @@ def log_evaluation(
 
 def summary_lines(results: dict) -> list[str]:
     lines = [f"evaluated {results['checkpoint']} (step {results['step']})"]
-    for key, outcome in results["closed_loop"].items():
+    outcomes = dict(results["closed_loop"])
+    if "diagnose" in results:
+        outcomes["model_oracle_video"] = results["diagnose"]["oracle_closed_loop"]
+    for key, outcome in outcomes.items():
         lines.append(
             f"  {key:>20}: success {outcome['successes']}/{outcome['n']} = "
             f"{outcome['success_rate']:.2f} [{outcome['wilson_low']:.2f}, "
-            f"{outcome['wilson_high']:.2f}]"
+            f"{outcome['wilson_high']:.2f}], progress {outcome['mean_progress']:.2f}"
         )
+    if "diagnose" in results:
+        skill = results["diagnose"]["action_skill"]["skill_by_chunk"]
+        for source in ("real", "imagined"):
+            scores = ", ".join(f"{v:.2f}" for v in skill[source]["arm"])
+            lines.append(f"  arm action skill by chunk ({source} video): {scores}")
     if results["speed"].get("mcp_parallel_speedup") is not None:
         lines.append(f"  mcp_parallel speedup: {results['speed']['mcp_parallel_speedup']:.2f}x")
     return lines

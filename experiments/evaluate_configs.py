@@ -8,7 +8,8 @@ from envs.scene import SETTINGS
 from experiments.configs import ConfigError, check_choice
 from experiments.train_configs import INFERENCE_MODES, LoggerConfig
 
-SUITES = ("closed_loop", "baselines", "drift", "speed", "videos")
+SUITES = ("closed_loop", "baselines", "drift", "speed", "videos", "diagnose")
+DEFAULT_SUITES = SUITES[:5]  # diagnose runs when asked for: suites=[diagnose]
 
 
 @dataclass
@@ -34,14 +35,17 @@ class EvaluateConfig:
     run's config, so nothing else is required."""
 
     checkpoint: str = ""  # a train checkpoint (last.pt or step_<n>.pt); required
-    suites: list[str] = field(default_factory=lambda: list(SUITES))  # any subset of SUITES
+    suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))  # subset of SUITES
     out_dir: str | None = None  # default: <run folder>/eval/step_<n>
     setting: str | None = None  # closed-loop setting; default: the run's
     episodes: int = 20  # closed-loop episodes: the first stored evaluation seeds
     workers: int = 1  # closed-loop worker processes (1 and N give the same per-seed results)
     modes: list[str] | None = None  # inference modes; default standard (+ mcp_parallel if MCP)
-    video_steps: int = 10  # Euler steps per imagined video chunk in closed loop
-    action_steps: int = 10  # Euler steps per action chunk in closed loop
+    video_steps: int | None = None  # Euler steps per closed-loop video chunk; None = model's
+    action_steps: int | None = None  # Euler steps per action chunk; None = the model's
+    # real chunks the closed loop keeps when its context slides; None = as many as the
+    # model's training windows hold; more is refused
+    context_chunks: int | None = None
     max_steps: int = 0  # closed-loop control-step limit; 0 = the env's default
     videos: int = 2  # episodes with videos (closed loop and open-loop rollout)
     seed: int = 0  # seeds the drift noise
@@ -64,8 +68,9 @@ class EvaluateConfig:
         for mode in self.modes or []:
             check_choice("modes", mode, INFERENCE_MODES)
         for key in ("episodes", "workers", "video_steps", "action_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key}={value} is not valid; must be >= 1")
         for key in ("max_steps", "videos", "threads"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}={getattr(self, key)} is not valid; must be >= 0")

@@ -49,11 +49,7 @@ from worldmodel.training.provenance import git_state, versions
 from worldmodel.training.run_logger import RunLogger
 from worldmodel.training.trainer import Progress, Trainer
 from worldmodel.training.validation import validation_losses
-from worldmodel.training.windows import (
-    WindowSet,
-    action_stats,
-    load_episode_latents,
-)
+from worldmodel.training.windows import WindowSet, fit_action_codec, load_episode_latents
 
 register_configs()
 
@@ -127,7 +123,9 @@ def model_config_for(config: TrainConfig, dataset: Path, tokenizer: Tokenizer) -
     """The run's model config with the keys derived from the tokenizer, fps and dataset."""
     with EpisodeFile(dataset) as episodes:
         action_dim = int(episodes.actions_at_fps(0, config.fps).shape[-1])
-    return derive_model_config(config.model, tokenizer, config.fps, action_dim, CONTROL_HZ)
+    return derive_model_config(
+        config.model, tokenizer, config.fps, action_dim, CONTROL_HZ, config.data.window_frames
+    )
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -242,7 +240,7 @@ def _train(
     )
     torch.manual_seed(config.seed)
     model = WorldModelWithHeads(model_config, config.heads)
-    model.set_action_stats(*action_stats(latents[:train_count]))
+    fit_action_codec(model.action_codec, latents[:train_count], model_config.K)
     build = RunBuild(
         model=model_config,
         heads=config.heads,
@@ -337,7 +335,13 @@ def periodic_evaluation(
             results |= validation_losses(module, val_set, ev.val_windows, batch, config.seed)
         if seeds:
             factory = model_policy_factory(
-                module, tokenizer, config.fps, ev.mode, ev.video_steps, ev.action_steps
+                module,
+                tokenizer,
+                config.fps,
+                ev.mode,
+                ev.video_steps,
+                ev.action_steps,
+                ev.context_chunks,
             )
             result = run_closed_loop(
                 factory,
@@ -356,7 +360,7 @@ def periodic_evaluation(
                 run_dir / "videos" / f"rollout_step_{step:07d}.mp4",
                 context_chunks=1,
                 horizon=ev.rollout_horizon,
-                steps=ev.video_steps,
+                steps=ev.video_steps or module.config.video_steps,
                 fps=config.fps,
                 seed=config.seed,
             )

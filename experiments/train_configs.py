@@ -8,7 +8,8 @@ divides the control rate, the window holds a chunk, ...) before any work starts.
 
 Model keys derived from the data are not config keys a user sets: ``tokens_per_frame`` and
 ``latent_dim`` come from the tokenizer, ``action_dim`` from the dataset and
-``actions_per_frame`` = control rate / ``fps`` (``worldmodel.training.setup``).
+``actions_per_frame`` = control rate / ``fps`` and ``train_window_frames`` from
+``data.window_frames`` (``worldmodel/training/build.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from envs.tasks import TASKS
 from experiments.configs import ConfigError, check_choice
 from worldmodel.data.episodes import fps_stride
 from worldmodel.heads.config import HeadsConfig
+from worldmodel.inference.session import check_context
 from worldmodel.model.config import ModelConfig
 from worldmodel.tokenizer.factory import TokenizerConfig
 from worldmodel.training.config import TrainLoopConfig
@@ -87,8 +89,11 @@ class EvalConfig:
     episodes: int = 10  # closed-loop episodes (the first stored evaluation seeds)
     workers: int = 1  # closed-loop worker processes
     mode: str = "standard"  # closed-loop inference: standard | mcp_parallel
-    video_steps: int = 10  # Euler steps per imagined video chunk
-    action_steps: int = 10  # Euler steps per action chunk
+    video_steps: int | None = None  # Euler steps per imagined video chunk; None = model's
+    action_steps: int | None = None  # Euler steps per action chunk; None = model's
+    # real chunks the closed loop keeps when its context slides; None = as many as training
+    # windows hold (data.window_frames // model.K minus the chunks of one step)
+    context_chunks: int | None = None
     max_steps: int = 0  # closed-loop control-step limit; 0 = the env's default
     rollout_video: bool = True  # a held-out open-loop rollout video (real | imagined | diff)
     rollout_horizon: int = 4  # imagined chunks of that video, after one real chunk
@@ -98,8 +103,9 @@ class EvalConfig:
             if getattr(self, key) < 0:
                 raise ConfigError(f"eval.{key}={getattr(self, key)} is not valid; must be >= 0")
         for key in ("workers", "video_steps", "action_steps", "rollout_horizon"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"eval.{key}={getattr(self, key)} is not valid; must be >= 1")
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"eval.{key}={value} is not valid; must be >= 1")
         check_choice("eval.mode", self.mode, INFERENCE_MODES)
 
 
@@ -174,3 +180,8 @@ def check_train_config(config: TrainConfig) -> None:
         raise ConfigError(
             f"eval.mode=mcp_parallel needs MCP heads; heads.kind={config.heads.kind!r}"
         )
+    per_step = 2 if config.eval.mode == "mcp_parallel" else 1
+    try:
+        check_context(chunks, per_step, config.eval.context_chunks, "eval.context_chunks")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

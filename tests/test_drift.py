@@ -20,21 +20,31 @@ from worldmodel.evaluation.drift import (
     measure_drift,
     summarise_curve,
 )
+from worldmodel.flow import expand_like
 from worldmodel.heads import WorldModelWithHeads, heads_preset
 from worldmodel.model import WorldModel
 from worldmodel.tokenizer import PatchTokenizer
+from worldmodel.training.windows import EpisodeLatents, fit_action_codec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 E, CONTEXT, HORIZON = 2, 1, 3
 TOKENIZER = PatchTokenizer(cameras=("head", "wrist"), image_size=(12, 12), patch=6)
 N, C = TOKENIZER.tokens_per_frame, TOKENIZER.latent_dim  # 8 tokens of 108 values
-CONFIG = tiny_config(tokens_per_frame=N, latent_dim=C)  # K = 2, A = 2, d = 3
+CONFIG = tiny_config(tokens_per_frame=N, latent_dim=C)  # K = 2, A = 2, d = 3, relative
+
+
+def velocity_towards(x, target, sigma):
+    """The flow velocity that takes ``x`` at per-frame levels ``sigma`` (B, K) to ``target``
+    at level 0: (x - target) / sigma (0 where sigma is 0: a clamped frame)."""
+    s = expand_like(sigma, x)
+    return torch.where(s > 0, (x - target) / s.clamp_min(1e-12), torch.zeros_like(x))
 
 
 class CopyLastFrame(WorldModel):
-    """Predicts the last appended frame (and actions of the last appended frame), repeated over
-    the chunk; the backbone still runs every append, so the KV-cache bookkeeping is real."""
+    """Predicts the last appended frame (and the actions, in model units, of the last appended
+    frame), repeated over the chunk: its velocities lead the Euler steps there. The backbone
+    still runs every append and prediction, so the KV-cache bookkeeping is real."""
 
     def init_cache(self, batch_size=None):
         cache = super().init_cache(batch_size)
@@ -48,15 +58,35 @@ class CopyLastFrame(WorldModel):
             cache.actions.append(action_chunk)
         super().append_clean(cache, video_chunk, action_chunk, **kwargs)
 
-    def denoise_video_chunk(self, cache, steps, generator=None, K=None):
+    def predict_video_velocity(self, cache, noisy, sigma, hidden_states=None):
+        super().predict_video_velocity(cache, noisy, sigma, hidden_states)
         last = cache.videos[-1][:, -1:]  # (B, 1, N, C)
-        return last.expand(-1, self.chunk_size(K), -1, -1).clone()
+        return velocity_towards(noisy, last.expand_as(noisy), sigma)
 
-    def denoise_action_chunk(self, cache, video_chunk, steps, generator=None, K=None):
-        if video_chunk is not None:
-            self.append_clean(cache, video_chunk=video_chunk)
-        last = cache.actions[-1][:, -1:]  # (B, 1, A, d)
-        return last.expand(-1, self.chunk_size(K), -1, -1).clone()
+    def predict_action_velocity(self, cache, noisy, sigma):
+        super().predict_action_velocity(cache, noisy, sigma)
+        last = cache.actions[-1][:, -1:]  # (B, 1, A, d) model units
+        return velocity_towards(noisy, last.expand_as(noisy), sigma)
+
+
+def fit_codec(model: WorldModel, episodes: DriftEpisodes) -> None:
+    """Fit the model's action codec on the episodes (windows from an episode's frame 0)."""
+    fit_action_codec(
+        model.action_codec,
+        [
+            EpisodeLatents(e, latents, actions, valid, start)
+            for e, (latents, actions, valid, start) in enumerate(
+                zip(
+                    episodes.latents,
+                    episodes.actions,
+                    episodes.action_valid,
+                    episodes.start_joint_pos,
+                    strict=True,
+                )
+            )
+        ],
+        model.config.K,
+    )
 
 
 def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -72,22 +102,32 @@ def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
     )
 
 
-def linear_episodes(frames: int = 10, seed: int = 0):
-    """Latents x_f = f * v and actions a_f = f * u per episode; real frames = decoded latents."""
+def linear_episodes(frames: int = 10, seed: int = 0, joint_step: float = 0.0):
+    """Latents x_f = f * v and actions a_f = f * u per episode (a_0 = 0 is frame 0's padded
+    token); the joint positions each frame's actions start from are 3 p + f * joint_step * w,
+    p and w random per episode; real frames = decoded latents."""
     g = torch.Generator().manual_seed(seed)
     f = torch.arange(frames, dtype=torch.float64)
     v = (torch.rand(E, 1, N, C, generator=g, dtype=torch.float64) - 0.5) / 2  # |f v| < 2
     u = torch.randn(E, 1, CONFIG.actions_per_frame, CONFIG.action_dim, generator=g)
+    p, w = torch.randn(2, E, 1, CONFIG.action_dim, generator=g, dtype=torch.float64)
     latents = f[None, :, None, None] * v  # (E, F, N, C)
     actions = f[None, :, None, None] * u.double()  # (E, F, A, d)
+    start_joint_pos = 3 * p + joint_step * f[None, :, None] * w  # (E, F, d)
+    action_valid = torch.ones(E, frames, dtype=torch.bool)
+    action_valid[:, 0] = False
     real = TOKENIZER.decode(latents)  # decoding is exact while 0.5 + 0.25 x stays in [0, 1]
-    episodes = DriftEpisodes(latents, actions, frames=real)
+    episodes = DriftEpisodes(latents, actions, start_joint_pos, action_valid, frames=real)
     return episodes, v.square().mean((1, 2, 3)).numpy(), u.double().square().mean((1, 2, 3)).numpy()
 
 
 def test_copy_last_frame_gives_the_known_curves():
+    # constant joint positions per episode: a relative action copied from the previous chunk
+    # decodes (against this chunk's reference, the same) to the copied raw action
     episodes, v2, u2 = linear_episodes()
     model = CopyLastFrame(CONFIG).double()
+    fit_codec(model, episodes)
+    assert model.action_codec.relative.all() and (model.action_codec.scale != 1).all()
     # K = 2, context of 1 chunk (frames 0, 1): imagined chunk h covers frames 2h, 2h + 1
     # teacher-forced: the copy of frame 2h - 1 is off by 1 and 2 frames -> (1 + 4) / 2 = 2.5
     # open loop: the copy of frame 1 is off by 2h - 1 and 2h frames -> 2.5, 12.5, 30.5
@@ -135,6 +175,43 @@ def test_copy_last_frame_gives_the_known_curves():
     assert result.summary("teacher_forced", "latent_mse").slope == pytest.approx(0.0, abs=1e-12)
 
 
+def test_action_mse_is_raw_over_real_tokens_against_each_chunks_reference():
+    """Joint positions s_f = s_0 + f w: the copy is of relative actions, decoded against the
+    reference of the chunk it is copied into (its first frame, s_2h for chunk h)."""
+    episodes, _, _ = linear_episodes(joint_step=1.0)
+    episodes.action_valid[0, 2] = False  # episode 0: the token of frame 2 (chunk 1) is padding
+    model = CopyLastFrame(CONFIG).double()
+    fit_codec(model, episodes)
+    config = DriftConfig(CONTEXT, HORIZON, steps=1, regimes=["teacher_forced", "autoregressive"])
+    result = measure_drift(model, episodes, config)
+    u = episodes.actions[:, 1].numpy()  # (E, A, d): a_1 = u
+    w = (episodes.start_joint_pos[:, 1] - episodes.start_joint_pos[:, 0]).numpy()[:, None]
+    valid = episodes.action_valid.numpy()
+
+    def expected(error):  # error(h, k) -> (E, A, d) raw error at frame 2h + k
+        curve = np.zeros((E, HORIZON))
+        for h in range(1, HORIZON + 1):
+            per_frame = np.stack([np.square(error(h, k)).mean((1, 2)) for k in (0, 1)], 1)
+            keep = valid[:, 2 * h : 2 * h + 2]  # (E, 2)
+            curve[:, h - 1] = (per_frame * keep).sum(1) / keep.sum(1)
+        return curve
+
+    # teacher-forced chunk h copies frame 2h - 1 (relative to s_{2h-2}) onto s_2h:
+    # a_{2h-1} + 2w - a_{2h+k} = 2w - (k + 1) u
+    np.testing.assert_allclose(
+        result.curve("teacher_forced", "action_mse"), expected(lambda h, k: 2 * w - (k + 1) * u)
+    )
+    # autoregressive chunk h copies frame 1 (relative to s_0) onto s_2h:
+    # a_1 + 2h w - a_{2h+k} = 2h w - (2h + k - 1) u
+    np.testing.assert_allclose(
+        result.curve("autoregressive", "action_mse"),
+        expected(lambda h, k: 2 * h * w - (2 * h + k - 1) * u),
+    )
+    # episode 0's first imagined chunk counts frame 3 alone: (2w - 2u)^2
+    tf = result.curve("teacher_forced", "action_mse")
+    assert tf[0, 0] == pytest.approx(np.square(2 * w[0] - 2 * u[0]).mean())
+
+
 def test_summary_hand_values():
     curve = np.array([30.0, 25.0, 18.0, 17.0])  # a PSNR curve, dB
     summary = summarise_curve(curve, threshold=20.0, higher_is_better=True)
@@ -154,6 +231,7 @@ def random_heads_model():
     torch.manual_seed(0)
     model = WorldModelWithHeads(CONFIG, heads_preset("next_forcing"))
     randomise(model, std=0.2)
+    fit_codec(model, random_episodes())
     return model
 
 
@@ -166,7 +244,11 @@ def random_episodes(frames: int = (CONTEXT + HORIZON) * CONFIG.K, seed: int = 1)
     }
     latents = TOKENIZER.encode(images)  # (E, F, N, C)
     actions = torch.randn(E, frames, CONFIG.actions_per_frame, CONFIG.action_dim, generator=g)
-    return DriftEpisodes(latents, actions, frames=images)
+    actions[:, 0] = 0.0  # frame 0's padded token
+    start_joint_pos = torch.randn(E, frames, CONFIG.action_dim, generator=g)
+    action_valid = torch.ones(E, frames, dtype=torch.bool)
+    action_valid[:, 0] = False
+    return DriftEpisodes(latents, actions, start_joint_pos, action_valid, frames=images)
 
 
 def test_real_model_every_regime_and_mode(random_heads_model):
@@ -225,12 +307,18 @@ def test_bad_input_raises(random_heads_model):
     episodes = random_episodes()
     with pytest.raises(ValueError, match="need 10: lengthen the windows"):
         measure_drift(random_heads_model, episodes, DriftConfig(CONTEXT, HORIZON + 1))
-    no_frames = DriftEpisodes(episodes.latents, episodes.actions)
+    no_frames = DriftEpisodes(
+        episodes.latents, episodes.actions, episodes.start_joint_pos, episodes.action_valid
+    )
     with pytest.raises(ValueError, match=r"real frames of camera\(s\) \['head', 'wrist'\]"):
         measure_drift(random_heads_model, no_frames, DriftConfig(CONTEXT, 1), TOKENIZER)
     with pytest.raises(ValueError, match="regimes="):
         DriftConfig(regimes=["open_loop", "closed_loop"])
     with pytest.raises(ValueError, match="thresholds names unknown metric"):
         DriftConfig(thresholds={"fid": 1.0})
-    with pytest.raises(ValueError, match=r"actions \(E, F\)"):
-        DriftEpisodes(episodes.latents, episodes.actions[:1])
+    parts = (episodes.latents, episodes.actions, episodes.start_joint_pos, episodes.action_valid)
+    for i, name in enumerate(("actions", "start_joint_pos", "action_valid"), start=1):
+        cut = list(parts)
+        cut[i] = cut[i][:1]
+        with pytest.raises(ValueError, match=rf"^{name} \(E, F\)"):
+            DriftEpisodes(*cut)

@@ -45,7 +45,7 @@ def evaluate(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
         "experiments.evaluate",
         f"checkpoint={run_dir}/last.pt",
         "episodes=2",
-        "max_steps=48",
+        "max_steps=44",  # 6 chunks at 12.5 fps: chunk 0 runs 4 steps (frame 0 observed), then 8
         "videos=1",
         "drift.horizon=2",
         "drift.steps=2",
@@ -93,6 +93,41 @@ def test_evaluate_a_subset_of_suites(trained_run, tmp_path):
     assert report["torch_threads"] == 1
     assert report["closed_loop"] == {} and report["speed"] == {}
     assert report["drift"] and len(report["files"]["figures"]) == 4
+
+
+def test_diagnose_writes_action_skill_oracle_loop_and_figures(trained_run, tmp_path):
+    result = evaluate(trained_run, "suites=[diagnose]", f"out_dir={tmp_path}", "threads=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    diagnosis = json.loads((tmp_path / "eval.json").read_text())["diagnose"]
+    skill = diagnosis["action_skill"]
+    chunks = 4  # data=tiny windows: 8 frames at K=2
+    for predictor in ("real", "imagined", "hold", "mean"):
+        for group in ("arm", "gripper"):
+            assert len(skill["by_chunk"][predictor][group]) == chunks
+            assert len(skill["by_frame"][predictor][group]) == 2
+    assert skill["tokens"] > 0 and len(skill["skill_by_chunk"]["real"]["arm"]) == chunks
+    hold, real = skill["by_chunk"]["hold"]["arm"], skill["by_chunk"]["real"]["arm"]
+    assert skill["skill_by_chunk"]["real"]["arm"][0] == pytest.approx(1 - real[0] / hold[0])
+    oracle = diagnosis["oracle_closed_loop"]
+    assert oracle["n"] == 2 and [e["seed"] for e in oracle["episodes"]] == [100000, 100001]
+    assert all(0.0 <= e["progress"] <= 1.0 for e in oracle["episodes"])
+    assert [Path(f).name for f in diagnosis["figures"]] == [
+        "diagnose_actions_arm.png",
+        "diagnose_actions_gripper.png",
+    ]
+    for figure in diagnosis["figures"]:
+        assert matplotlib.image.imread(figure).std() > 0
+    assert "model_oracle_video" in result.stdout and "action skill by chunk" in result.stdout
+
+
+def test_context_past_training_is_refused_in_one_line(trained_run, tmp_path):
+    result = evaluate(
+        trained_run, "suites=[closed_loop]", "context_chunks=4", f"out_dir={tmp_path}"
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "context_chunks=4 is more context than training saw" in lines[0]
+    assert not (tmp_path / "eval.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ import torch
 
 from tests.tiny_models import randomise, tiny_config
 from worldmodel.heads import HeadsConfig, WorldModelWithHeads, heads_preset
+from worldmodel.heads.draft import HeadCache, predict_pair_velocity
 from worldmodel.heads.modules import FutureDraw
-from worldmodel.heads.rollout import HeadCache, predict_pair_velocity, rollout_open_loop
+from worldmodel.inference import rollout_open_loop
 from worldmodel.model import WindowInputs, WorldModel
 
 NUM_CHUNKS, B = 3, 2
@@ -40,7 +41,7 @@ def test_depth1_cached_equals_teacher_forced(attention_window):
     def rand(*shape):
         return torch.rand(*shape, generator=g, dtype=torch.float64)
 
-    raw_actions = randn(B, F, A, d)
+    clean_actions = randn(B, F, A, d)  # model units
     inputs = WindowInputs(
         noisy_video=randn(B, F, N, C),
         noisy_video_sigma=rand(B, F),
@@ -48,7 +49,7 @@ def test_depth1_cached_equals_teacher_forced(attention_window):
         clean_video_sigma=torch.zeros(B, F, dtype=torch.float64),
         noisy_action=randn(B, F, A, d),
         noisy_action_sigma=rand(B, F),
-        clean_action=model.normalise_actions(raw_actions),
+        clean_action=clean_actions,
     )
     future, future_sigma = randn(B, F, N, C), rand(B, F)  # noisy chunk i+1 at slots of i
     out = model.forward_window(inputs, return_hidden=True)
@@ -74,11 +75,13 @@ def test_depth1_cached_equals_teacher_forced(attention_window):
         torch.testing.assert_close(v_now, out.video_velocity[:, frames], rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(v_next, teacher[:, frames], rtol=1e-10, atol=1e-10)
         head_cache.append_clean(video=inputs.clean_video[:, frames])
-        head_cache.append_clean(actions=raw_actions[:, frames])
+        head_cache.append_clean(actions=clean_actions[:, frames])
     assert head_cache.cache.segments == cache.segments
 
 
 def context_and_actions(model: WorldModel, horizon: int, seed: int = 0):
+    """Context video of one chunk, its actions and ``horizon`` chunks of future actions, all
+    in model units."""
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
     shape = (B, cfg.K, cfg.tokens_per_frame, cfg.latent_dim)
@@ -113,16 +116,20 @@ def test_mcp_parallel_halves_the_video_passes(given_actions):
         assert run.video.shape == (B, horizon * K, N, C)
         assert run.actions.shape == (B, horizon * K, 2, 3)
         assert torch.isfinite(run.video).all() and torch.isfinite(run.actions).all()
-    assert standard.video_passes == horizon * steps
-    assert parallel.video_passes == standard.video_passes // 2
-    # appends: 2 of the context, then video + actions of each chunk; denoised actions: 2 each
-    appends = 2 + 2 * horizon + (0 if given_actions else 2 * horizon)
-    assert standard.backbone_passes == horizon * steps + appends
-    assert parallel.backbone_passes == horizon * steps // 2 + appends
-    assert standard.head_passes == 0
-    assert parallel.head_passes == horizon * steps // 2 + 2 + 2 * horizon  # its cache appends
+    assert standard.passes["video"] == horizon * steps
+    assert parallel.passes["video"] == standard.passes["video"] // 2
+    action_passes = 0 if given_actions else 2 * horizon  # action_steps=2 per chunk
+    assert standard.passes["action"] == parallel.passes["action"] == action_passes
+    # appends: 2 of the context, then video + actions of each chunk; plus denoised actions
+    appends = 2 + 2 * horizon + action_passes
+    assert standard.passes["backbone"] == horizon * steps + appends
+    assert parallel.passes["backbone"] == horizon * steps // 2 + appends
+    assert standard.passes["head"] == 0
+    # depth 1 runs in every video pass and on every clean append (its own cache)
+    assert parallel.passes["head"] == horizon * steps // 2 + 2 + 2 * horizon
     if given_actions:
         assert torch.equal(parallel.actions, future)
+        assert torch.equal(standard.actions, future)
 
 
 def test_horizon_semantics():
@@ -144,11 +151,12 @@ def test_horizon_semantics():
 
     one_std, one_par = run(1, "standard"), run(1, "mcp_parallel")
     assert torch.equal(one_std.video, one_par.video)
-    assert one_std.video_passes == one_par.video_passes == 3
+    assert one_std.passes["video"] == one_par.passes["video"] == 3
+    assert one_std.passes["backbone"] == one_par.passes["backbone"]  # same backbone runs
     three = run(3, "mcp_parallel")
-    assert three.video.shape[1] == 3 * model.config.K and three.video_passes == 6
+    assert three.video.shape[1] == 3 * model.config.K and three.passes["video"] == 6
     standard = run(3, "standard")
-    assert standard.video_passes == 9
+    assert standard.passes["video"] == 9
     # the first chunk comes from the same backbone passes on the same first noise draw
     torch.testing.assert_close(three.video[:, :2], standard.video[:, :2])
 

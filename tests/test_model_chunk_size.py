@@ -4,13 +4,27 @@ import pytest
 import torch
 
 from tests.test_model_kv_equality import fixed_window, random_model
-from tests.tiny_models import randomise, tiny_batch, tiny_config
+from tests.tiny_models import randomise, tiny_config
+from tests.tiny_models import tiny_batch as random_batch
 from worldmodel.heads import WorldModelWithHeads, heads_preset
+from worldmodel.inference import InferenceSession, rollout_open_loop
 from worldmodel.model import WorldModel, training_mask
 
 NUM_CHUNKS = 3
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tiny_batch(cfg, num_chunks: int, seed: int = 0) -> dict:
+    """Random latents and raw actions with the joint positions relative actions need; episode
+    0's window starts at its frame 0 (a padded action token)."""
+    batch = random_batch(cfg, num_chunks, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    B, F = batch["valid"].shape
+    batch["start_joint_pos"] = torch.randn(B, F, cfg.action_dim, generator=g)
+    batch["action_valid"] = batch["valid"].clone()
+    batch["action_valid"][0, 0] = False
+    return batch
 
 
 @pytest.mark.parametrize("choices", [[], [0], [3], [1, 1], [1.5], [-1, 2]], ids=lambda c: repr(c))
@@ -78,6 +92,8 @@ def test_trailing_frames_that_fill_no_chunk_are_dropped():
     cropped = model.crop_to_chunks(batch, 2)
     assert cropped["video"].shape[1] == cropped["actions"].shape[1] == 2
     assert torch.equal(cropped["valid"], batch["valid"][:, :2])
+    assert torch.equal(cropped["action_valid"], batch["action_valid"][:, :2])
+    assert torch.equal(cropped["start_joint_pos"], batch["start_joint_pos"][:, :2])
     assert model.crop_to_chunks(batch, 3) is batch
     result = model.compute_train_outputs(batch, torch.Generator().manual_seed(0), K=2)
     assert result.outputs.K == 2 and result.outputs.video_velocity.shape[1] == 2
@@ -110,7 +126,7 @@ def test_K1_window_equals_the_cached_loop_with_chunk_size_1():
     """A model with K=2 trained at K_step=1: teacher-forced equals the cached loop at K=1."""
     model = random_model()
     assert model.config.K == 2
-    inputs, raw_actions = fixed_window(model, noisy_history=True)
+    inputs, clean_actions = fixed_window(model, noisy_history=True)  # actions in model units
     F = inputs.noisy_video.shape[1]  # 6 frames = 6 chunks of 1
     full = model.forward_window(inputs, K=1)
     cache = model.init_cache()
@@ -132,7 +148,7 @@ def test_K1_window_equals_the_cached_loop_with_chunk_size_1():
                 cache, inputs.noisy_action[:, frame], inputs.noisy_action_sigma[:, frame]
             )
         )
-        model.append_clean(cache, action_chunk=raw_actions[:, frame])
+        model.append_clean(cache, action_chunk=clean_actions[:, frame])
     torch.testing.assert_close(torch.cat(video, 1), full.video_velocity, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(torch.cat(action, 1), full.action_velocity, rtol=1e-10, atol=1e-10)
     assert cache.num_video_chunks == cache.num_action_chunks == F
@@ -141,17 +157,21 @@ def test_K1_window_equals_the_cached_loop_with_chunk_size_1():
 
 
 @torch.no_grad()
-def test_inference_chunk_size_argument():
-    model = random_model()
-    inputs, raw_actions = fixed_window(model, noisy_history=False)
-    B = inputs.clean_video.shape[0]
+def test_inference_runs_at_config_K_and_rejects_larger_chunks():
+    """Trained with random chunk sizes, the model infers at config.K; the cached primitives read
+    the chunk size from the shapes (1..K) and refuse a larger one."""
+    model = make_model(False, K=2, K_choices=[1, 2]).double().eval()
+    inputs, clean_actions = fixed_window(model, noisy_history=False)
+    B, K = inputs.clean_video.shape[0], model.config.K
     g = torch.Generator().manual_seed(0)
-    imagined = model.rollout_open_loop(
-        inputs.clean_video[:, :2], raw_actions[:, :2], raw_actions[:, 2:], 3, 2, g, K=1
+    result = rollout_open_loop(
+        model, inputs.clean_video[:, :K], clean_actions[:, :K], 2, 2, generator=g
     )
-    assert imagined.shape == (B, 3, 3, 4) and torch.isfinite(imagined).all()
-    cache = model.init_cache(batch_size=B)
-    video, actions = model.imagine_chunk(cache, 2, 2, g, K=1)
-    assert video.shape == (B, 1, 3, 4) and actions.shape == (B, 1, 2, 3)
+    assert result.video.shape == (B, 2 * K, 4, 4) and torch.isfinite(result.video).all()
+    assert result.actions.shape == (B, 2 * K, 2, 3) and torch.isfinite(result.actions).all()
+    session = InferenceSession(model, B)
+    session.append_video(inputs.clean_video[:, :1])  # a chunk of one frame
+    actions = session.denoise_actions(2, g)
+    assert actions.shape == (B, 1, 2, 3)
     with pytest.raises(ValueError, match="chunk size K=3"):
-        model.denoise_video_chunk(model.init_cache(batch_size=B), 2, K=3)
+        model.append_clean(model.init_cache(), video_chunk=inputs.clean_video[:, :3])

@@ -4,10 +4,13 @@ If the training mask and the visibility of the cached loop ever differ, the trai
 still looks fine while closed-loop rollouts collapse; this test pins them together.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
 from tests.tiny_models import randomise, tiny_config
+from worldmodel.inference import InferenceSession
 from worldmodel.model import WindowInputs, WorldModel
 
 NUM_CHUNKS, B = 3, 2
@@ -16,24 +19,28 @@ NUM_CHUNKS, B = 3, 2
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def random_model(attention_window=None) -> WorldModel:
+def random_model(attention_window=None, train_window_frames=None) -> WorldModel:
     """A tiny float64 model whose every parameter is random (AdaLN-zero would hide bugs)."""
     torch.manual_seed(0)
-    cfg = tiny_config(depth=2, tokens_per_frame=3, attention_window=attention_window)
+    cfg = tiny_config(
+        depth=2,
+        tokens_per_frame=3,
+        attention_window=attention_window,
+        train_window_frames=train_window_frames,
+    )
     model = WorldModel(cfg).double().eval()
     randomise(model, 0.3)
-    model.set_action_stats(
-        torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64),
-        torch.tensor([2.0, 0.5, 1.5], dtype=torch.float64),
-    )
     return model
 
 
-def fixed_window(model: WorldModel, noisy_history: bool) -> tuple[WindowInputs, torch.Tensor]:
-    """Fixed clean/noisy tokens and noise levels of NUM_CHUNKS chunks; also the raw actions."""
+def fixed_window(
+    model: WorldModel, noisy_history: bool, num_chunks: int = NUM_CHUNKS
+) -> tuple[WindowInputs, torch.Tensor]:
+    """Fixed clean/noisy tokens and noise levels of ``num_chunks`` chunks; the clean actions
+    (model units) also returned alone."""
     cfg = model.config
     g = torch.Generator().manual_seed(1)
-    F, N, C, A, d = NUM_CHUNKS * cfg.K, cfg.tokens_per_frame, cfg.latent_dim, 2, 3
+    F, N, C, A, d = num_chunks * cfg.K, cfg.tokens_per_frame, cfg.latent_dim, 2, 3
 
     def randn(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64)
@@ -41,7 +48,7 @@ def fixed_window(model: WorldModel, noisy_history: bool) -> tuple[WindowInputs, 
     def rand(*shape):
         return torch.rand(*shape, generator=g, dtype=torch.float64)
 
-    raw_actions = randn(B, F, A, d)
+    clean_actions = randn(B, F, A, d)  # model units
     clean_sigma = 0.2 * rand(B, F) if noisy_history else torch.zeros(B, F, dtype=torch.float64)
     inputs = WindowInputs(
         noisy_video=randn(B, F, N, C),
@@ -50,12 +57,12 @@ def fixed_window(model: WorldModel, noisy_history: bool) -> tuple[WindowInputs, 
         clean_video_sigma=clean_sigma,
         noisy_action=randn(B, F, A, d),
         noisy_action_sigma=rand(B, F),
-        clean_action=model.normalise_actions(raw_actions),
+        clean_action=clean_actions,
     )
-    return inputs, raw_actions
+    return inputs, clean_actions
 
 
-def cached_pass(model: WorldModel, inputs: WindowInputs, raw_actions: torch.Tensor):
+def cached_pass(model: WorldModel, inputs: WindowInputs, clean_actions: torch.Tensor):
     """Chunk by chunk: noisy video i, append clean video i, noisy action i, append action i."""
     K = model.config.K
     cache = model.init_cache()
@@ -77,7 +84,7 @@ def cached_pass(model: WorldModel, inputs: WindowInputs, raw_actions: torch.Tens
                 cache, inputs.noisy_action[:, frames], inputs.noisy_action_sigma[:, frames]
             )
         )
-        model.append_clean(cache, action_chunk=raw_actions[:, frames])
+        model.append_clean(cache, action_chunk=clean_actions[:, frames])
     return torch.cat(video, dim=1), torch.cat(action, dim=1), cache
 
 
@@ -86,9 +93,9 @@ def cached_pass(model: WorldModel, inputs: WindowInputs, raw_actions: torch.Tens
 @torch.no_grad()
 def test_teacher_forced_equals_kv_cached(noisy_history, attention_window):
     model = random_model(attention_window)
-    inputs, raw_actions = fixed_window(model, noisy_history)
+    inputs, clean_actions = fixed_window(model, noisy_history)
     full = model.forward_window(inputs)
-    video, action, cache = cached_pass(model, inputs, raw_actions)
+    video, action, cache = cached_pass(model, inputs, clean_actions)
     assert video.shape == full.video_velocity.shape == (B, NUM_CHUNKS * 2, 3, 4)
     assert action.shape == full.action_velocity.shape == (B, NUM_CHUNKS * 2, 2, 3)
     torch.testing.assert_close(video, full.video_velocity, rtol=1e-10, atol=1e-10)
@@ -120,21 +127,61 @@ def test_context_matters_and_masked_tokens_do_not():
     assert not torch.allclose(out.video_velocity[:, 4:], base.video_velocity[:, 4:])
 
 
+def frames_of(inputs: WindowInputs, frames: slice) -> WindowInputs:
+    """The window cut to some of its frames (a window renumbered from its first chunk)."""
+    return WindowInputs(
+        **{f.name: getattr(inputs, f.name)[:, frames] for f in dataclasses.fields(inputs)}
+    )
+
+
 @torch.no_grad()
-def test_observe_chunk_replaces_imagined_video_with_real():
+def test_sliding_window_equals_a_fresh_pass_over_the_same_chunks():
+    """A session past the trained chunk positions slides: the next chunk's prediction equals a
+    teacher-forced pass over the kept chunks and it, renumbered from chunk 0."""
+    K, total = 2, 6
+    model = random_model(train_window_frames=3 * K)  # chunk positions 0, 1, 2 were trained
+    inputs, _ = fixed_window(model, noisy_history=False, num_chunks=total)
+    session = InferenceSession(model, B)
+    assert session.context_chunks == 2
+    for i in range(total):
+        session.make_room(1)
+        first = i - session.next_chunk  # the oldest chunk still in the cache
+        frames = slice(i * K, (i + 1) * K)
+        cached = model.predict_video_velocity(
+            session.cache, inputs.noisy_video[:, frames], inputs.noisy_video_sigma[:, frames]
+        )
+        window = frames_of(inputs, slice(first * K, (i + 1) * K))
+        fresh = model.forward_window(window).video_velocity[:, -K:]
+        torch.testing.assert_close(cached, fresh, rtol=1e-10, atol=1e-10)
+        session.append_video(inputs.clean_video[:, frames])
+        session.append_actions(inputs.clean_action[:, frames])
+        assert session.next_chunk <= 3
+    assert session.restarts == total - 3
+
+
+@torch.no_grad()
+def test_replace_video_swaps_imagined_video_for_real():
     model = random_model()
-    inputs, raw_actions = fixed_window(model, noisy_history=False)
+    inputs, actions = fixed_window(model, noisy_history=False)
     K = model.config.K
     g = torch.Generator().manual_seed(3)
-    closed = model.init_cache()
-    model.append_clean(closed, inputs.clean_video[:, :K], raw_actions[:, :K])
-    imagined, actions = model.imagine_chunk(closed, video_steps=2, action_steps=2, generator=g)
-    assert imagined.shape == (B, K, 3, 4) and actions.shape == (B, K, 2, 3)
-    model.observe_chunk(closed, inputs.clean_video[:, K : 2 * K], actions)
-    teacher = model.init_cache()
-    model.append_clean(teacher, inputs.clean_video[:, :K], raw_actions[:, :K])
-    model.append_clean(teacher, inputs.clean_video[:, K : 2 * K], actions)
-    assert closed.segments == teacher.segments
+    closed = InferenceSession(model, B)
+    closed.append_video(inputs.clean_video[:, :K])
+    closed.append_actions(actions[:, :K])
+    imagined, _ = closed.denoise_video(2, g)
+    closed.append_video(imagined)
+    planned = closed.denoise_actions(2, g)
+    assert imagined.shape == (B, K, 3, 4) and planned.shape == (B, K, 2, 3)
+    closed.replace_video(inputs.clean_video[:, K : 2 * K])
+    closed.append_actions(planned)
+    teacher = InferenceSession(model, B)
+    for video, chunk_actions in (
+        (inputs.clean_video[:, :K], actions[:, :K]),
+        (inputs.clean_video[:, K : 2 * K], planned),
+    ):
+        teacher.append_video(video)
+        teacher.append_actions(chunk_actions)
+    assert closed.cache.segments == teacher.cache.segments
     for layer in range(model.config.depth):
-        torch.testing.assert_close(closed.keys[layer], teacher.keys[layer])
-        torch.testing.assert_close(closed.values[layer], teacher.values[layer])
+        torch.testing.assert_close(closed.cache.keys[layer], teacher.cache.keys[layer])
+        torch.testing.assert_close(closed.cache.values[layer], teacher.cache.values[layer])

@@ -70,6 +70,11 @@ BAD = [
     (["data.window_frames=1"], "model.K=2 is larger than the window data.window_frames=1"),
     (["heads=next_forcing", "data.window_frames=4"], "heads.depths=3 needs windows"),
     (["eval.mode=mcp_parallel"], "eval.mode=mcp_parallel needs MCP heads"),
+    (
+        ["eval.context_chunks=4"],  # windows of 8 frames at K=2 hold 4 chunks, 1 of them new
+        "eval.context_chunks=4 is more context than training saw: windows held 4 chunks",
+    ),
+    (["model.action_space=joint"], "action_space='joint' is not valid"),
     (["data.cameras=[top]"], "data.cameras='top' is not valid"),
     (["logger.mode=cloud"], "logger.mode='cloud' is not valid"),
     (["seed=0,x"], "seed"),  # a sweep is checked value by value

@@ -29,7 +29,8 @@ def tiny_batch(
     action_mean: float = 0.0,
     action_std: float = 1.0,
 ) -> dict:
-    """Random latents and actions; the second episode ends one chunk before the window."""
+    """Random latents, actions and the joint positions they start from; the second episode
+    ends one chunk before the window."""
     g = torch.Generator().manual_seed(seed)
     F = num_chunks * cfg.K
     valid = torch.ones(batch, F, dtype=torch.bool)
@@ -39,6 +40,7 @@ def tiny_batch(
         "video": torch.randn(batch, F, cfg.tokens_per_frame, cfg.latent_dim, generator=g),
         "actions": action_mean + action_std * actions,
         "valid": valid,
+        "start_joint_pos": torch.randn(batch, F, cfg.action_dim, generator=g),
     }
 
 

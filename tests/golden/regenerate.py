@@ -1,7 +1,8 @@
 """Golden values of a seeded tiny Next Forcing model: loss terms and gradient statistics.
 
 ``compute_golden()`` builds a float32 tiny backbone with ``next_forcing`` heads under
-``torch.manual_seed(SEED)``, gives every parameter seeded random values (at the true init the
+``torch.manual_seed(SEED)``, gives every parameter (and the relative action codec's
+statistics) seeded random values (at the true init the
 zero-initialised output heads block most gradients, which would leave the MCP path
 unchecked), runs one training step's forward/backward on a fixed batch with a fixed noise
 generator, and returns the loss terms, the global gradient norm and per-parameter sums of
@@ -24,6 +25,7 @@ import torch
 
 from tests.tiny_models import tiny_config
 from worldmodel.heads import WorldModelWithHeads, heads_preset
+from worldmodel.training.windows import relative_action_mask
 
 SEED = 1234
 GOLDEN_PATH = Path(__file__).resolve().parent / "tiny_next_forcing.json"
@@ -48,6 +50,10 @@ def tiny_model() -> WorldModelWithHeads:
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    scale = 0.5 + torch.rand(model.config.action_dim, generator=g)
+    model.action_codec.offset.copy_(0.1 * torch.randn(model.config.action_dim, generator=g))
+    model.action_codec.scale.copy_(scale)
+    model.action_codec.relative.copy_(relative_action_mask(model.config.action_dim))
     return model
 
 
@@ -57,10 +63,14 @@ def fixed_batch(model: WorldModelWithHeads) -> dict:
     F = NUM_CHUNKS * cfg.K
     valid = torch.ones(B, F, dtype=torch.bool)
     valid[1, -cfg.K :] = False
+    action_valid = valid.clone()
+    action_valid[0, 0] = False  # the first window starts at an episode's frame 0: padding
     return {
         "video": torch.randn(B, F, cfg.tokens_per_frame, cfg.latent_dim, generator=g),
         "actions": torch.randn(B, F, cfg.actions_per_frame, cfg.action_dim, generator=g),
         "valid": valid,
+        "action_valid": action_valid,
+        "start_joint_pos": torch.randn(B, F, cfg.action_dim, generator=g),
     }
 
 

@@ -507,6 +507,14 @@ class EpisodeFile:
                 fps=fps,
             )
 
+    def joint_pos_at_fps(self, i: int, fps: float) -> np.ndarray:
+        """(N+1, J) joint positions at the kept frames of episode ``i`` (no images read)."""
+        group = self._groups[i]
+        with self._reading(group):
+            stride = fps_stride(self.control_hz, fps)
+            intervals = int(group.attrs["length"]) // stride
+            return group["joint_pos"][0 : intervals * stride + 1 : stride]
+
     def actions_at_fps(self, i: int, fps: float) -> np.ndarray:
         """(N, s, J) actions of episode ``i`` grouped per interval at ``fps`` (no images read)."""
         group = self._groups[i]

@@ -1,8 +1,10 @@
 """Open-loop rollout drift: how a world model's prediction error grows with the horizon.
 
-Episodes (``DriftEpisodes``): E held-out episode windows, frame-aligned: latents (E, F, N, C),
-raw actions (E, F, A, d) (``actions[:, f]`` are the actions executed after latent frame f) and,
-for pixel metrics, the real camera frames (E, F, H, W, 3). The first ``context_chunks`` (Cc)
+Episodes (``DriftEpisodes``): E held-out episode windows from the episodes' frame 0,
+frame-aligned: latents (E, F, N, C), raw actions (E, F, A, d) (``actions[:, f]`` lead into
+latent frame f; frame 0's are padding, ``action_valid`` False), the joint positions each
+frame's actions start from (E, F, d) (relative actions are taken against them) and, for
+pixel metrics, the real camera frames (E, F, H, W, 3). The first ``context_chunks`` (Cc)
 chunks of K latent frames are real context; horizon h = 1..H is chunk Cc + h - 1 (0-based),
 so every episode needs F >= (Cc + H) * K frames (later frames are ignored).
 
@@ -19,7 +21,7 @@ Context regimes:
 (C is ``context_chunks``.) All E episodes run as one batch (B = E).
 
 Inference mode (``DriftConfig.mode``): ``open_loop`` and ``autoregressive`` run
-``worldmodel.heads.rollout.rollout_open_loop`` in that mode (``mcp_parallel`` needs MCP heads;
+``worldmodel.inference.rollout_open_loop`` in that mode (``mcp_parallel`` needs MCP heads;
 a model after ``drop_heads`` runs ``standard``). ``teacher_forced`` predicts one chunk per step,
 which is always the backbone's own prediction: in ``mcp_parallel`` the backbone denoises chunk
 i exactly as in ``standard`` (depth 1 reads its hidden states and never feeds back), and depth
@@ -30,8 +32,9 @@ draw the same noise for chunk Cc: teacher_forced and open_loop agree exactly at 
 Metrics, one value per (episode, horizon), arrays (E, H):
 - ``latent_mse``: MSE of imagined vs real latents over the chunk's K frames, N tokens, C dims.
 - ``action_mse`` (teacher_forced and autoregressive only; open_loop is given the true
-  actions): MSE over (K, A, d) in raw action units of the actions the backbone denoises for
-  the chunk vs the true actions. teacher_forced: inverse dynamics on the REAL video of the
+  actions): MSE over the chunk's real action tokens (K, A, d) in raw action units of the
+  actions the backbone denoises for the chunk (decoded against the real episode's joint
+  positions) vs the true actions. teacher_forced: inverse dynamics on the REAL video of the
   chunk (appended after its one-step video prediction) with the real earlier chunks;
   autoregressive: on the imagined video of the chunk, after its own earlier actions.
 - with a tokenizer, the imagined latents are decoded and compared with the REAL camera frames
@@ -64,8 +67,8 @@ import torch
 from torch import Tensor
 
 from worldmodel.evaluation.image_metrics import PSNR_CAP_DB, mse, psnr, ssim
-from worldmodel.heads.modules import MCPHeads
-from worldmodel.heads.rollout import MODES, rollout_open_loop
+from worldmodel.inference import MODES, InferenceSession, check_mode, rollout_open_loop
+from worldmodel.model.actions import chunk_reference
 from worldmodel.model.world_model import WorldModel
 from worldmodel.tokenizer.base import Tokenizer
 
@@ -136,19 +139,25 @@ class DriftEpisodes:
     """E held-out episode windows, frame-aligned (module docstring)."""
 
     latents: Tensor  # (E, F, N, C)
-    actions: Tensor  # (E, F, A, d) raw units, executed after each latent frame
+    actions: Tensor  # (E, F, A, d) raw units, leading into each latent frame
+    start_joint_pos: Tensor  # (E, F, d) joint positions when each frame's actions start
+    action_valid: Tensor  # (E, F) bool, False on padded tokens
     frames: dict[str, Tensor] | None = None  # camera -> (E, F, H, W, 3) uint8 or float [0, 1]
 
     def __post_init__(self) -> None:
         self.latents, self.actions = torch.as_tensor(self.latents), torch.as_tensor(self.actions)
+        self.start_joint_pos = torch.as_tensor(self.start_joint_pos)
+        self.action_valid = torch.as_tensor(self.action_valid, dtype=torch.bool)
         if self.latents.ndim != 4 or self.actions.ndim != 4:
             raise ValueError(
                 f"latents (E, F, N, C) and actions (E, F, A, d) must be 4-D, got "
                 f"{tuple(self.latents.shape)} and {tuple(self.actions.shape)}"
             )
         lead = tuple(self.latents.shape[:2])
-        if tuple(self.actions.shape[:2]) != lead:
-            raise ValueError(f"actions (E, F)={tuple(self.actions.shape[:2])} != latents' {lead}")
+        for name in ("actions", "start_joint_pos", "action_valid"):
+            shape = tuple(getattr(self, name).shape[:2])
+            if shape != lead:
+                raise ValueError(f"{name} (E, F)={shape} != latents' {lead}")
         if self.frames is not None:
             self.frames = {cam: torch.as_tensor(x) for cam, x in self.frames.items()}
             for cam, x in self.frames.items():
@@ -271,20 +280,22 @@ def chunk_slice(chunk: int, K: int) -> slice:
 def _teacher_forced(
     model: WorldModel, video: Tensor, actions: Tensor, config: DriftConfig, generator
 ) -> tuple[Tensor, Tensor]:
-    """One-step video (E, H*K, N, C) and inverse-dynamics actions (E, H*K, A, d)."""
+    """One-step video (E, H*K, N, C) and inverse-dynamics actions (E, H*K, A, d), model units;
+    ``actions`` (E, F, A, d) are the real ones in model units."""
     K, first = model.config.K, config.context_chunks
     action_steps = config.action_steps or config.steps
-    cache = model.init_cache(batch_size=video.shape[0])
+    session = InferenceSession(model, video.shape[0])
     for i in range(first):
-        model.append_clean(cache, video[:, chunk_slice(i, K)], actions[:, chunk_slice(i, K)])
+        session.make_room(1)
+        session.append_video(video[:, chunk_slice(i, K)])
+        session.append_actions(actions[:, chunk_slice(i, K)])
     predicted_video, predicted_actions = [], []
     for i in range(first, first + config.horizon):
         frames = chunk_slice(i, K)
-        predicted_video.append(model.denoise_video_chunk(cache, config.steps, generator))
-        predicted_actions.append(
-            model.denoise_action_chunk(cache, video[:, frames], action_steps, generator)
-        )  # the real video of chunk i is appended first
-        model.append_clean(cache, action_chunk=actions[:, frames])
+        predicted_video.append(session.denoise_video(config.steps, generator)[0])
+        session.append_video(video[:, frames])  # inverse dynamics on the real video
+        predicted_actions.append(session.denoise_actions(action_steps, generator, i == 0))
+        session.append_actions(actions[:, frames])
     return torch.cat(predicted_video, dim=1), torch.cat(predicted_actions, dim=1)
 
 
@@ -308,6 +319,7 @@ def _rollout(
         action_steps=config.action_steps,
         mode=config.mode,
         generator=generator,
+        episode_start=True,  # drift episodes start at their frame 0
     )
     return result.video, result.actions if own_actions else None
 
@@ -320,10 +332,16 @@ RUNNERS = {
 
 
 # ----------------------------------------------------------------- metrics
-def chunk_mean(values: Tensor, horizon: int) -> np.ndarray:
-    """(E, H*K, ...) per-frame values -> (E, H) means over each chunk's frames and the rest."""
-    per_chunk = values.reshape(values.shape[0], horizon, -1).mean(-1)  # (E, H)
-    return per_chunk.double().cpu().numpy()
+def chunk_mean(values: Tensor, horizon: int, valid: Tensor | None = None) -> np.ndarray:
+    """(E, H*K, ...) per-frame values -> (E, H) means over each chunk's frames and the rest;
+    ``valid`` (E, H*K) bool keeps only those frames (NaN for a chunk without any)."""
+    E = values.shape[0]
+    per_frame = values.reshape(E, values.shape[1], -1).mean(-1).double()  # (E, H*K)
+    if valid is None:
+        valid = torch.ones_like(per_frame, dtype=torch.bool)
+    valid = valid.to(per_frame.device).reshape(E, horizon, -1)  # (E, H, K)
+    sums = (per_frame.reshape(E, horizon, -1) * valid).sum(-1)  # (E, H)
+    return (sums / valid.sum(-1)).cpu().numpy()  # 0/0 = NaN for a chunk of padding only
 
 
 def pixel_metrics(
@@ -343,14 +361,6 @@ def pixel_metrics(
     }
 
 
-def _check_model(model: WorldModel, mode: str) -> None:
-    if mode == "mcp_parallel" and not isinstance(getattr(model, "heads", None), MCPHeads):
-        raise ValueError(
-            "mode='mcp_parallel' needs a WorldModelWithHeads with kind=mcp heads; use "
-            "mode='standard' for this model"
-        )
-
-
 @torch.no_grad()
 def measure_drift(
     model: WorldModel,
@@ -360,7 +370,7 @@ def measure_drift(
 ) -> DriftResult:
     """Drift curves of ``model`` on ``episodes`` for every regime of ``config``; pixel metrics
     with a ``tokenizer`` (None: latent and action metrics only). Runs in eval mode."""
-    _check_model(model, config.mode)
+    check_mode(model, config.mode)
     K, H = model.config.K, config.horizon
     Fc, Fe = config.context_chunks * K, (config.context_chunks + H) * K
     if episodes.num_frames < Fe:
@@ -378,7 +388,15 @@ def measure_drift(
             )
         real = {cam: episodes.frames[cam][:, Fc:Fe] for cam in tokenizer.cameras}
     video = episodes.latents[:, :Fe].to(model.device, model.dtype)  # (E, Fe, N, C)
-    actions = episodes.actions[:, :Fe].to(model.device, model.dtype)  # (E, Fe, A, d)
+    real_actions = episodes.actions[:, :Fe].to(model.device)  # (E, Fe, A, d) raw
+    window = {
+        "actions": real_actions,
+        "start_joint_pos": episodes.start_joint_pos[:, :Fe],
+        "action_valid": episodes.action_valid[:, :Fe],
+    }
+    actions, _ = model.window_actions(window, K)  # (E, Fe, A, d) model units
+    references = chunk_reference(episodes.start_joint_pos[:, :Fe].to(model.device), K)
+    action_valid = episodes.action_valid[:, Fc:Fe]  # (E, H*K)
     was_training = model.training
     model.eval()
     curves = {}
@@ -388,7 +406,9 @@ def measure_drift(
             imagined, denoised_actions = RUNNERS[regime](model, video, actions, config, generator)
             metrics = {"latent_mse": chunk_mean((imagined - video[:, Fc:]).square(), H)}
             if denoised_actions is not None:
-                metrics["action_mse"] = chunk_mean((denoised_actions - actions[:, Fc:]).square(), H)
+                raw = model.decode_actions_raw(denoised_actions, references[:, Fc:])
+                error = (raw - real_actions[:, Fc:]).square()  # (E, H*K, A, d)
+                metrics["action_mse"] = chunk_mean(error, H, action_valid)
             if tokenizer is not None:
                 metrics.update(pixel_metrics(imagined, real, tokenizer, H))
             curves[regime] = metrics

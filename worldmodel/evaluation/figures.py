@@ -1,8 +1,10 @@
-"""Drift figures: a metric against the horizon, one line per model (matplotlib, Agg canvas).
+"""Evaluation figures (matplotlib, Agg canvas), written atomically as PNG at ``size`` pixels.
 
-Each line is the mean over episodes (the number ``DriftResult.summary`` reports); the shaded
-band spans the 25th to 75th percentile over episodes. The PNG is written atomically
-(``worldmodel.media.write_image``) at ``size`` pixels.
+Drift: a metric against the horizon, one line per model; each line is the mean over episodes
+(the number ``DriftResult.summary`` reports), the shaded band spans the 25th to 75th
+percentile over episodes. Action skill (``diagnose``): teacher-forced action RMSE by chunk
+index and by frame within the chunk, the model on real and on imagined video beside the
+hold-last-action and data-mean predictors.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from worldmodel.evaluation.diagnose import ActionSkill
 from worldmodel.evaluation.drift import METRICS, DriftResult
 from worldmodel.media import write_image
 
@@ -33,8 +36,7 @@ def plot_drift(
         raise ValueError("results is empty; pass at least one name -> DriftResult")
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r} is not valid; choose one of: {', '.join(METRICS)}")
-    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
-    canvas = FigureCanvasAgg(figure)
+    figure, canvas = _figure(size)
     axes = figure.add_subplot()
     for name, result in results.items():
         values = result.curve(regime, metric)  # (E, H)
@@ -48,6 +50,50 @@ def plot_drift(
     axes.set_title(f"{regime}: mean over episodes, band 25-75th percentile")
     axes.grid(alpha=0.3)
     axes.legend()
+    return _save(figure, canvas, path)
+
+
+PREDICTOR_LABELS = {
+    "real": "model, real video",
+    "imagined": "model, imagined video",
+    "hold": "hold last action",
+    "mean": "data mean",
+}
+
+
+def plot_action_skill(
+    skill: ActionSkill, path: Path, group: str = "arm", size: tuple[int, int] = (960, 400)
+) -> Path:
+    """PNG of the teacher-forced action RMSE of ``group`` (arm or gripper) per chunk index
+    (left) and per frame within the chunk (right), one line per predictor."""
+    figure, canvas = _figure(size)
+    unit = "rad" if group == "arm" else "opening units"
+    for column, (table, label) in enumerate(
+        ((skill.by_chunk, "chunk index in the window"), (skill.by_frame, "frame within chunk"))
+    ):
+        axes = figure.add_subplot(1, 2, column + 1)
+        for name, curves in table.items():
+            values = curves[group]
+            axes.plot(range(len(values)), values, marker="o", label=PREDICTOR_LABELS[name])
+        axes.set_xlabel(label)
+        axes.set_ylabel(f"{group} action RMSE ({unit})")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+    axes.legend()
+    figure.suptitle(
+        f"teacher-forced {group} actions, {skill.windows} held-out windows, "
+        f"{skill.tokens} action tokens"
+    )
+    return _save(figure, canvas, path)
+
+
+def _figure(size: tuple[int, int]) -> tuple[Figure, FigureCanvasAgg]:
+    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    return figure, FigureCanvasAgg(figure)
+
+
+def _save(figure: Figure, canvas: FigureCanvasAgg, path: Path) -> Path:
     figure.tight_layout()
     canvas.draw()
     image = np.asarray(canvas.buffer_rgba())[..., :3]  # (height, width, 3) uint8

@@ -20,16 +20,16 @@ it (and its own ``seed``), so an episode's outcome does not depend on the worker
 or on the episodes before. A policy may count network passes in ``passes`` (kind -> total
 since ``reset``), which the evaluation reports per chunk.
 
-World-model time (glossary in ``worldmodel/model/world_model.py``): A = 50 / fps control
-steps per latent frame, K latent frames per chunk, so a chunk is K*A control steps. Latent
-frame j of a chunk is the observation ``frames[j * A]`` of the chunk; ``frames[K * A]`` is
-frame 0 of the next chunk, which is observed before that chunk is imagined.
+World-model time (glossary in ``worldmodel/model/layout.py``): A = 50 / fps control steps
+per latent frame, K latent frames per chunk, and the action token of a frame holds the A
+actions leading INTO it (``worldmodel/model/actions.py``). An episode's chunk 0 holds the
+observed frame 0 and K - 1 imagined frames; its frame-0 token is padding, so (K - 1)*A
+actions run. Every later chunk is K imagined frames whose K*A actions run from the last
+observed frame. The observed latent frames of a chunk are ``frames[A], frames[2A], ...``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -38,14 +38,10 @@ from torch import Tensor
 
 from envs.env import ACTION_DIM, CONTROL_HZ, TabletopEnv
 from envs.expert import ScriptedExpert
-from worldmodel import flow
 from worldmodel.data.episodes import fps_stride
-from worldmodel.heads.modules import MCPHeads
-from worldmodel.heads.rollout import MODES, HeadCache, count_calls, predict_pair_velocity
-from worldmodel.model.world_model import KVCache, WorldModel, standard_normal
+from worldmodel.inference.session import InferenceSession, check_context, check_mode
+from worldmodel.model.world_model import WorldModel
 from worldmodel.tokenizer.base import Tokenizer
-
-PASS_KINDS = ("backbone", "head", "video")  # as in heads/rollout.py's RolloutResult
 
 
 class Policy(Protocol):
@@ -134,52 +130,6 @@ class RandomPolicy:
         """Random actions ignore observations."""
 
 
-@torch.no_grad()
-def denoise_from_first_frame(
-    model: WorldModel,
-    cache: KVCache,
-    first: Tensor,
-    steps: int,
-    generator: torch.Generator | None = None,
-    head_cache: HeadCache | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """The next chunk's video (B, K, N, C) whose frame 0 is the observed latent ``first``
-    (B, N, C), and with ``head_cache`` also MCP depth 1's draft of the chunk after it.
-
-    Frame 0 is denoised at noise level 0 (per-frame levels, sigma[:, 0] = 0) and reset to
-    ``first`` after every Euler step, so the returned frame 0 equals ``first`` exactly and
-    the other frames are generated conditioned on it. With ``head_cache`` each pass is one
-    joint backbone + depth-1 pass (``heads/rollout.py``), which drafts the chunk after
-    (B, K, N, C) from noise on the ``mcp_shift`` schedule; without, the draft is None.
-    """
-    cfg = model.config
-    B, K = first.shape[0], cfg.K
-    shape = (B, K, cfg.tokens_per_frame, cfg.latent_dim)
-    like = torch.empty(0, dtype=model.dtype, device=model.device)
-    first = first.to(model.device, model.dtype)  # (B, N, C)
-    x_now = standard_normal(shape, like, generator)  # (B, K, N, C)
-    x_now[:, 0] = first
-    levels = flow.timestep_schedule(steps, cfg.video_shift).to(like)  # (steps + 1,)
-    levels = levels[:, None, None].repeat(1, B, K)  # (steps + 1, B, K)
-    levels[:, :, 0] = 0.0  # frame 0 is observed: clean at every step
-    x_next = None
-    if head_cache is not None:
-        x_next = standard_normal(shape, like, generator)  # (B, K, N, C)
-        next_levels = flow.timestep_schedule(steps, model.heads.config.mcp_shift).tolist()
-    for s in range(steps):
-        if head_cache is None:
-            v_now = model.predict_video_velocity(cache, x_now, levels[s])
-        else:
-            level_next = torch.full((B, K), next_levels[s], dtype=model.dtype, device=model.device)
-            v_now, v_next = predict_pair_velocity(
-                model, model.heads, head_cache, x_now, levels[s], x_next, level_next
-            )
-            x_next = flow.euler_step(x_next, v_next, next_levels[s], next_levels[s + 1])
-        x_now = flow.euler_step(x_now, v_now, levels[s], levels[s + 1])
-        x_now[:, 0] = first
-    return x_now, x_next
-
-
 def _check_parts(env: TabletopEnv, model: WorldModel, tokenizer: Tokenizer, fps: float) -> None:
     """ValueError unless env, tokenizer and model fit together at ``fps``."""
     cfg = model.config
@@ -205,45 +155,27 @@ def _check_parts(env: TabletopEnv, model: WorldModel, tokenizer: Tokenizer, fps:
         )
 
 
-def _context_chunks(max_chunks: int, chunks_per_step: int, context_chunks: int | None) -> int:
-    """Real chunks kept by a sliding-context restart; default max_chunks // 2 if they fit."""
-    room = max_chunks - chunks_per_step
-    if room < 0:
-        raise ValueError(f"mode='mcp_parallel' needs max_chunks >= 2, the model has {max_chunks}")
-    if context_chunks is None:
-        return min(max_chunks // 2, room)
-    if not 0 <= context_chunks <= room:
-        raise ValueError(
-            f"context_chunks={context_chunks} is not valid; must be in 0..{room} "
-            f"(max_chunks={max_chunks} minus {chunks_per_step} new chunk(s) per step)"
-        )
-    return context_chunks
-
-
 class WorldModelPolicy:
-    """A world model acting in closed loop, one chunk of K*A control steps per ``act``.
+    """A world model acting in closed loop, one chunk per ``act`` (module docstring for time).
 
-    ``act``: encode the observation (frame 0 of the chunk), imagine the chunk's video from it
-    (``denoise_from_first_frame``, ``video_steps`` Euler steps), append it to the KV cache,
-    denoise its actions (inverse dynamics, ``action_steps``) and return them flattened to
-    (K*A, 14). ``observe``: encode the real frames at the chunk's latent-frame times,
-    replace the imagined video in the cache by them and append the executed actions.
+    ``act``: the chunk's video is imagined (``video_steps`` Euler steps; for the episode's
+    first chunk around the observed frame 0), appended to the session's caches, and its
+    actions denoised (inverse dynamics, ``action_steps``), decoded relative to the joint
+    positions just observed, and returned flattened to (n, 14). ``observe``: the real frames at
+    the chunk's latent-frame times replace the imagined video, then the actions join the
+    caches (``worldmodel/inference/session.py`` does the caching, denoising and counting).
 
-    ``mode="mcp_parallel"`` (MCP heads only): one joint denoising of chunk i (backbone) and
-    chunk i+1 (depth 1's draft) per pair of chunks. Chunk i runs and is observed; chunk i+1
-    is the draft with frame 0 replaced by the latent just observed, appended without further
-    denoising; its actions are denoised, it runs and is observed. So video-denoising passes
-    per chunk are halved. Observed frames replace imagined ones in the backbone cache and in
-    depth 1's ``HeadCache`` alike.
+    ``mode="mcp_parallel"`` (MCP heads only): chunk i and depth 1's draft of chunk i+1 are
+    denoised in the same passes; chunk i runs and is observed; chunk i+1 is the draft,
+    appended without further video denoising; its actions are denoised, it runs and is
+    observed. So video-denoising passes per chunk are halved.
 
-    Sliding context: the cache has ``config.max_chunks`` chunk positions. When the next
-    imagination step (1 chunk, or 2 in mcp_parallel) would pass them, the cache is rebuilt
-    from the last ``context_chunks`` real chunks (observed video and executed actions),
-    renumbered from chunk 0, as training windows start at any frame of an episode. Default
-    ``context_chunks``: max_chunks // 2, at most max_chunks minus the chunks of one step.
+    Context: the session never holds more chunk positions than training windows did; it
+    slides, keeping the last ``context_chunks`` real chunks renumbered from 0 (default: as
+    many as fit). A ``context_chunks`` past training is refused here, with one line.
 
     ``env`` is checked against the tokenizer (cameras, image size); ``seed`` with the episode
-    seed seeds the noise. The model and tokenizer are switched to eval mode.
+    seed seeds the noise; ``video_steps``/``action_steps`` default to the model config's.
     """
 
     def __init__(
@@ -252,82 +184,100 @@ class WorldModelPolicy:
         model: WorldModel,
         tokenizer: Tokenizer,
         fps: float,
-        video_steps: int,
-        action_steps: int,
+        video_steps: int | None = None,
+        action_steps: int | None = None,
         mode: str = "standard",
         seed: int = 0,
         context_chunks: int | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not valid; choose one of: {', '.join(MODES)}")
-        heads = getattr(model, "heads", None)
-        if mode == "mcp_parallel" and not isinstance(heads, MCPHeads):
-            raise ValueError("mode='mcp_parallel' needs a WorldModelWithHeads with kind=mcp heads")
+        check_mode(model, mode)
         _check_parts(env, model, tokenizer, fps)
+        cfg = model.config
+        video_steps = cfg.video_steps if video_steps is None else video_steps
+        action_steps = cfg.action_steps if action_steps is None else action_steps
         for name, steps in (("video_steps", video_steps), ("action_steps", action_steps)):
             if steps < 1:
                 raise ValueError(f"{name}={steps} is not valid; must be >= 1")
-        self.chunks_per_step = 2 if mode == "mcp_parallel" else 1
-        context_chunks = _context_chunks(
-            model.config.max_chunks, self.chunks_per_step, context_chunks
-        )
+        check_context(cfg.trained_chunks, 2 if mode == "mcp_parallel" else 1, context_chunks)
         self.model, self.tokenizer = model.eval(), tokenizer.eval()
-        self.heads = heads if mode == "mcp_parallel" else None
-        self.K, self.A = model.config.K, model.config.actions_per_frame
+        self.K, self.A = cfg.K, cfg.actions_per_frame
         self.video_steps, self.action_steps = video_steps, action_steps
         self.mode, self.seed, self.context_chunks = mode, seed, context_chunks
         self.reset({}, 0)
 
     # ----------------------------------------------------------------- protocol
     def reset(self, obs: dict, seed: int) -> None:
-        """Empty caches and history, zeroed pass counters, noise seeded from ``seed``."""
+        """A new session (empty caches, zeroed pass counts), noise seeded from ``seed``."""
         self.generator = torch.Generator().manual_seed(episode_seed(self.seed, seed))
-        self.history: list[tuple[Tensor, Tensor]] = []  # last real (video, actions) chunks
+        self.session = InferenceSession(self.model, 1, self.mode, self.context_chunks)
         self.draft: Tensor | None = None  # (1, K, N, C) depth 1's draft of the next chunk
-        self.actions: Tensor | None = None  # (1, K, A, d) of the chunk being executed
-        self.restarts = 0  # sliding-context rebuilds of the cache
-        self.passes = dict.fromkeys(PASS_KINDS, 0)
-        self._new_cache()
+        self.actions: Tensor | None = None  # (1, K, A, d) model units, the running chunk
+        self.first_latent: Tensor | None = None  # (1, N, C) frame 0 while chunk 0 runs
+        self.started = False  # chunk 0 of the episode has been planned
+        self.steps_planned = 0  # control steps of the chunks planned so far
+
+    @property
+    def passes(self) -> dict[str, int]:
+        return self.session.passes
+
+    @property
+    def restarts(self) -> int:
+        return self.session.restarts
 
     @torch.no_grad()
     def act(self, obs: dict) -> np.ndarray:
-        with self._counting():
-            first = self.encode([obs])[:, 0]  # (1, N, C)
-            if self.draft is None:
-                self._make_room()
-                video, self.draft = denoise_from_first_frame(
-                    self.model, self.cache, first, self.video_steps, self.generator, self.head_cache
-                )  # (1, K, N, C), the draft (1, K, N, C) or None
-                self.passes["video"] += self.video_steps
-            else:
-                video, self.draft = self.draft, None
-                video[:, 0] = first  # the drafted chunk starts where chunk i ended
-            self._append(video=video)
-            self.actions = self.model.denoise_action_chunk(
-                self.cache, None, self.action_steps, self.generator
-            )  # (1, K, A, d) raw
-        return self.actions.reshape(self.K * self.A, ACTION_DIM).float().cpu().numpy()
+        reference = torch.as_tensor(np.asarray(obs["joint_pos"], np.float32))[None]  # (1, d)
+        while True:
+            first = not self.started
+            self._plan_chunk(obs, first)
+            self.started = True
+            executed = self.K - 1 if first else self.K  # frame 0's padded token never runs
+            if executed:
+                break
+            self.session.append_actions(self.actions)  # K=1: chunk 0 is the frame observed
+        raw = self.model.decode_actions_raw(
+            self.actions, reference.to(self.actions)[:, None].expand(1, self.K, -1)
+        )  # (1, K, A, d)
+        return raw[:, self.K - executed :].reshape(executed * self.A, ACTION_DIM).float().numpy()
 
     @torch.no_grad()
     def observe(self, frames: list[dict]) -> None:
-        steps = self.K * self.A
+        executed = self.K - (self.first_latent is not None)
+        steps = executed * self.A
         if self.actions is None or len(frames) != steps + 1:
             raise ValueError(
                 f"observe needs the {steps + 1} observations of the chunk just executed, "
                 f"got {len(frames)}; call act first and pass [obs, *observations after each step]"
             )
-        with self._counting():
-            real = self.encode(frames[: steps : self.A])  # (1, K, N, C)
-            self.cache.drop_last_segment()  # the imagined video of this chunk
-            if self.head_cache is not None:
-                self.head_cache.cache.drop_last_segment()
-            self._append(video=real)
-            self._append(actions=self.actions)
-        self.history.append((real, self.actions))
-        del self.history[: max(0, len(self.history) - self.context_chunks)]
-        self.actions = None
+        real = self.encode(frames[self.A :: self.A])  # (1, executed, N, C)
+        if self.first_latent is not None:
+            real = torch.cat([self.first_latent[:, None], real], dim=1)  # (1, K, N, C)
+        self.session.replace_video(real)
+        self.session.append_actions(self.actions)
+        self.actions = self.first_latent = None
 
     # ----------------------------------------------------------------- helpers
+    def _plan_chunk(self, obs: dict, first: bool) -> None:
+        """Imagine the next chunk's video, append it and denoise its actions."""
+        self.first_latent = self.encode([obs])[:, 0] if first else None  # (1, N, C)
+        self.session.make_room(1)  # a drafted chunk has its room already
+        self.session.append_video(self.chunk_video())
+        self.steps_planned += (self.K - first) * self.A
+        self.actions = self.session.denoise_actions(
+            self.action_steps, self.generator, pad_first=first
+        )  # (1, K, A, d) model units
+
+    def chunk_video(self) -> Tensor:
+        """The next chunk's imagined video (1, K, N, C), around ``first_latent`` for chunk 0;
+        in mcp_parallel the draft made with the chunk before."""
+        if self.draft is not None:
+            video, self.draft = self.draft, None
+            return video
+        video, self.draft = self.session.denoise_video(
+            self.video_steps, self.generator, first_frame=self.first_latent
+        )  # (1, K, N, C), the draft (1, K, N, C) or None
+        return video
+
     def encode(self, observations: list[dict]) -> Tensor:
         """The tokenizer's latents (1, T, N, C) of T observations, in the model's dtype."""
         images = {
@@ -337,37 +287,48 @@ class WorldModelPolicy:
         latents = self.tokenizer.encode(images)  # (T, N, C)
         return latents[None].to(self.model.device, self.model.dtype)
 
-    def _new_cache(self) -> None:
-        self.cache = self.model.init_cache(batch_size=1)
-        self.head_cache = (
-            HeadCache(self.model, self.heads, self.cache) if self.heads is not None else None
+
+class OracleVideoPolicy(WorldModelPolicy):
+    """The world model acting on the expert's real frames instead of its imagination: the
+    video of every chunk is the encoded observation the scripted expert saw at the same
+    control steps of the same seed (recorded at ``reset`` in a twin env), so its actions come
+    from inverse dynamics on perfect video. Success here and failure with imagination says
+    the imagination fails; failure here says the action decoding does (``diagnose``).
+
+    Past the end of the expert's episode its last frame is held. Standard mode only."""
+
+    def __init__(self, env: TabletopEnv, model: WorldModel, tokenizer: Tokenizer, **kwargs):
+        if kwargs.get("mode", "standard") != "standard":
+            raise ValueError("the oracle-video policy runs in mode='standard' only")
+        self.expert_env = TabletopEnv(
+            env.task.name, env.setting, env.cameras, env.image_size, max_steps=env.max_steps
         )
+        self.expert = ScriptedExpert(self.expert_env)
+        super().__init__(env, model, tokenizer, **kwargs)
 
-    def _append(self, video: Tensor | None = None, actions: Tensor | None = None) -> None:
-        """Append a clean video (1, K, N, C) or raw actions (1, K, A, d) to every cache."""
-        if self.head_cache is not None:
-            self.head_cache.append_clean(video, actions)
-        else:
-            self.model.append_clean(self.cache, video_chunk=video, action_chunk=actions)
+    def reset(self, obs: dict, seed: int) -> None:
+        super().reset(obs, seed)
+        if obs:
+            self.expert_frames = self.expert_observations(seed)
 
-    def _make_room(self) -> None:
-        """Rebuild the cache from the recent real chunks if the next step would not fit."""
-        if self.cache.num_video_chunks + self.chunks_per_step <= self.model.config.max_chunks:
-            return
-        self._new_cache()
-        for video, actions in self.history:
-            self._append(video=video)
-            self._append(actions=actions)
-        self.restarts += 1
+    def expert_observations(self, seed: int) -> list[dict]:
+        """The expert's observations of episode ``seed``, one per control step (T + 1)."""
+        env = self.expert_env
+        obs, _ = env.reset(seed=seed)
+        self.expert.reset()
+        frames, done = [obs], False
+        while not done:
+            obs, _, terminated, truncated, _ = env.step(self.expert.act())
+            frames.append(obs)
+            done = terminated or truncated
+        return frames
 
-    @contextmanager
-    def _counting(self) -> Iterator[None]:
-        """Add the backbone and depth-1 passes run inside the block to ``passes``."""
-        head_block = self.heads.depths[0].blocks[0] if self.heads is not None else None
-        with (
-            count_calls(self.model.blocks[0]) as backbone,
-            count_calls(head_block) as head,
-        ):
-            yield
-        self.passes["backbone"] += backbone[0]
-        self.passes["head"] += head[0]
+    def chunk_video(self) -> Tensor:
+        first = self.first_latent is not None
+        start = self.steps_planned  # control step the chunk's actions start from
+        times = [start + j * self.A for j in range(1 - first, self.K + 1 - first)]
+        last = len(self.expert_frames) - 1
+        video = self.encode([self.expert_frames[min(t, last)] for t in times])  # (1, K, N, C)
+        if first:
+            video[:, 0] = self.first_latent
+        return video

@@ -25,11 +25,12 @@ from worldmodel.evaluation.drift import DriftEpisodes
 from worldmodel.evaluation.policies import (
     ExpertPolicy,
     HoldPolicy,
+    OracleVideoPolicy,
     RandomPolicy,
     WorldModelPolicy,
 )
 from worldmodel.evaluation.videos import side_by_side_video
-from worldmodel.heads.rollout import rollout_open_loop
+from worldmodel.inference import rollout_open_loop
 from worldmodel.model.world_model import WorldModel
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.training.build import RunBuild
@@ -48,18 +49,23 @@ def model_policy_factory(
     tokenizer: Tokenizer,
     fps: float,
     mode: str,
-    video_steps: int,
-    action_steps: int,
+    video_steps: int | None = None,
+    action_steps: int | None = None,
+    context_chunks: int | None = None,
+    oracle_video: bool = False,
 ) -> PolicyFactory:
-    """A picklable ``env -> WorldModelPolicy`` factory (for worker processes too)."""
+    """A picklable ``env -> WorldModelPolicy`` factory (for worker processes too); None steps
+    and context are the model's defaults. ``oracle_video``: the expert's real frames replace
+    the imagined video (``OracleVideoPolicy``)."""
     return functools.partial(
-        WorldModelPolicy,
+        OracleVideoPolicy if oracle_video else WorldModelPolicy,
         model=model,
         tokenizer=tokenizer,
         fps=fps,
         video_steps=video_steps,
         action_steps=action_steps,
         mode=mode,
+        context_chunks=context_chunks,
     )
 
 
@@ -140,6 +146,8 @@ def drift_episodes(
     return DriftEpisodes(
         latents=torch.stack([e.video[:frames] for _, e in chosen]),  # (E, F, N, C)
         actions=torch.stack([e.actions[:frames] for _, e in chosen]),  # (E, F, A, d)
+        start_joint_pos=torch.stack([e.start_joint_pos[:frames] for _, e in chosen]),
+        action_valid=torch.stack([e.action_valid[:frames] for _, e in chosen]),  # (E, F)
         frames={
             cam: torch.from_numpy(np.stack([im[cam][:frames] for im in images]))
             for cam in tokenizer.cameras
@@ -165,8 +173,14 @@ def rollout_video(
     the context frames are shown decoded from their real latents."""
     K = model.config.K
     Fc, Fe = context_chunks * K, (context_chunks + horizon) * K
-    video = episodes.latents[episode : episode + 1, :Fe].to(model.device, model.dtype)
-    actions = episodes.actions[episode : episode + 1, :Fe].to(model.device, model.dtype)
+    one = slice(episode, episode + 1)
+    video = episodes.latents[one, :Fe].to(model.device, model.dtype)  # (1, Fe, N, C)
+    window = {
+        "actions": episodes.actions[one, :Fe],
+        "start_joint_pos": episodes.start_joint_pos[one, :Fe],
+        "action_valid": episodes.action_valid[one, :Fe],
+    }
+    actions, _ = model.window_actions(window, K)  # (1, Fe, A, d) model units
     imagined = rollout_open_loop(
         model,
         video[:, :Fc],

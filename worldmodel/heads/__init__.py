@@ -1,8 +1,8 @@
 """Auxiliary heads trained with the backbone: Next Forcing MCP modules and the baselines.
 
-``HeadsConfig`` (config group ``heads``, presets in ``conf/heads/``), ``make_heads``,
-``WorldModelWithHeads`` (the model the trainer sees) and the open-loop rollout with the
-``mcp_parallel`` inference mode.
+``HeadsConfig`` (config group ``heads``, presets in ``conf/heads/``), ``make_heads`` and
+``WorldModelWithHeads`` (the model the trainer sees); ``draft.py`` runs MCP depth 1 as the
+drafter of the ``mcp_parallel`` inference mode (``worldmodel/inference/``).
 """
 
 from worldmodel.heads.config import HeadsConfig, heads_preset
@@ -14,17 +14,14 @@ from worldmodel.heads.modules import (
     make_heads,
     shift_chunks,
 )
-from worldmodel.heads.rollout import RolloutResult, rollout_open_loop
 
 __all__ = [
     "HeadsConfig",
     "LinearHeads",
     "MCPHeads",
-    "RolloutResult",
     "WorldModelWithHeads",
     "future_valid",
     "heads_preset",
     "make_heads",
-    "rollout_open_loop",
     "shift_chunks",
 ]

@@ -23,7 +23,7 @@ MCP depth k (``MCPDepth``):
           slots; velocity = the backbone's shared ``video_head``(h_k, cond_k)
 With ``chain=False`` (parallel heads) every depth takes h_0 instead of h_{k-1}. The context
 slots of every depth carry the backbone's last-layer states, so at inference a depth needs
-only its own KV cache of the clean tokens (``worldmodel/heads/rollout.py``).
+only its own KV cache of the clean tokens (``worldmodel/heads/draft.py``).
 
 Parameters shared with the backbone (``embed_video``, ``sigma_embed``, ``video_head``) are
 used, never owned, by the heads: ``drop_heads`` leaves the backbone untouched.

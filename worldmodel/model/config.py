@@ -11,6 +11,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from worldmodel.model.actions import ACTION_NORMS, ACTION_SPACES
+
 PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 
@@ -37,6 +39,17 @@ class ModelConfig:
     noisy_history_prob: float = 0.5  # probability a sample's clean video context is re-noised
     noisy_history_max_sigma: float = 0.1  # re-noised context levels are U(0, this)
     dropout: float = 0.0  # dropout on attention weights and residual branches
+    # actions in model units (worldmodel/model/actions.py): relative to the joint positions at
+    # the chunk's start (grippers absolute) or absolute; quantile (q01/q99 -> -1/1) or zscore
+    action_space: str = "relative"
+    action_norm: str = "quantile"
+    # inference defaults: Euler steps per video chunk and per action chunk (the references:
+    # 25 and 50); the evaluation configs use these unless they set their own
+    video_steps: int = 10
+    action_steps: int = 10
+    # derived from data.window_frames at build: latent frames per training window, which
+    # bounds the context inference may use (``trained_chunks``); None = not known
+    train_window_frames: int | None = None
 
     def __post_init__(self) -> None:
         for key in (
@@ -49,6 +62,8 @@ class ModelConfig:
             "action_dim",
             "actions_per_frame",
             "max_chunks",
+            "video_steps",
+            "action_steps",
         ):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
@@ -80,6 +95,13 @@ class ModelConfig:
         for key in ("noisy_history_prob", "noisy_history_max_sigma"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"{key}={getattr(self, key)} is not valid; must be in [0, 1]")
+        check_option("action_space", self.action_space, ACTION_SPACES)
+        check_option("action_norm", self.action_norm, ACTION_NORMS)
+        if self.train_window_frames is not None and self.train_window_frames < self.K:
+            raise ValueError(
+                f"train_window_frames={self.train_window_frames} is not valid; must hold a "
+                f"chunk of K={self.K} frames"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} is not valid; must be in [0, 1)")
 
@@ -89,8 +111,21 @@ class ModelConfig:
 
     @property
     def action_token_dim(self) -> int:
-        """Features of one action token: the actions executed after one latent frame."""
+        """Features of one action token: the actions leading into one latent frame."""
         return self.actions_per_frame * self.action_dim
+
+    @property
+    def trained_chunks(self) -> int:
+        """Chunk positions 0..n-1 that training windows held at chunk size K: the most
+        chunks one inference sequence may hold (max_chunks when the window is not known)."""
+        if self.train_window_frames is None:
+            return self.max_chunks
+        return min(self.train_window_frames // self.K, self.max_chunks)
+
+
+def check_option(key: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ValueError(f"{key}={value!r} is not valid; choose one of: {', '.join(options)}")
 
 
 def preset_names() -> list[str]:

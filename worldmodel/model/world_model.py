@@ -10,15 +10,13 @@ Random chunk size: with ``config.K_choices`` each step draws its chunk size ``K_
 them (``draw_chunk_size``), cuts the window's F frames into ``F // K_step`` whole chunks and
 drops the trailing frames that do not fill one (``crop_to_chunks``); layout, mask and the MCP
 heads' chunk shift then use ``K_step``. Inference uses ``config.K`` unless given a ``K``.
-Inference runs chunk by chunk against a ``KVCache`` of clean tokens:
-
-    cache = model.init_cache()
-    for each chunk i:
-        video = model.denoise_video_chunk(cache, steps)           # noisy video i vs cache
-        actions = model.denoise_action_chunk(cache, video, steps)  # appends clean video i
-        model.append_clean(cache, action_chunk=actions)            # appends clean action i
-    closed loop: model.observe_chunk(cache, real_video, actions) replaces the imagined
-    clean video i by the real frames before the executed actions are appended.
+Inference runs chunk by chunk against a ``KVCache`` of clean tokens through the primitives
+``append_clean`` (clean video / clean actions of the next chunk join the cache),
+``predict_video_velocity`` and ``predict_action_velocity`` (noisy tokens run against the cache,
+never appended); ``worldmodel/inference/session.py`` drives them (denoising loops, sliding
+context, pass counts) for open loop and closed loop alike. Actions enter and leave the model in
+model units (``worldmodel/model/actions.py``: relative, normalised, aligned to the frame they
+lead into); ``encode_actions``/``decode_actions_raw`` convert.
 
 Hooks for multi-chunk prediction (MCP) heads: ``compute_train_outputs`` returns the inputs,
 the per-token conditioning, the mask and (``return_hidden=True``) the hidden states after
@@ -30,13 +28,15 @@ the pieces an MCP depth reuses (same slots, same mask, shared output head).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from worldmodel import flow
+from worldmodel.model.actions import PAD_ACTION, TRAIN_CLIP, ActionCodec, chunk_reference
 from worldmodel.model.config import ModelConfig
+from worldmodel.model.kv_cache import KVCache
 from worldmodel.model.layout import (
     CLEAN_ACTION,
     CLEAN_VIDEO,
@@ -80,7 +80,7 @@ def standard_normal(shape: tuple[int, ...], like: Tensor, generator: torch.Gener
 
 @dataclass
 class WindowInputs:
-    """One training window, already noised. Actions are normalised (see ``set_action_stats``)."""
+    """One training window, already noised. Actions are in model units (``window_actions``)."""
 
     noisy_video: Tensor  # (B, F, N, C)
     noisy_video_sigma: Tensor  # (B, F)
@@ -96,7 +96,7 @@ class WindowOutputs:
     """Predictions of a teacher-forced window pass, plus what MCP heads consume."""
 
     video_velocity: Tensor  # (B, F, N, C) at the noisy-video slots
-    action_velocity: Tensor  # (B, F, A, d) at the noisy-action slots (normalised units)
+    action_velocity: Tensor  # (B, F, A, d) at the noisy-action slots (model units)
     cond: Tensor  # (B, L, dim) per-token conditioning (noise-level embedding)
     attn_mask: Tensor  # (L, L) bool, the training mask
     K: int  # latent frames per chunk of this window's layout
@@ -128,71 +128,6 @@ class TrainOutputs:
         }
 
 
-@dataclass
-class KVCache:
-    """Keys/values of the clean tokens seen so far, per layer, appended one segment at a time.
-
-    A segment is the clean video or the clean actions of one chunk, in the order
-    video 0, action 0, video 1, action 1, ...; noisy tokens are never appended.
-    """
-
-    depth: int
-    keys: list[Tensor | None] = field(default_factory=list)  # per layer (B, heads, T, hd)
-    values: list[Tensor | None] = field(default_factory=list)
-    chunk: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (T,)
-    segments: list[tuple[int, int, int]] = field(default_factory=list)  # (kind, chunk, length)
-    batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.keys:
-            self.keys = [None] * self.depth
-            self.values = [None] * self.depth
-
-    @property
-    def num_video_chunks(self) -> int:
-        return sum(kind == CLEAN_VIDEO for kind, _, _ in self.segments)
-
-    @property
-    def num_action_chunks(self) -> int:
-        return sum(kind == CLEAN_ACTION for kind, _, _ in self.segments)
-
-    def __len__(self) -> int:
-        return self.chunk.numel()
-
-    def past(self, layer: int, first_chunk: int) -> tuple[Tensor, Tensor] | None:
-        """Cached (keys, values) of ``layer`` from ``first_chunk`` on (the attention window)."""
-        if self.keys[layer] is None:
-            return None
-        start = int((self.chunk < first_chunk).sum())  # tokens are sorted by chunk
-        return self.keys[layer][:, :, start:], self.values[layer][:, :, start:]
-
-    def append(self, layer: int, kv: tuple[Tensor, Tensor]) -> None:
-        k, v = kv  # each (B, heads, T_new, hd)
-        if self.keys[layer] is None:
-            self.keys[layer], self.values[layer] = k, v
-        else:
-            self.keys[layer] = torch.cat([self.keys[layer], k], dim=2)
-            self.values[layer] = torch.cat([self.values[layer], v], dim=2)
-
-    def add_segment(self, kind: int, chunk: int, length: int) -> None:
-        new = torch.full((length,), chunk, dtype=torch.long)
-        self.chunk = torch.cat([self.chunk, new])
-        self.segments.append((kind, chunk, length))
-
-    def drop_last_segment(self) -> tuple[int, int, int]:
-        """Forget the most recently appended segment (e.g. an imagined clean video chunk)."""
-        kind, chunk, length = self.segments.pop()
-        keep = len(self) - length
-        self.chunk = self.chunk[:keep]
-        for layer in range(self.depth):
-            if keep == 0:
-                self.keys[layer] = self.values[layer] = None
-            else:
-                self.keys[layer] = self.keys[layer][:, :, :keep]
-                self.values[layer] = self.values[layer][:, :, :keep]
-        return kind, chunk, length
-
-
 class WorldModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -218,32 +153,48 @@ class WorldModel(nn.Module):
         )
         self.video_head = FinalLayer(cfg.dim, cfg.latent_dim)
         self.action_head = FinalLayer(cfg.dim, cfg.action_token_dim, hidden=cfg.dim)
-        # action normalisation statistics travel with the weights
-        self.register_buffer("action_mean", torch.zeros(cfg.action_dim))
-        self.register_buffer("action_std", torch.ones(cfg.action_dim))
+        # raw joint targets <-> model units; its statistics travel with the weights
+        self.action_codec = ActionCodec(cfg.action_dim, cfg.action_space, cfg.action_norm)
         for embedding in (self.type_embed, self.frame_embed, self.position_embed):
             nn.init.normal_(embedding.weight, std=0.02)
 
-    # ----------------------------------------------------------------- normalisation
-    def set_action_stats(self, mean: Tensor, std: Tensor) -> None:
-        """Per-action-dim mean and std (action_dim,) of the training data."""
-        mean, std = torch.as_tensor(mean), torch.as_tensor(std)
-        if mean.shape != self.action_mean.shape or std.shape != self.action_std.shape:
-            raise ValueError(
-                f"action stats must have shape ({self.config.action_dim},), got "
-                f"{tuple(mean.shape)} and {tuple(std.shape)}"
-            )
-        if (std <= 0).any():
-            raise ValueError("action std must be > 0 in every dim")
-        self.action_mean.copy_(mean)
-        self.action_std.copy_(std)
+    # ----------------------------------------------------------------- actions
+    def encode_actions(self, actions: Tensor, reference: Tensor) -> Tensor:
+        """Raw actions (B, F, A, d) and per-frame references (B, F, d) -> model units in the
+        model's dtype (``worldmodel/model/actions.py``)."""
+        return self.action_codec.encode(actions.to(self.device), reference.to(self.device)).to(
+            self.dtype
+        )
 
-    def normalise_actions(self, actions: Tensor) -> Tensor:
-        """Raw (B, F, A, d) -> zero-mean unit-std (B, F, A, d) in the model's dtype."""
-        return ((actions - self.action_mean) / self.action_std).to(self.dtype)
+    def decode_actions_raw(self, actions: Tensor, reference: Tensor) -> Tensor:
+        """Model units (B, F, A, d) and per-frame references (B, F, d) -> raw actions."""
+        return self.action_codec.decode(actions, reference.to(actions.device))
 
-    def denormalise_actions(self, actions: Tensor) -> Tensor:
-        return actions * self.action_std + self.action_mean
+    def window_actions(self, batch: dict, K: int) -> tuple[Tensor, Tensor | None]:
+        """A training window's actions in model units (B, F, A, d), clipped to +-TRAIN_CLIP,
+        padded tokens set to ``PAD_ACTION``, and the (B, F) mask of tokens that count in the
+        action loss (None: all).
+
+        batch: ``actions`` (B, F, A, d) raw, leading into each frame; ``start_joint_pos``
+        (B, F, d) the joint positions when each frame's actions start (needed when the action
+        space is relative); ``action_valid`` (B, F) bool, False on padding (optional)."""
+        raw = batch["actions"].to(self.device)  # (B, F, A, d)
+        start = batch.get("start_joint_pos")
+        if start is None:
+            if self.config.action_space == "relative":
+                raise ValueError("relative actions need batch['start_joint_pos'] (B, F, d)")
+            start = torch.zeros(*raw.shape[:2], raw.shape[-1], device=self.device)
+        actions = self.encode_actions(raw, chunk_reference(start.to(self.device), K))
+        actions = actions.clamp(-TRAIN_CLIP, TRAIN_CLIP)
+        mask = batch.get("action_valid")
+        valid = batch.get("valid")
+        if mask is None:
+            return actions, None if valid is None else valid.to(self.device, torch.bool)
+        mask = mask.to(self.device, torch.bool)  # (B, F)
+        actions = torch.where(mask[..., None, None], actions, torch.full_like(actions, PAD_ACTION))
+        if valid is not None:
+            mask = mask & valid.to(self.device, torch.bool)
+        return actions, mask
 
     @property
     def dtype(self) -> torch.dtype:
@@ -381,11 +332,11 @@ class WorldModel(nn.Module):
     ) -> tuple[WindowInputs, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Draw noise levels and noise for a batch.
 
-        Returns (inputs, (video x0, normalised actions x0), (video noise, action noise)).
+        Returns (inputs, (video x0, actions x0 in model units), (video noise, action noise)).
         """
         cfg = self.config
         video = batch["video"].to(self.device, self.dtype)  # (B, F, N, C)
-        actions = self.normalise_actions(batch["actions"].to(self.device))  # (B, F, A, d)
+        actions = batch["model_actions"]  # (B, F, A, d) from window_actions
         B, F = video.shape[:2]
         video_sigma = flow.sample_sigma((B, F), cfg.video_shift, generator, self.device)
         action_sigma = flow.sample_sigma((B, F), cfg.action_shift, generator, self.device)
@@ -429,7 +380,7 @@ class WorldModel(nn.Module):
         if frames == F:
             return batch
         cropped = dict(batch)
-        for key in ("video", "actions", "valid"):
+        for key in ("video", "actions", "valid", "action_valid", "start_joint_pos"):
             if batch.get(key) is not None:
                 cropped[key] = batch[key][:, :frames]
         return cropped
@@ -448,6 +399,8 @@ class WorldModel(nn.Module):
         noise). The window is cut to whole chunks of it (``crop_to_chunks``)."""
         K = self.draw_chunk_size(generator) if K is None else self.chunk_size(K)
         batch = self.crop_to_chunks(batch, K)
+        model_actions, action_valid = self.window_actions(batch, K)  # (B, F, A, d), (B, F)
+        batch = {**batch, "model_actions": model_actions}
         inputs, (video, actions), (video_noise, action_noise) = self.noise_window(batch, generator)
         valid = batch.get("valid")
         valid = None if valid is None else valid.to(self.device, torch.bool)  # (B, F)
@@ -462,7 +415,7 @@ class WorldModel(nn.Module):
             out.action_velocity,
             flow.velocity_target(actions, action_noise),
             inputs.noisy_action_sigma,
-            valid,
+            action_valid,
         )
         return TrainOutputs(loss_video + loss_action, loss_video, loss_action, inputs, out)
 
@@ -536,8 +489,8 @@ class WorldModel(nn.Module):
         video_sigma: Tensor | float | None = None,
         hidden_states: list[Tensor] | None = None,
     ) -> None:
-        """Append the clean video (B, K, N, C) and/or raw actions (B, K, A, d) of the next chunk
-        (its chunk size K, 1..config.K, is read from the shapes).
+        """Append the clean video (B, K, N, C) and/or the actions in model units (B, K, A, d) of
+        the next chunk (its chunk size K, 1..config.K, is read from the shapes).
 
         Order follows the mask: clean video of chunk i first, then its clean actions.
         ``video_sigma`` (float or (B, K)) marks re-noised history; default 0 (clean).
@@ -562,7 +515,7 @@ class WorldModel(nn.Module):
                 raise ValueError(f"append the clean video of chunk {chunk} before its actions")
             B, K = action_chunk.shape[:2]
             self._check_cache_batch(cache, B)
-            actions = self.normalise_actions(action_chunk.to(self.device))  # (B, K, A, d)
+            actions = action_chunk.to(self.device, self.dtype)  # (B, K, A, d)
             tokens, _ = self.embed_actions(actions, CLEAN_ACTION, chunk, K)  # (B, K, dim)
             cond = self.condition(torch.zeros(B, K, dtype=self.dtype, device=self.device))
             self.run_cached(tokens, cond, chunk, cache, append=True, hidden_states=hidden_states)
@@ -592,7 +545,7 @@ class WorldModel(nn.Module):
         return self.decode_video(x, cond, K)
 
     def predict_action_velocity(self, cache: KVCache, noisy: Tensor, sigma: Tensor) -> Tensor:
-        """Normalised noisy actions (B, K, A, d) at levels (B, K) -> velocity (B, K, A, d).
+        """Noisy actions in model units (B, K, A, d) at levels (B, K) -> velocity (B, K, A, d).
 
         The cache must hold the clean video of this chunk (and nothing of its actions).
         """
@@ -603,132 +556,3 @@ class WorldModel(nn.Module):
         cond = self.condition(sigma)  # (B, K, dim)
         x = self.run_cached(tokens, cond, chunk, cache, append=False)  # (B, K, dim)
         return self.decode_actions(x, cond)
-
-    def _euler_denoise(self, predict, shape, steps, shift, generator) -> Tensor:
-        """Integrate from pure noise (sigma 1) to data (sigma 0) with ``steps`` Euler steps."""
-        like = torch.empty(0, dtype=self.dtype, device=self.device)
-        x = standard_normal(shape, like, generator)
-        sigmas = flow.timestep_schedule(steps, shift).tolist()  # (steps + 1,) from 1 to 0
-        for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
-            level = torch.full(shape[:2], sigma, dtype=self.dtype, device=self.device)  # (B, K)
-            x = flow.euler_step(x, predict(x, level), sigma, sigma_next)
-        return x
-
-    def _cache_batch_size(self, cache: KVCache) -> int:
-        if cache.batch_size is None:
-            raise ValueError("empty cache: pass batch_size to init_cache")
-        return cache.batch_size
-
-    @torch.no_grad()
-    def denoise_video_chunk(
-        self,
-        cache: KVCache,
-        steps: int,
-        generator: torch.Generator | None = None,
-        K: int | None = None,
-    ) -> Tensor:
-        """Generate the next chunk's video latents (B, K, N, C) (video timestep shift);
-        ``K`` defaults to config.K."""
-        cfg = self.config
-        K = self.chunk_size(K)
-        shape = (self._cache_batch_size(cache), K, cfg.tokens_per_frame, cfg.latent_dim)
-        return self._euler_denoise(
-            lambda x, s: self.predict_video_velocity(cache, x, s),
-            shape,
-            steps,
-            cfg.video_shift,
-            generator,
-        )
-
-    @torch.no_grad()
-    def denoise_action_chunk(
-        self,
-        cache: KVCache,
-        video_chunk: Tensor | None,
-        steps: int,
-        generator: torch.Generator | None = None,
-        K: int | None = None,
-    ) -> Tensor:
-        """Generate the raw actions (B, K, A, d) of the chunk whose video is ``video_chunk``.
-
-        The clean video (B, K, N, C) is appended to the cache first (pass None if it already
-        is); the actions are not appended: call ``append_clean(cache, action_chunk=...)``.
-        ``K`` defaults to the frames of ``video_chunk``, else config.K.
-        """
-        cfg = self.config
-        if K is None and video_chunk is not None:
-            K = video_chunk.shape[1]
-        K = self.chunk_size(K)
-        if video_chunk is not None:
-            self.append_clean(cache, video_chunk=video_chunk)
-        shape = (self._cache_batch_size(cache), K, cfg.actions_per_frame, cfg.action_dim)
-        actions = self._euler_denoise(
-            lambda x, s: self.predict_action_velocity(cache, x, s),
-            shape,
-            steps,
-            cfg.action_shift,
-            generator,
-        )
-        return self.denormalise_actions(actions)
-
-    @torch.no_grad()
-    def observe_chunk(self, cache: KVCache, real_video: Tensor, actions: Tensor) -> None:
-        """Closed-loop primitive: after ``actions`` (B, K, A, d) ran in the environment, the
-        real frames (B, K, N, C) replace the imagined clean video of this chunk in the cache,
-        then the executed actions are appended."""
-        if cache.segments and cache.segments[-1][0] == CLEAN_VIDEO:
-            cache.drop_last_segment()  # the imagined video of this chunk
-        self.append_clean(cache, video_chunk=real_video, action_chunk=actions)
-
-    @torch.no_grad()
-    def imagine_chunk(
-        self,
-        cache: KVCache,
-        video_steps: int,
-        action_steps: int,
-        generator: torch.Generator | None = None,
-        K: int | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Closed-loop planning step: imagined video (B, K, N, C) and actions (B, K, A, d);
-        ``K`` defaults to config.K.
-
-        Leaves the imagined clean video in the cache; ``observe_chunk`` replaces it.
-        """
-        video = self.denoise_video_chunk(cache, video_steps, generator, K)
-        actions = self.denoise_action_chunk(cache, video, action_steps, generator)
-        return video, actions
-
-    @torch.no_grad()
-    def rollout_open_loop(
-        self,
-        context_video: Tensor,
-        context_actions: Tensor,
-        future_actions: Tensor,
-        horizon: int,
-        steps: int,
-        generator: torch.Generator | None = None,
-        K: int | None = None,
-    ) -> Tensor:
-        """Imagine ``horizon`` chunks of ``K`` frames (default config.K) from real context and
-        the true future actions.
-
-        context_video (B, Fc, N, C) and context_actions (B, Fc, A, d) hold whole real chunks;
-        future_actions (B, >= horizon*K, A, d). Each imagined chunk is appended as clean
-        context for the next. Returns the imagined video (B, horizon*K, N, C).
-        """
-        K = self.chunk_size(K)
-        B, Fc = context_video.shape[:2]
-        if Fc % K != 0 or context_actions.shape[1] != Fc:
-            raise ValueError(f"context must be whole chunks of K={K} frames with their actions")
-        if future_actions.shape[1] < horizon * K:
-            raise ValueError(f"future_actions must cover horizon*K={horizon * K} frames")
-        cache = self.init_cache(batch_size=B)
-        for i in range(Fc // K):
-            frames = slice(i * K, (i + 1) * K)
-            self.append_clean(cache, context_video[:, frames], context_actions[:, frames])
-        imagined = []
-        for h in range(horizon):
-            video = self.denoise_video_chunk(cache, steps, generator, K)  # (B, K, N, C)
-            self.append_clean(cache, video, future_actions[:, h * K : (h + 1) * K])
-            imagined.append(video)
-        return torch.cat(imagined, dim=1)  # (B, horizon*K, N, C)

@@ -2,8 +2,8 @@
 
 The model keys that follow from the data are derived here, once: ``tokens_per_frame`` and
 ``latent_dim`` from the tokenizer, ``action_dim`` from the dataset, ``actions_per_frame`` =
-control rate / fps. A checkpoint's ``build`` entry holds the derived configs, so evaluation
-needs nothing but the checkpoint file.
+control rate / fps, ``train_window_frames`` from the training windows. A checkpoint's
+``build`` entry holds the derived configs, so evaluation needs nothing but the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from worldmodel.training.checkpoint import load_checkpoint
 
 
 def derive_model_config(
-    model: ModelConfig, tokenizer: Tokenizer, fps: float, action_dim: int, control_hz: float
+    model: ModelConfig,
+    tokenizer: Tokenizer,
+    fps: float,
+    action_dim: int,
+    control_hz: float,
+    window_frames: int,
 ) -> ModelConfig:
     """``model`` with the data-derived keys filled in (a new object; ``model`` is unchanged)."""
     return replace(
@@ -31,6 +36,7 @@ def derive_model_config(
         latent_dim=tokenizer.latent_dim,
         action_dim=action_dim,
         actions_per_frame=fps_stride(control_hz, fps),
+        train_window_frames=window_frames,
     )
 
 

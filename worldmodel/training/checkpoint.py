@@ -20,7 +20,7 @@ import torch
 
 from worldmodel import atomic
 
-CHECKPOINT_SCHEMA_VERSION = 1
+CHECKPOINT_SCHEMA_VERSION = 2  # 2: relative, quantile-normalised actions (ActionCodec)
 LAST_CHECKPOINT = "last.pt"
 
 

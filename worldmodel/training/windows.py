@@ -1,11 +1,13 @@
 """Training windows: an episode file's latent frames at the run's fps, held in memory.
 
 Glossary (``worldmodel/model/layout.py``): at ``fps`` a dataset episode of T control steps
-has ``T // s + 1`` frames (s = control_hz / fps) and ``T // s`` groups of s actions; latent
-frame f carries the actions executed after it. A window is ``window_frames`` consecutive
-latent frames of one episode with their actions; frames past the episode end are padding
-(``valid`` False: the last frame repeated, zero actions) and are masked out of every loss.
-The episode's final frame has no actions after it and is not used for training.
+has ``M = T // s + 1`` frames (s = control_hz / fps) and ``T // s`` groups of s actions. Latent
+frame f carries the s actions leading INTO it (``worldmodel/model/actions.py``); frame 0's
+token is padding (``action_valid`` False). Each frame also carries the joint positions
+observed when its actions start (``start_joint_pos``: frame f - 1), which relative actions
+are taken against. A window is ``window_frames`` consecutive latent frames of one episode;
+frames past the episode end are padding (``valid`` False: the last frame repeated, zero
+actions) and are masked out of every loss.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from envs.env import GRIPPER_ACTION_DIMS
 from worldmodel.data.episodes import EpisodeFile
+from worldmodel.model.actions import ActionCodec, aligned_actions, start_joint_positions
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.tokenizer.cache import LatentCache, encode_dataset
 
@@ -33,8 +37,10 @@ class MemoryBudgetError(ValueError):
 @dataclass
 class EpisodeLatents:
     seed: int
-    video: Tensor  # (F, N, C) latent frames 0..F-1 at the run's fps
-    actions: Tensor  # (F, A, d) raw actions executed after each frame
+    video: Tensor  # (M, N, C) latent frames 0..M-1 at the run's fps
+    actions: Tensor  # (M, A, d) raw actions leading into each frame (zeros for frame 0)
+    action_valid: Tensor  # (M,) bool, False for frame 0's padded token
+    start_joint_pos: Tensor  # (M, d) joint positions when each frame's actions start
 
 
 def load_episode_latents(
@@ -53,7 +59,7 @@ def load_episode_latents(
     """
     tokenizer.eval()
     with EpisodeFile(dataset_path) as dataset:
-        frames = [len(dataset.actions_at_fps(i, fps)) for i in indices]
+        frames = [len(dataset.actions_at_fps(i, fps)) + 1 for i in indices]
         frame_bytes = tokenizer.tokens_per_frame * tokenizer.latent_dim * 4
         needed = sum(frames) * frame_bytes
         if needed > max_bytes:
@@ -82,12 +88,15 @@ def load_episode_latents(
 def _episode_latents(
     dataset: EpisodeFile, cache: LatentCache | None, tokenizer: Tokenizer, fps: float, i: int
 ) -> EpisodeLatents:
-    actions = torch.from_numpy(dataset.actions_at_fps(i, fps)).float()  # (F, A, d)
-    F = len(actions)
+    actions, action_valid = aligned_actions(
+        torch.from_numpy(dataset.actions_at_fps(i, fps)).float()
+    )  # (M, A, d), (M,)
+    M = len(actions)
+    joint_pos = torch.from_numpy(dataset.joint_pos_at_fps(i, fps)).float()  # (M, d)
     if cache is not None:
-        video = cache.latents(i, fps)[:F]  # (F, N, C)
+        video = cache.latents(i, fps)[:M]  # (M, N, C)
     else:
-        images = dataset.episode_at_fps(i, fps).images  # camera -> (F+1, H, W, 3)
+        images = dataset.episode_at_fps(i, fps).images  # camera -> (M, H, W, 3)
         video = torch.cat(
             [
                 tokenizer.encode(
@@ -96,16 +105,37 @@ def _episode_latents(
                         for c in tokenizer.cameras
                     }
                 )
-                for s in range(0, F, ENCODE_BATCH)
+                for s in range(0, M, ENCODE_BATCH)
             ]
-        )[:F].float()  # (F, N, C)
-    return EpisodeLatents(int(dataset.seeds[i]), video.contiguous(), actions)
+        )[:M].float()  # (M, N, C)
+    return EpisodeLatents(
+        int(dataset.seeds[i]),
+        video.contiguous(),
+        actions,
+        action_valid,
+        start_joint_positions(joint_pos),
+    )
 
 
-def action_stats(episodes: list[EpisodeLatents], min_std: float = 1e-2) -> tuple[Tensor, Tensor]:
-    """Per-dimension mean and std (d,) of every action of ``episodes`` (std >= ``min_std``)."""
-    actions = torch.cat([e.actions.reshape(-1, e.actions.shape[-1]) for e in episodes])
-    return actions.mean(0), actions.std(0).clamp_min(min_std)
+def relative_action_mask(action_dim: int) -> Tensor:
+    """(action_dim,) bool: the dims relative actions take against the joint positions (every
+    joint target; the grippers stay absolute)."""
+    mask = torch.ones(action_dim, dtype=torch.bool)
+    mask[[d for d in GRIPPER_ACTION_DIMS if d < action_dim]] = False
+    return mask
+
+
+def fit_action_codec(codec: ActionCodec, episodes: list[EpisodeLatents], K: int) -> None:
+    """Fit the codec's statistics on the real action tokens of ``episodes``, each relative to
+    its chunk's reference for chunks of ``K`` frames from frame 0."""
+    actions, references = [], []
+    for e in episodes:
+        M = len(e.actions)
+        chunk_first = torch.arange(M) // K * K  # (M,) first frame of each frame's chunk
+        actions.append(e.actions[e.action_valid])
+        references.append(e.start_joint_pos[chunk_first][e.action_valid])
+    actions, references = torch.cat(actions), torch.cat(references)  # (T, A, d), (T, d)
+    codec.fit(actions, references, relative_action_mask(actions.shape[-1]))
 
 
 class WindowSet:
@@ -121,6 +151,8 @@ class WindowSet:
         self.window_frames = window_frames
         self.video = torch.cat([e.video for e in episodes])  # (total, N, C)
         self.actions = torch.cat([e.actions for e in episodes])  # (total, A, d)
+        self.action_valid = torch.cat([e.action_valid for e in episodes])  # (total,)
+        self.start_joint_pos = torch.cat([e.start_joint_pos for e in episodes])  # (total, d)
         lengths = torch.tensor([len(e.video) for e in episodes])
         offsets = torch.cumsum(lengths, 0) - lengths
         starts = [
@@ -145,10 +177,17 @@ class WindowSet:
         return torch.from_numpy(np.linspace(0, len(self.windows) - 1, count).round().astype(int))
 
     def batch(self, ids: Tensor) -> dict[str, Tensor]:
-        """video (B, W, N, C), actions (B, W, A, d) and valid (B, W) of windows ``ids``."""
+        """video (B, W, N, C), actions (B, W, A, d), valid (B, W), action_valid (B, W) and
+        start_joint_pos (B, W, d) of windows ``ids``."""
         offset, start, length = self.windows[ids].unbind(1)  # each (B,)
         frame = start[:, None] + torch.arange(self.window_frames)  # (B, W) within the episode
         valid = frame < length[:, None]  # (B, W)
         rows = offset[:, None] + torch.minimum(frame, length[:, None] - 1)  # (B, W)
         actions = self.actions[rows] * valid[..., None, None]  # (B, W, A, d)
-        return {"video": self.video[rows], "actions": actions, "valid": valid}
+        return {
+            "video": self.video[rows],
+            "actions": actions,
+            "valid": valid,
+            "action_valid": self.action_valid[rows] & valid,
+            "start_joint_pos": self.start_joint_pos[rows],
+        }

@@ -1,0 +1,168 @@
+"""Why a policy fails: teacher-forced action skill by chunk index and frame, real vs imagined.
+
+Held-out episodes are cut into consecutive windows of the chunk positions training saw
+(``config.trained_chunks`` chunks of K frames, from frames 0, C*K, 2*C*K, ...; the tail of an
+episode is padding, masked). Each window runs chunk by chunk in one ``InferenceSession``,
+teacher-forced: the context always holds the real video and the real actions of the earlier
+chunks. For chunk c the action denoiser runs on
+
+- ``real`` video: the chunk's real latents (inverse dynamics on perfect video), or
+- ``imagined`` video: the chunk the model imagines from the real context (chunk 0 of a window
+  around its real frame 0, as the closed loop does at an episode's start),
+
+and its actions are decoded to raw units against the real joint positions the chunk starts
+from. Two predictors without a model frame the numbers:
+
+- ``hold``: repeat the last executed action (the last action of the chunk before; for chunk 0,
+  whose previous action is outside the window, command the joint positions it starts from),
+- ``mean``: the mean raw action of the training episodes.
+
+RMSE over the real action tokens: ``arm`` in radians over the joint targets, ``gripper`` in
+opening units over the gripper dims, per chunk index (C,) and per frame within the chunk (K,).
+Skill score: ``1 - RMSE / RMSE(hold)`` (> 0: better than holding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from worldmodel.inference import InferenceSession
+from worldmodel.model.actions import chunk_reference
+from worldmodel.model.world_model import WorldModel
+from worldmodel.training.windows import EpisodeLatents, WindowSet, relative_action_mask
+
+SOURCES = ("real", "imagined")
+PREDICTORS = ("real", "imagined", "hold", "mean")
+GROUPS = ("arm", "gripper")
+
+
+@dataclass
+class ActionSkill:
+    """Teacher-forced action RMSE per predictor and dim group (module docstring)."""
+
+    by_chunk: dict[str, dict[str, list[float]]]  # predictor -> group -> (C,) RMSE
+    by_frame: dict[str, dict[str, list[float]]]  # predictor -> group -> (K,) RMSE
+    overall: dict[str, dict[str, float]]  # predictor -> group -> RMSE
+    windows: int
+    tokens: int  # real action tokens scored
+
+    def skill(self, source: str, group: str = "arm") -> list[float]:
+        """(C,) skill score 1 - RMSE / RMSE(hold) per chunk index."""
+        model, hold = self.by_chunk[source][group], self.by_chunk["hold"][group]
+        return [1.0 - m / h if h > 0 else float("nan") for m, h in zip(model, hold, strict=True)]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["skill_by_chunk"] = {s: {g: self.skill(s, g) for g in GROUPS} for s in SOURCES}
+        return out
+
+
+def diagnosis_windows(episodes: list[EpisodeLatents], frames: int) -> dict[str, Tensor]:
+    """Consecutive windows of ``frames`` frames tiling every episode from its frame 0."""
+    windows = WindowSet(episodes, frames, 1)
+    ids = torch.nonzero(windows.windows[:, 1] % frames == 0).flatten()
+    return windows.batch(ids)
+
+
+@torch.no_grad()
+def action_skill(
+    model: WorldModel,
+    episodes: list[EpisodeLatents],
+    mean_action: Tensor,
+    video_steps: int,
+    action_steps: int,
+    seed: int = 0,
+) -> ActionSkill:
+    """Teacher-forced action RMSE of ``model`` on held-out ``episodes`` (module docstring);
+    ``mean_action`` (d,) is the training data's mean raw action."""
+    cfg = model.config
+    K, C = cfg.K, cfg.trained_chunks
+    batch = diagnosis_windows(episodes, C * K)
+    units, scored = model.window_actions(batch, K)  # (B, F, A, d), (B, F)
+    raw = batch["actions"].to(model.device)  # (B, F, A, d)
+    references = chunk_reference(batch["start_joint_pos"].to(model.device), K)  # (B, F, d)
+    predictions = {
+        source: _teacher_forced_actions(
+            model, batch, units, references, source, video_steps, action_steps, seed
+        )
+        for source in SOURCES
+    }
+    predictions["hold"] = _hold(raw, references, K)
+    predictions["mean"] = mean_action.to(raw).expand_as(raw)
+    arm = relative_action_mask(raw.shape[-1]).to(raw.device)
+    groups = {"arm": arm, "gripper": ~arm}
+    B, F = scored.shape
+    chunk_of = (torch.arange(F) // K).expand(B, F)  # (B, F)
+    frame_of = (torch.arange(F) % K).expand(B, F)
+    by_chunk, by_frame, overall = {}, {}, {}
+    for name, predicted in predictions.items():
+        error = (predicted - raw).square()  # (B, F, A, d)
+        by_chunk[name], by_frame[name], overall[name] = {}, {}, {}
+        for group, dims in groups.items():
+            per_token = error[..., dims].mean((-1, -2))  # (B, F)
+            by_chunk[name][group] = _grouped_rmse(per_token, scored, chunk_of, C)
+            by_frame[name][group] = _grouped_rmse(per_token, scored, frame_of, K)
+            overall[name][group] = float(per_token[scored].mean().sqrt())
+    return ActionSkill(by_chunk, by_frame, overall, B, int(scored.sum()))
+
+
+def _teacher_forced_actions(
+    model: WorldModel,
+    batch: dict[str, Tensor],
+    units: Tensor,
+    references: Tensor,
+    source: str,
+    video_steps: int,
+    action_steps: int,
+    seed: int,
+) -> Tensor:
+    """Raw actions (B, F, A, d) denoised chunk by chunk on real or imagined video."""
+    K = model.config.K
+    video = batch["video"].to(model.device, model.dtype)  # (B, F, N, C)
+    B, F = video.shape[:2]
+    episode_start = ~batch["action_valid"][:, 0] & batch["valid"][:, 0]  # (B,) padded token
+    generator = torch.Generator().manual_seed(seed)
+    session = InferenceSession(model, B)
+    predicted = []
+    for c in range(F // K):
+        frames = slice(c * K, (c + 1) * K)
+        if source == "imagined":
+            first = video[:, 0] if c == 0 else None
+            imagined, _ = session.denoise_video(video_steps, generator, first_frame=first)
+            session.append_video(imagined)
+        else:
+            session.append_video(video[:, frames])
+        pad = episode_start if c == 0 else False
+        actions = session.denoise_actions(action_steps, generator, pad_first=pad)
+        predicted.append(model.decode_actions_raw(actions, references[:, frames]))
+        if source == "imagined":
+            session.replace_video(video[:, frames])
+        session.append_actions(units[:, frames])
+    return torch.cat(predicted, dim=1)
+
+
+def _hold(raw: Tensor, references: Tensor, K: int) -> Tensor:
+    """(B, F, A, d): per chunk, its previous chunk's last action, or the joint positions it
+    starts from for chunk 0 (module docstring)."""
+    B, F, A, d = raw.shape
+    last = raw[:, K - 1 :: K, -1]  # (B, F/K, d) last action of every chunk
+    previous = torch.cat([references[:, :1], last[:, :-1]], dim=1)  # (B, F/K, d)
+    return previous.repeat_interleave(K, dim=1)[:, :, None].expand(B, F, A, d)
+
+
+def _grouped_rmse(per_token: Tensor, scored: Tensor, group: Tensor, count: int) -> list[float]:
+    """RMSE of the scored tokens of each group index 0..count-1 (NaN where none)."""
+    out = []
+    for g in range(count):
+        keep = scored & (group == g)
+        out.append(float(per_token[keep].mean().sqrt()) if keep.any() else float("nan"))
+    return out
+
+
+def mean_raw_action(episodes: list[EpisodeLatents]) -> Tensor:
+    """(d,) mean of every real raw action of ``episodes``."""
+    return torch.cat([e.actions[e.action_valid].flatten(0, 1) for e in episodes]).mean(0)

@@ -1,0 +1,91 @@
+"""MCP depth 1 as a drafter at inference (``mcp_parallel``): its KV cache and the joint pass.
+
+In the passes that denoise chunk i, depth 1 denoises chunk i+1 (its draft) at the slots of
+chunk i, exactly as in training (``worldmodel/heads/modules.py``): each pass runs the backbone
+over the noisy tokens of chunk i against its cache; the backbone's per-layer hidden states
+feed depth 1 together with the noisy latents of chunk i+1.
+
+Depth 1 keeps its own KV cache of the clean tokens (``HeadCache``): whenever a clean segment
+joins the backbone cache, its last-layer hidden states run through depth 1's blocks
+(appended), just as the context slots of the training window carry the backbone's
+last-layer states.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from worldmodel.heads.modules import MCPHeads, WorldModelWithHeads
+from worldmodel.model.kv_cache import KVCache
+from worldmodel.model.layout import CLEAN_ACTION, CLEAN_VIDEO, NOISY_VIDEO, first_visible_chunk
+from worldmodel.model.world_model import per_token
+
+
+class HeadCache:
+    """Depth 1's KV cache of the clean tokens, fed with the backbone's last-layer states;
+    appends go to ``backbone_cache`` and to this cache together."""
+
+    def __init__(self, model: WorldModelWithHeads, heads: MCPHeads, backbone_cache: KVCache):
+        self.model, self.depth, self.backbone_cache = model, heads.depths[0], backbone_cache
+        self.cache = KVCache(depth=len(self.depth.blocks))
+
+    def run(self, x: Tensor, cond: Tensor, chunk: int, append: bool) -> Tensor:
+        """x, cond: (B, T, dim) tokens of ``chunk`` -> depth 1's output (B, T, dim)."""
+        first = first_visible_chunk(chunk, self.model.config.attention_window)
+        for layer, block in enumerate(self.depth.blocks):
+            x, kv = block(x, cond, None, self.cache.past(layer, first))
+            if append:
+                self.cache.append(layer, kv)
+        return x
+
+    def append_clean(
+        self,
+        video: Tensor | None = None,
+        actions: Tensor | None = None,
+        video_sigma: Tensor | float | None = None,
+    ) -> None:
+        """Append clean video (B, K, N, C) or actions in model units (B, K, A, d) to both
+        caches."""
+        model, backbone_cache = self.model, self.backbone_cache
+        hidden: list[Tensor] = []
+        if video is not None:
+            kind, chunk = CLEAN_VIDEO, backbone_cache.num_video_chunks
+            model.append_clean(
+                backbone_cache, video_chunk=video, video_sigma=video_sigma, hidden_states=hidden
+            )
+        else:
+            kind, chunk = CLEAN_ACTION, backbone_cache.num_action_chunks
+            model.append_clean(backbone_cache, action_chunk=actions, hidden_states=hidden)
+        last = hidden[-1]  # (B, T, dim)
+        B, T = last.shape[:2]
+        cond = model.condition(torch.zeros(B, T, dtype=model.dtype, device=model.device))
+        self.run(last, cond, chunk, append=True)
+        self.cache.add_segment(kind, chunk, T)
+
+    def drop_last_segment(self) -> None:
+        """Forget the last clean segment in both caches (an imagined video chunk)."""
+        self.backbone_cache.drop_last_segment()
+        self.cache.drop_last_segment()
+
+
+def predict_pair_velocity(
+    model: WorldModelWithHeads,
+    heads: MCPHeads,
+    head_cache: HeadCache,
+    x_now: Tensor,
+    sigma_now: Tensor,
+    x_next: Tensor,
+    sigma_next: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One joint pass: velocities (B, K, N, C) of noisy chunk i (levels (B, K)) by the
+    backbone and of noisy chunk i+1 by depth 1, both at the slots of chunk i."""
+    cache, N = head_cache.backbone_cache, model.config.tokens_per_frame
+    chunk, K = cache.num_video_chunks, x_now.shape[1]
+    hidden: list[Tensor] = []
+    v_now = model.predict_video_velocity(cache, x_now, sigma_now, hidden_states=hidden)
+    h_0 = heads.fusion(hidden)  # (B, K*N, dim)
+    embedded, _ = model.embed_video(x_next, NOISY_VIDEO, chunk, K)  # (B, K*N, dim)
+    cond = model.condition(per_token(sigma_next, N))  # (B, K*N, dim)
+    h_1 = head_cache.run(heads.depths[0].join(h_0, embedded), cond, chunk, append=False)
+    return v_now, model.decode_video(h_1, cond, K)
