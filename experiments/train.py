@@ -232,7 +232,9 @@ def _train(
             "and imagined video stays noise; use tokenizer=conv_ae or a larger model",
             file=sys.stderr,
         )
-    train_set = WindowSet(latents[:train_count], data.window_frames, model_config.K)
+    train_set = WindowSet(
+        latents[:train_count], data.window_frames, model_config.K, data.episode_start_prob
+    )
     val_set = (
         WindowSet(latents[train_count:], data.window_frames, model_config.K)
         if data.val_episodes

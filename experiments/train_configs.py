@@ -55,6 +55,9 @@ class DataConfig:
     cameras: list[str] = field(default_factory=lambda: ["head", "left_wrist", "right_wrist"])
     image_size: list[int] = field(default_factory=lambda: [64, 64])  # [height, width]
     window_frames: int = 8  # latent frames per training window (window_frames // K chunks)
+    # share of training windows drawn among those that start at an episode's frame 0, where
+    # every closed-loop episode starts (uniform starts give about 1 in frames-per-episode)
+    episode_start_prob: float = 0.2
     auto_collect: bool = False  # collect a missing dataset instead of stopping
     collect_workers: int = 1  # worker processes of auto_collect
     cache_dir: str = "data/latents"  # latent cache of tokenizers with weights (conv_ae)
@@ -75,6 +78,10 @@ class DataConfig:
         for key in ("val_episodes", "eval_episodes"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.{key}={getattr(self, key)} is not valid; must be >= 0")
+        if not 0.0 <= self.episode_start_prob <= 1.0:
+            raise ConfigError(
+                f"data.episode_start_prob={self.episode_start_prob} is not valid; must be in [0, 1]"
+            )
         if self.max_memory_gb <= 0:
             raise ConfigError(f"data.max_memory_gb={self.max_memory_gb} is not valid; must be > 0")
 

@@ -214,3 +214,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert f"{tmp_path / 'last.pt'} (step 4)" in message
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
     assert not (tmp_path / "step_0000006.pt").exists()
+
+
+def test_episode_start_windows_are_oversampled_as_configured():
+    episodes = [episode(20, 0.0), episode(20, 100.0)]
+    uniform = WindowSet(episodes, window_frames=4, chunk=2)
+    boosted = WindowSet(episodes, window_frames=4, chunk=2, episode_start_prob=0.5)
+    share = {}
+    for name, windows in (("uniform", uniform), ("boosted", boosted)):
+        ids = windows.sample(4000, torch.Generator().manual_seed(0))
+        share[name] = float((windows.windows[ids, 1] == 0).float().mean())
+    assert share["uniform"] == pytest.approx(2 / len(uniform), abs=0.01)  # 2 of the windows
+    assert share["boosted"] == pytest.approx(0.5 + 0.5 * 2 / len(boosted), abs=0.03)
+    again = boosted.sample(4000, torch.Generator().manual_seed(0))
+    assert torch.equal(again, boosted.sample(4000, torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="episode_start_prob=1.5 is not valid"):
+        WindowSet(episodes, window_frames=4, chunk=2, episode_start_prob=1.5)

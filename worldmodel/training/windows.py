@@ -141,11 +141,23 @@ def fit_action_codec(codec: ActionCodec, episodes: list[EpisodeLatents], K: int)
 class WindowSet:
     """All windows of a list of episodes that start on a frame with a whole chunk after it.
 
-    ``sample`` draws window ids uniformly (long episodes give more windows); ``batch`` gathers
-    them into the model's batch dict. Everything is vectorised indexing into one tensor.
+    ``sample`` draws window ids uniformly (long episodes give more windows), except that a
+    share ``episode_start_prob`` of them is drawn among the windows starting at an episode's
+    frame 0: every closed-loop episode begins there (padded first action token, no history),
+    and uniform starts would show it in one window of every ~M (M frames per episode).
+    ``batch`` gathers them into the model's batch dict. Everything is vectorised indexing.
     """
 
-    def __init__(self, episodes: list[EpisodeLatents], window_frames: int, chunk: int) -> None:
+    def __init__(
+        self,
+        episodes: list[EpisodeLatents],
+        window_frames: int,
+        chunk: int,
+        episode_start_prob: float = 0.0,
+    ) -> None:
+        if not 0.0 <= episode_start_prob <= 1.0:
+            raise ValueError(f"episode_start_prob={episode_start_prob} is not valid; in [0, 1]")
+        self.episode_start_prob = episode_start_prob
         if not episodes:
             raise ValueError("no episodes to cut windows from")
         self.window_frames = window_frames
@@ -163,13 +175,20 @@ class WindowSet:
         if not starts:
             raise ValueError(f"every episode is shorter than one chunk of {chunk} frames")
         self.windows = torch.cat(starts)  # (W, 3): offset, start, length
+        self.episode_starts = torch.nonzero(self.windows[:, 1] == 0).flatten()  # (E,) ids
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def sample(self, count: int, generator: torch.Generator) -> Tensor:
-        """(count,) window ids, uniform with replacement."""
-        return torch.randint(len(self.windows), (count,), generator=generator)
+        """(count,) window ids with replacement: uniform, or with ``episode_start_prob`` a
+        window starting at an episode's frame 0 (three draws per id from ``generator``)."""
+        uniform = torch.randint(len(self.windows), (count,), generator=generator)
+        start = self.episode_starts[
+            torch.randint(len(self.episode_starts), (count,), generator=generator)
+        ]
+        pick_start = torch.rand(count, generator=generator) < self.episode_start_prob
+        return torch.where(pick_start, start, uniform)
 
     def spread(self, count: int) -> Tensor:
         """(count,) window ids evenly spaced over all windows (fixed validation windows)."""
