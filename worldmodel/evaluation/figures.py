@@ -78,8 +78,8 @@ def plot_action_skill(
         axes.set_xlabel(label)
         axes.set_ylabel(f"{group} action RMSE ({unit})")
         axes.xaxis.get_major_locator().set_params(integer=True)
-        axes.set_ylim(bottom=0)
-        axes.grid(alpha=0.3)
+        axes.set_yscale("log")  # the data mean sits 10-50x above the others
+        axes.grid(alpha=0.3, which="both")
     axes.legend()
     figure.suptitle(
         f"teacher-forced {group} actions, {skill.windows} held-out windows, "
