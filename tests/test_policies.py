@@ -190,3 +190,22 @@ def test_bad_configurations_name_the_culprit():
         WorldModelPolicy(TabletopEnv(TASK, cameras=()), tiny_model(), tok, FPS, 2, 2)
     with pytest.raises(ValueError, match="context_chunks=3 is more context than training saw"):
         WorldModelPolicy(env, tiny_model(8), tok, FPS, 2, 2, "mcp_parallel", 0, 3)
+
+
+@torch.no_grad()
+def test_sliding_rebuilds_count_as_backbone_passes():
+    """A rebuild runs the backbone over the kept chunks: those passes are counted once."""
+    model = tiny_model(train_window_frames=4)  # 2 chunk positions: slide after every chunk
+    session = InferenceSession(model, 1, context_chunks=1)
+    video = torch.zeros(1, 2, 4, 192)
+    actions = torch.zeros(1, 2, 2, 14)
+    for _ in range(2):
+        session.make_room(1)
+        session.append_video(video)
+        session.append_actions(actions)
+    before = session.passes["backbone"]
+    session.make_room(1)  # rebuild from 1 kept chunk: its video and its actions
+    assert session.restarts == 1
+    assert session.passes["backbone"] - before == 2
+    session.denoise_video(3)  # no rebuild needed now: 3 denoising passes only
+    assert session.passes["backbone"] - before == 2 + 3

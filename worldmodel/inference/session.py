@@ -108,13 +108,20 @@ def count_calls(module: nn.Module | None) -> Iterator[list[int]]:
 
 
 def counted(method: Callable) -> Callable:
-    """Add the backbone and depth-1 block runs inside ``method`` to ``self.passes``."""
+    """Add the backbone and depth-1 block runs inside ``method`` to ``self.passes`` (once:
+    a counted method called from another counts nothing on its own)."""
 
     @functools.wraps(method)
     def wrapper(self: InferenceSession, *args, **kwargs):
+        if self._counting:
+            return method(self, *args, **kwargs)
         head_block = self.heads.depths[0].blocks[0] if self.heads is not None else None
-        with count_calls(self.model.blocks[0]) as backbone, count_calls(head_block) as head:
-            result = method(self, *args, **kwargs)
+        self._counting = True
+        try:
+            with count_calls(self.model.blocks[0]) as backbone, count_calls(head_block) as head:
+                result = method(self, *args, **kwargs)
+        finally:
+            self._counting = False
         self.passes["backbone"] += backbone[0]
         self.passes["head"] += head[0]
         return result
@@ -184,6 +191,7 @@ class InferenceSession:
             self.trained_chunks, self.chunks_per_step, context_chunks
         )
         self.passes = dict.fromkeys(PASS_KINDS, 0)
+        self._counting = False  # inside a counted method
         self.restarts = 0  # sliding-context rebuilds
         self.committed: list[tuple[Tensor, Tensor]] = []  # recent (video, actions) chunks
         self._video: Tensor | None = None  # clean video of the chunk awaiting its actions
@@ -244,6 +252,8 @@ class InferenceSession:
         self._video = None
 
     # ----------------------------------------------------------------- denoising
+    @counted
+    @torch.no_grad()
     def make_room(self, new_chunks: int) -> None:
         """Rebuild the caches from the last committed chunks if ``new_chunks`` more would pass
         the trained chunk positions (module docstring)."""
