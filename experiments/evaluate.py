@@ -59,7 +59,7 @@ from worldmodel.evaluation.run_eval import (
 )
 from worldmodel.evaluation.videos import closed_loop_video
 from worldmodel.heads.modules import MCPHeads
-from worldmodel.inference.session import check_context, check_mode
+from worldmodel.inference.session import check_context, check_mode, chunks_per_step
 from worldmodel.training.build import TrainedRun, load_trained
 from worldmodel.training.run_logger import RunLogger
 from worldmodel.training.windows import load_episode_latents
@@ -101,7 +101,7 @@ def check_inference(config: EvaluateConfig, trained: TrainedRun) -> None:
     for mode in inference_modes(config, trained):
         try:
             check_mode(trained.model, mode)
-            per_step = 2 if mode == "mcp_parallel" else 1
+            per_step = chunks_per_step(mode)
             check_context(trained.model.config.trained_chunks, per_step, config.context_chunks)
         except ValueError as exc:
             raise ConfigError(f"{config.checkpoint}: {exc}") from None

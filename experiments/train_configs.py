@@ -23,7 +23,7 @@ from envs.tasks import TASKS
 from experiments.configs import ConfigError, check_choice
 from worldmodel.data.episodes import fps_stride
 from worldmodel.heads.config import HeadsConfig
-from worldmodel.inference.session import check_context
+from worldmodel.inference.session import check_context, chunks_per_step
 from worldmodel.model.config import ModelConfig
 from worldmodel.tokenizer.factory import TokenizerConfig
 from worldmodel.training.config import TrainLoopConfig
@@ -187,8 +187,8 @@ def check_train_config(config: TrainConfig) -> None:
         raise ConfigError(
             f"eval.mode=mcp_parallel needs MCP heads; heads.kind={config.heads.kind!r}"
         )
-    per_step = 2 if config.eval.mode == "mcp_parallel" else 1
     try:
+        per_step = chunks_per_step(config.eval.mode)
         check_context(chunks, per_step, config.eval.context_chunks, "eval.context_chunks")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -39,7 +39,12 @@ from torch import Tensor
 from envs.env import ACTION_DIM, CONTROL_HZ, TabletopEnv
 from envs.expert import ScriptedExpert
 from worldmodel.data.episodes import fps_stride
-from worldmodel.inference.session import InferenceSession, check_context, check_mode
+from worldmodel.inference.session import (
+    InferenceSession,
+    check_context,
+    check_mode,
+    chunks_per_step,
+)
 from worldmodel.model.world_model import WorldModel
 from worldmodel.tokenizer.base import Tokenizer
 
@@ -198,7 +203,7 @@ class WorldModelPolicy:
         for name, steps in (("video_steps", video_steps), ("action_steps", action_steps)):
             if steps < 1:
                 raise ValueError(f"{name}={steps} is not valid; must be >= 1")
-        check_context(cfg.trained_chunks, 2 if mode == "mcp_parallel" else 1, context_chunks)
+        check_context(cfg.trained_chunks, chunks_per_step(mode), context_chunks)
         self.model, self.tokenizer = model.eval(), tokenizer.eval()
         self.K, self.A = cfg.K, cfg.actions_per_frame
         self.video_steps, self.action_steps = video_steps, action_steps

@@ -64,6 +64,11 @@ def check_mode(model: WorldModel, mode: str) -> None:
         )
 
 
+def chunks_per_step(mode: str) -> int:
+    """New chunks one denoising step adds in ``mode``: 2 in mcp_parallel (chunk and draft)."""
+    return 2 if mode == "mcp_parallel" else 1
+
+
 def check_context(
     trained_chunks: int,
     chunks_per_step: int,
@@ -185,7 +190,7 @@ class InferenceSession:
         self.model = model.eval()
         self.mode, self.batch_size = mode, batch_size
         self.heads = model.heads if mode == "mcp_parallel" else None
-        self.chunks_per_step = 2 if mode == "mcp_parallel" else 1
+        self.chunks_per_step = chunks_per_step(mode)
         self.trained_chunks = model.config.trained_chunks
         self.context_chunks = check_context(
             self.trained_chunks, self.chunks_per_step, context_chunks
