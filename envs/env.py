@@ -10,6 +10,7 @@ import numpy as np
 
 from envs import robot, scene
 from envs.rendering import make_renderer
+from envs.state import SceneState
 from envs.tasks import make_task
 
 CONTROL_HZ = 50
@@ -63,6 +64,7 @@ class TabletopEnv(gym.Env):
         self.task.bind(self.model)
         self.randomizer = scene.SceneRandomizer(self.model)
         self.arms = {side: robot.arm_ids(self.model, side) for side in robot.SIDES}
+        self.scene_state = SceneState(self.task.state_parts, self.arms)
         self.control_dt = 1.0 / CONTROL_HZ
         self.substeps = round(self.control_dt / self.model.opt.timestep)
         robot_dofs = np.concatenate([np.r_[a.dof, a.finger_dof] for a in self.arms.values()])
@@ -74,6 +76,9 @@ class TabletopEnv(gym.Env):
         observation = {
             "joint_pos": gym.spaces.Box(low, high, dtype=np.float32),
             "joint_vel": gym.spaces.Box(-np.inf, np.inf, shape=(ACTION_DIM,), dtype=np.float32),
+            "state": gym.spaces.Box(
+                -np.inf, np.inf, shape=(self.scene_state.dim,), dtype=np.float32
+            ),
         }
         if self.cameras:
             observation["images"] = gym.spaces.Dict(
@@ -184,9 +189,11 @@ class TabletopEnv(gym.Env):
             self.observation_space["joint_pos"].low,
             self.observation_space["joint_pos"].high,
         )
+        joint_pos = np.clip(joint_pos, low, high)
         observation: dict[str, Any] = {
-            "joint_pos": np.clip(joint_pos, low, high),
+            "joint_pos": joint_pos,
             "joint_vel": joint_vel,
+            "state": self.scene_state.read(self.model, self.data, joint_pos),
         }
         if self.cameras:
             observation["images"] = {c: self._render_camera(c) for c in self.cameras}

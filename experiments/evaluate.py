@@ -68,7 +68,9 @@ register_configs()
 
 EVAL_SCHEMA_VERSION = 1
 DRIFT_FIGURES = (("latent_mse", "open_loop"), ("latent_mse", "autoregressive"))
-DRIFT_FIGURES += (("psnr", "open_loop"), ("ssim", "open_loop"))
+DRIFT_FIGURES += (("psnr", "open_loop"), ("ssim", "open_loop"))  # the pixel track
+DRIFT_FIGURES += (("object_position_mm", "open_loop"), ("object_position_mm", "autoregressive"))
+DRIFT_FIGURES += (("object_rotation_deg", "open_loop"),)  # the state track (with free bodies)
 
 
 def run_info(trained: TrainedRun) -> dict[str, Any]:
@@ -116,6 +118,8 @@ def closed_loop_suite(
     seeds = eval_seeds(dataset_path(Path(build.dataset).parent, build.task, setting))
     seeds = seeds[: config.episodes]
     record = seeds[: config.videos] if "videos" in config.suites else []
+    if trained.tokenizer.observes == "state":
+        record = []  # the state track renders no camera yet: no closed-loop videos
     common = dict(workers=config.workers, max_steps=config.max_steps or None, setting=setting)
     outcomes: dict[str, ClosedLoopResult] = {}
     if {"closed_loop", "speed"} & set(config.suites):
@@ -195,10 +199,13 @@ def drift_suite(
             )
             drift[name] = measure_drift(candidate, episodes, drift_config, tokenizer)
         results["drift"] = {name: result.to_dict() for name, result in drift.items()}
+        measured = set(next(iter(drift.values())).curves["open_loop"])
         for metric, regime in DRIFT_FIGURES:
+            if metric not in measured:
+                continue
             path = out_dir / "figures" / f"drift_{metric}_{regime}.png"
             results["files"]["figures"].append(str(plot_drift(drift, metric, regime, path)))
-    if "videos" in config.suites:
+    if "videos" in config.suites and tokenizer.observes == "images":
         for episode in range(min(config.videos, len(episodes.latents))):
             path = rollout_video(
                 model,
@@ -356,7 +363,7 @@ def summary_lines(results: dict) -> list[str]:
     if "diagnose" in results:
         skill = results["diagnose"]["action_skill"]["skill_by_chunk"]
         for source in ("real", "imagined"):
-            scores = ", ".join(f"{v:.2f}" for v in skill[source]["arm"])
+            scores = ", ".join("n/a" if v is None else f"{v:.2f}" for v in skill[source]["arm"])
             lines.append(f"  arm action skill by chunk ({source} video): {scores}")
     if results["speed"].get("mcp_parallel_speedup") is not None:
         lines.append(f"  mcp_parallel speedup: {results['speed']['mcp_parallel_speedup']:.2f}x")

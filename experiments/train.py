@@ -103,7 +103,8 @@ def ensure_dataset(config: TrainConfig, dist: DistInfo) -> Path:
             torch.distributed.barrier()
     with EpisodeFile(path) as dataset:
         missing = [c for c in data.cameras if c not in dataset.cameras]
-        if missing or list(dataset.image_size) != list(data.image_size):
+        resized = data.cameras and list(dataset.image_size) != list(data.image_size)
+        if missing or resized:
             raise DatasetError(
                 path,
                 f"has cameras {dataset.cameras} at {list(dataset.image_size)}, the run wants "
@@ -211,10 +212,14 @@ def _train(
     path = ensure_dataset(config, dist)
     payload = previous_checkpoint(config, run_dir, resolved)
     data = config.data
-    build_tokenizer = config.tokenizer.build(data.cameras, data.image_size)
     with EpisodeFile(path) as dataset:
         total = dataset.num_episodes
     train_count = total - data.val_episodes
+    try:
+        tokenizer_config = config.tokenizer.fitted(path, train_count)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    build_tokenizer = tokenizer_config.build(data.cameras, data.image_size)
     latents = load_episode_latents(
         path,
         build_tokenizer,
@@ -246,7 +251,7 @@ def _train(
     build = RunBuild(
         model=model_config,
         heads=config.heads,
-        tokenizer=config.tokenizer,
+        tokenizer=tokenizer_config,
         cameras=list(data.cameras),
         image_size=list(data.image_size),
         fps=config.fps,
@@ -323,7 +328,11 @@ def periodic_evaluation(
     ev = config.eval
     seeds = eval_seeds(build.dataset)[: ev.episodes] if ev.closed_loop else []
     video_episodes = None
-    if ev.rollout_video:
+    if ev.rollout_video and tokenizer.observes == "state":
+        print(
+            "warning: no rollout video: the state track has no video renderer yet", file=sys.stderr
+        )
+    elif ev.rollout_video:
         frames = (1 + ev.rollout_horizon) * config.model.K
         try:
             video_episodes = drift_episodes(build, tokenizer, frames, 1, config.data.cache_dir)

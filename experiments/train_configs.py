@@ -64,9 +64,7 @@ class DataConfig:
     max_memory_gb: float = 8.0  # latents of the run's frames are held in memory up to this
 
     def __post_init__(self) -> None:
-        if not self.cameras:
-            raise ConfigError("data.cameras=[] is not valid; name at least one camera")
-        for camera in self.cameras:
+        for camera in self.cameras:  # none: the state track (tokenizer=state)
             check_choice("data.cameras", camera, list(CAMERA_ALIASES))
         if len(self.image_size) != 2 or min(self.image_size) < 16:
             raise ConfigError(
@@ -158,6 +156,11 @@ def check_train_config(config: TrainConfig) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     model, data = config.model, config.data
+    if not data.cameras and config.tokenizer.name != "state":
+        raise ConfigError(
+            f"data.cameras=[] leaves tokenizer={config.tokenizer.name} no images to encode; "
+            "name a camera, or train on the state track with data=state tokenizer=state"
+        )
     if model.K > data.window_frames:
         raise ConfigError(
             f"model.K={model.K} is larger than the window data.window_frames="

@@ -26,20 +26,24 @@ from worldmodel.data.episodes import (
 CAMERAS = ["front", "wrist"]
 H, W = 8, 8
 NQ, NV, J = 9, 8, 14
+STATE_NAMES = [f"joint{j}" for j in range(J)] + ["block.x", "block.y", "block.z"]
 
 
-def make_record(seed: int, steps: int, setting: str = "clean") -> EpisodeRecord:
+def make_record(
+    seed: int, steps: int, setting: str = "clean", cameras: list[str] = CAMERAS
+) -> EpisodeRecord:
     """A synthetic episode; action[t] = t + 0.25 * joint so grouping is checkable by value."""
     rng = np.random.default_rng(seed)
     action = np.arange(steps, dtype=np.float32)[:, None] + 0.25 * np.arange(J, dtype=np.float32)
     return EpisodeRecord(
         seed=seed,
         setting=setting,
-        images={c: rng.integers(0, 256, (steps + 1, H, W, 3), dtype=np.uint8) for c in CAMERAS},
+        images={c: rng.integers(0, 256, (steps + 1, H, W, 3), dtype=np.uint8) for c in cameras},
         joint_pos=rng.standard_normal((steps + 1, J), dtype=np.float32),
         joint_vel=rng.standard_normal((steps + 1, J), dtype=np.float32),
         qpos=rng.standard_normal((steps + 1, NQ)),
         qvel=rng.standard_normal((steps + 1, NV)),
+        state=rng.standard_normal((steps + 1, len(STATE_NAMES)), dtype=np.float32),
         action=action,
         success=seed % 2 == 0,
         first_success_step=steps // 2 if seed % 2 == 0 else -1,
@@ -56,6 +60,7 @@ def root_attrs(**overrides: object) -> dict:
         "config": '{"task": "handover_block"}',
         "cameras": CAMERAS,
         "image_size": (H, W),
+        "state_names": STATE_NAMES,
         "skipped_seeds": [4],
         "eval_seeds": [100, 101],
         "git_commit": "abc123",
@@ -82,7 +87,7 @@ def assert_same_record(got: EpisodeRecord, want: EpisodeRecord) -> None:
     for cam in want.images:
         np.testing.assert_array_equal(got.images[cam], want.images[cam])
         assert got.images[cam].dtype == np.uint8
-    for name in ("joint_pos", "joint_vel", "qpos", "qvel", "action"):
+    for name in ("joint_pos", "joint_vel", "qpos", "qvel", "state", "action"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
         assert getattr(got, name).dtype == getattr(want, name).dtype
 
@@ -324,3 +329,31 @@ def test_record_validation_names_field_and_shapes() -> None:
         EpisodeRecord(**{**vars(record), "images": {"front": np.zeros((6, H, W, 3))}})
     with pytest.raises(ValueError, match="setting"):
         EpisodeRecord(**{**vars(record), "setting": "noisy"})
+
+
+def test_camera_less_dataset_round_trips_states(tmp_path: Path) -> None:
+    """The state track's datasets have no images: states are read back at any fps."""
+    records = [make_record(seed, 8, cameras=[]) for seed in (0, 1)]
+    out = tmp_path / "press_button_clean.h5"
+    write_dataset(out, records, cameras=[])
+    with EpisodeFile(out) as ds:
+        assert ds.cameras == []
+        assert ds.state_names == STATE_NAMES
+        for i, record in enumerate(records):
+            assert_same_record(ds.episode(i), record)
+            np.testing.assert_array_equal(ds.state_at_fps(i, 12.5), record.state[[0, 4, 8]])
+            assert ds.episode_at_fps(i, 25).images == {}
+
+
+def test_an_older_schema_names_the_exact_recollect_command(tmp_path: Path) -> None:
+    out = tmp_path / "handover_block_clean.h5"
+    write_dataset(out, [make_record(0, 4)])
+    with h5py.File(out, "r+") as f:
+        f.attrs["schema_version"] = 1
+    with pytest.raises(DatasetError) as info:
+        EpisodeFile(out)
+    assert str(info.value) == (
+        f"{out}: schema version 1, this code reads {SCHEMA_VERSION} - delete it and re-collect "
+        f"with python -m experiments.collect task=handover_block setting=clean "
+        f"data_dir={tmp_path} cameras=[front,wrist] image_size=[8,8]"
+    )

@@ -40,14 +40,23 @@ def test_every_group_has_options():
     assert found == set(GROUPS)
 
 
+# options that only make sense together: the state track's data and tokenizer
+PARTNERS = {("data", "state"): ["tokenizer=state"], ("tokenizer", "state"): ["data=state"]}
+
+
 @pytest.mark.parametrize(("group", "option"), group_options())
 def test_every_group_option_composes_and_validates(group, option):
-    config = compose_train(f"{group}={option}")
+    config = compose_train(f"{group}={option}", *PARTNERS.get((group, option), []))
     assert isinstance(config, TrainConfig)
     if group == "task":
         assert config.task.name == option
     if group == "model":
         assert config.model.dim > 0 and config.model.depth > 0
+
+
+def test_camera_less_data_needs_the_state_tokenizer():
+    with pytest.raises(ConfigError, match=r"data.cameras=\[\] leaves tokenizer=patch no images"):
+        compose_train("data=state")
 
 
 def test_defaults_and_overrides_reach_the_dataclasses():

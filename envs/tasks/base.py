@@ -12,6 +12,7 @@ import numpy as np
 from envs import contacts, robot
 from envs.expert import Phase
 from envs.scene import Footprint
+from envs.state import StatePart
 from envs.tasks.progress import closeness
 
 OBJECT_CONTACT = dict(
@@ -55,6 +56,8 @@ class Task(ABC):
 
     name: ClassVar[str]
     max_steps: ClassVar[int]  # episode limit in 50 Hz control steps
+    # the object elements of the state track's scene state, in channel order (envs/state.py)
+    state_parts: ClassVar[tuple[StatePart, ...]]
 
     @abstractmethod
     def add_objects(self, spec: mujoco.MjSpec) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from envs import contacts
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_free_xy
+from envs.state import FreeBody, PlacedBody
 from envs.tasks.base import OBJECT_CONTACT, Task, set_free_body, tilt
 from envs.tasks.progress import closeness, fraction, staged_progress
 
@@ -43,6 +44,7 @@ class HandoverBlock(Task):
     count while the bar is off the table."""
 
     name = "handover_block"
+    state_parts = (FreeBody("bar"), PlacedBody("pad"))
     max_steps = 900
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:

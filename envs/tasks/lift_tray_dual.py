@@ -10,6 +10,7 @@ import numpy as np
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint
+from envs.state import FreeBody
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body, tilt
 from envs.tasks.progress import fraction, staged_progress
 
@@ -77,6 +78,7 @@ class LiftTrayDual(Task):
     (the tray's height over ``LIFT_HEIGHT`` once nothing of it touches the table), success 0.1."""
 
     name = "lift_tray_dual"
+    state_parts = (FreeBody("tray"),)
     max_steps = 430
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:

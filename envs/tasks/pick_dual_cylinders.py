@@ -10,6 +10,7 @@ import numpy as np
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_free_xy, side_region
+from envs.state import FreeBody
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body
 from envs.tasks.progress import fraction, staged_progress
 
@@ -24,6 +25,7 @@ class PickDualCylinders(Task):
     touches the table, averaged), success 0.1."""
 
     name = "pick_dual_cylinders"
+    state_parts = (FreeBody("cylinder_left"), FreeBody("cylinder_right"))
     max_steps = 300
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_pair_on_one_side
+from envs.state import FreeBody, PlacedBody
 from envs.tasks.base import OBJECT_CONTACT, Task, free_body_pose, set_free_body, tilt
 from envs.tasks.progress import closeness, fraction, staged_progress
 
@@ -43,6 +44,7 @@ class PlaceCupCoaster(Task):
     table."""
 
     name = "place_cup_coaster"
+    state_parts = (FreeBody("cup"), PlacedBody("coaster"))
     max_steps = 650
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, side_region
+from envs.state import PlacedBody, SlideJoint
 from envs.tasks.base import OBJECT_CONTACT, Task
 from envs.tasks.progress import fraction, staged_progress
 
@@ -31,6 +32,7 @@ class PressButton(Task):
     touch the cap's top), press 0.6 (press depth over ``PRESS_DEPTH``), success 0.1."""
 
     name = "press_button"
+    state_parts = (PlacedBody("button_housing"), SlideJoint("button_press"))
     max_steps = 250
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from envs import contacts, robot
 from envs.expert import ArmTarget, Phase
 from envs.scene import Footprint, sample_pair_on_one_side
+from envs.state import FreeBody
 from envs.tasks.base import OBJECT_CONTACT, Task, set_free_body, tilt
 from envs.tasks.progress import closeness, fraction, staged_progress
 
@@ -52,6 +53,7 @@ class StackBlocksTwo(Task):
     the table."""
 
     name = "stack_blocks_two"
+    state_parts = (FreeBody("block_top"), FreeBody("block_base"))
     max_steps = 600
 
     def add_objects(self, spec: mujoco.MjSpec) -> None:

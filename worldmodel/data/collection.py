@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from envs.env import CONTROL_HZ, PHYSICS_DT, TabletopEnv
 from envs.expert import ScriptedExpert
+from envs.state import state_names
+from envs.tasks import make_task
 from worldmodel.data.episodes import (
     DatasetError,
     EpisodeFile,
@@ -79,6 +81,7 @@ def record_expert_episode(env: TabletopEnv, expert: ScriptedExpert, seed: int) -
     expert.reset()
     frames = {camera: [observation["images"][camera]] for camera in env.cameras}
     joint_pos, joint_vel = [observation["joint_pos"]], [observation["joint_vel"]]
+    states = [observation["state"]]
     qpos, qvel, actions = [env.data.qpos.copy()], [env.data.qvel.copy()], []
     done = False
     while not done:
@@ -89,6 +92,7 @@ def record_expert_episode(env: TabletopEnv, expert: ScriptedExpert, seed: int) -
             frames[camera].append(observation["images"][camera])
         joint_pos.append(observation["joint_pos"])
         joint_vel.append(observation["joint_vel"])
+        states.append(observation["state"])
         qpos.append(env.data.qpos.copy())
         qvel.append(env.data.qvel.copy())
         done = terminated or truncated
@@ -100,6 +104,7 @@ def record_expert_episode(env: TabletopEnv, expert: ScriptedExpert, seed: int) -
         joint_vel=np.stack(joint_vel),
         qpos=np.stack(qpos),
         qvel=np.stack(qvel),
+        state=np.stack(states),
         action=np.stack(actions),
         success=bool(info["success"]),
         first_success_step=int(info["first_success_step"]),
@@ -267,7 +272,8 @@ def _count(start: int) -> Iterator[int]:
 
 
 def _check_compatible(existing: EpisodeFile, job: CollectionJob) -> None:
-    if list(existing.cameras) != list(job.cameras) or tuple(existing.image_size) != job.image_size:
+    resized = job.cameras and tuple(existing.image_size) != job.image_size
+    if list(existing.cameras) != list(job.cameras) or resized:
         raise DatasetError(
             existing.path,
             f"was collected with cameras={list(existing.cameras)} "
@@ -287,6 +293,7 @@ def _file_attrs(job: CollectionJob, skipped: set[int], eval_seeds: list[int]) ->
         "config": job.config_yaml,
         "cameras": list(job.cameras),
         "image_size": list(job.image_size),
+        "state_names": list(state_names(make_task(job.task).state_parts)),
         "skipped_seeds": np.array(sorted(skipped), np.int64),
         "eval_seeds": np.array(eval_seeds, np.int64),
     }

@@ -5,9 +5,11 @@ Glossary: ``T`` control steps per episode at ``control_hz``; observation frames 
 ``actions_per_frame = control_hz / fps`` control steps (the fps stride), and the actions
 between two kept frames are grouped, so nothing is recorded twice.
 
-Layout (schema version 1): root attrs (``REQUIRED_ROOT_ATTRS`` plus caller extras) and a
+Layout (schema version 2): root attrs (``REQUIRED_ROOT_ATTRS`` plus caller extras) and a
 group ``episodes/ep_{index:06d}`` per episode with attrs ``EPISODE_ATTRS`` and datasets
-``images/<camera>`` and ``ARRAY_FIELDS``.
+``images/<camera>`` (none when collected without cameras: the state track) and
+``ARRAY_FIELDS``. ``state`` is the scene state of every observation (``envs/state.py``), its
+channels named by the root attr ``state_names``. Version 2 added ``state``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SETTINGS = ("clean", "randomized")
 COLLECT_COMMAND = "python -m experiments.collect"
 REQUIRED_ROOT_ATTRS = (
@@ -36,16 +38,18 @@ REQUIRED_ROOT_ATTRS = (
     "config",
     "cameras",
     "image_size",
+    "state_names",
     "skipped_seeds",
     "eval_seeds",
 )
 EPISODE_ATTRS = ("seed", "setting", "success", "first_success_step", "length")
-ARRAY_FIELDS = ("joint_pos", "joint_vel", "qpos", "qvel", "action")
+ARRAY_FIELDS = ("joint_pos", "joint_vel", "qpos", "qvel", "state", "action")
 _ARRAY_DTYPES = {
     "joint_pos": np.float32,
     "joint_vel": np.float32,
     "qpos": np.float64,
     "qvel": np.float64,
+    "state": np.float32,
     "action": np.float32,
 }
 _PART_NAME = re.compile(r"^ep_(\d{6})\.h5$")
@@ -65,11 +69,12 @@ class EpisodeRecord:
 
     seed: int
     setting: str
-    images: dict[str, np.ndarray]  # camera -> (T+1, H, W, 3) uint8
+    images: dict[str, np.ndarray]  # camera -> (T+1, H, W, 3) uint8; may be empty
     joint_pos: np.ndarray  # (T+1, J) float32, gripper normalised
     joint_vel: np.ndarray  # (T+1, J) float32
     qpos: np.ndarray  # (T+1, nq) float64
     qvel: np.ndarray  # (T+1, nv) float64
+    state: np.ndarray  # (T+1, S) float32 scene state (envs/state.py)
     action: np.ndarray  # (T, J) float32 commanded joint targets
     success: bool
     first_success_step: int  # -1 if never
@@ -87,6 +92,7 @@ class EpisodeRecord:
             "joint_vel": (steps + 1, joints),
             "qpos": (steps + 1, None),
             "qvel": (steps + 1, None),
+            "state": (steps + 1, None),
         }
         for name, (rows, cols) in expected.items():
             shape = getattr(self, name).shape
@@ -102,8 +108,6 @@ class EpisodeRecord:
             raise ValueError("first_success_step: expected a step in 0..T when success is True")
 
     def _check_images(self, steps: int) -> None:
-        if not self.images:
-            raise ValueError("images: expected at least one camera, got none")
         size = None
         self.images = {cam: np.asarray(frames) for cam, frames in self.images.items()}
         for cam, frames in self.images.items():
@@ -134,6 +138,7 @@ class StridedEpisode:
     images: dict[str, np.ndarray]  # camera -> (N+1, H, W, 3) uint8
     joint_pos: np.ndarray  # (N+1, J)
     joint_vel: np.ndarray  # (N+1, J)
+    state: np.ndarray  # (N+1, S)
     action: np.ndarray  # (N, s, J): action[n] runs between frame n and frame n+1
     success: bool
     first_success_step: int  # in control steps, -1 if never
@@ -157,6 +162,7 @@ def stride_episode(record: EpisodeRecord, *, control_hz: float, fps: float) -> S
         record.images,
         record.joint_pos,
         record.joint_vel,
+        record.state,
         record.action,
         seed=record.seed,
         setting=record.setting,
@@ -171,6 +177,7 @@ def _strided(
     images: Mapping[str, Any],
     joint_pos: Any,
     joint_vel: Any,
+    state: Any,
     action: Any,
     *,
     seed: int,
@@ -194,6 +201,7 @@ def _strided(
         images={cam: np.asarray(data[frames]) for cam, data in images.items()},
         joint_pos=np.asarray(joint_pos[frames]),
         joint_vel=np.asarray(joint_vel[frames]),
+        state=np.asarray(state[frames]),
         action=np.asarray(action[: intervals * stride]).reshape(intervals, stride, joints),
         success=success,
         first_success_step=first_success_step,
@@ -306,13 +314,13 @@ def _root_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(root["config"], str):
         raise ValueError("attrs['config']: expected the resolved config as a YAML/JSON string")
     cameras = list(root["cameras"])
-    if (
-        not cameras
-        or len(set(cameras)) != len(cameras)
-        or not all(isinstance(c, str) for c in cameras)
-    ):
+    if len(set(cameras)) != len(cameras) or not all(isinstance(c, str) for c in cameras):
         raise ValueError(f"attrs['cameras']: expected unique camera names, got {cameras}")
     root["cameras"] = cameras
+    names = list(root["state_names"])
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"attrs['state_names']: expected the state's channel names, got {names}")
+    root["state_names"] = names
     root["image_size"] = np.asarray(root["image_size"], dtype=np.int64)
     if root["image_size"].shape != (2,):
         raise ValueError(f"attrs['image_size']: expected (H, W), got {root['image_size']}")
@@ -368,12 +376,18 @@ def _fsync(path: Path) -> None:
 # ---------------------------------------------------------------- reading
 
 
-def _collect_hint(path: Path) -> str:
-    """The collect command for ``<task>_<setting>.h5``, guessed from the file name."""
+def _collect_hint(path: Path, attrs: Mapping[str, Any] | None = None) -> str:
+    """The collect command for ``<dir>/<task>_<setting>.h5``, guessed from the file name; with
+    the file's root ``attrs``, for the same cameras and image size."""
     task, _, setting = path.name.split(".", 1)[0].rpartition("_")
     if not task or setting not in SETTINGS:
         task, setting = "<task>", "<setting>"
-    return f"{COLLECT_COMMAND} task={task} setting={setting}"
+    hint = f"{COLLECT_COMMAND} task={task} setting={setting} data_dir={path.parent}"
+    if attrs is not None and "cameras" in attrs and "image_size" in attrs:
+        height, width = (int(v) for v in attrs["image_size"])
+        cameras = ",".join(str(c) for c in attrs["cameras"])
+        hint += f" cameras=[{cameras}] image_size=[{height},{width}]"
+    return hint
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -402,7 +416,8 @@ def _open_checked(path: Path) -> h5py.File:
                 if version is None
                 else (f"schema version {version}, this code reads {SCHEMA_VERSION}")
             )
-            raise DatasetError(path, problem, f"re-collect with {_collect_hint(path)}")
+            fix = f"delete it and re-collect with {_collect_hint(path, f.attrs)}"
+            raise DatasetError(path, problem, fix)
         missing = [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]
         if missing:
             raise DatasetError(path, f"missing root attributes {missing}", rerun)
@@ -445,6 +460,7 @@ def _check_episode(path: Path, name: str, group: Any, root: Mapping[str, Any]) -
         "joint_vel": (steps + 1, joints),
         "qpos": (steps + 1, group["qpos"].shape[-1]),
         "qvel": (steps + 1, group["qvel"].shape[-1]),
+        "state": (steps + 1, len(root["state_names"])),
         **{f"images/{c}": (steps + 1, *(int(v) for v in root["image_size"]), 3) for c in cameras},
     }
     for key, shape in expected.items():
@@ -464,6 +480,7 @@ class EpisodeFile:
         self._file = _open_checked(self.path)
         self.attrs: dict[str, Any] = dict(self._file.attrs)
         self.cameras: list[str] = [str(c) for c in self.attrs["cameras"]]
+        self.state_names: list[str] = [str(c) for c in self.attrs["state_names"]]
         self.image_size: tuple[int, int] = tuple(int(v) for v in self.attrs["image_size"])
         self.control_hz = float(self.attrs["control_hz"])
         self._groups = [self._file["episodes"][n] for n in sorted(self._file["episodes"])]
@@ -498,6 +515,7 @@ class EpisodeFile:
                 {cam: group["images"][cam] for cam in self.cameras},
                 group["joint_pos"],
                 group["joint_vel"],
+                group["state"],
                 group["action"],
                 seed=int(group.attrs["seed"]),
                 setting=str(group.attrs["setting"]),
@@ -509,11 +527,18 @@ class EpisodeFile:
 
     def joint_pos_at_fps(self, i: int, fps: float) -> np.ndarray:
         """(N+1, J) joint positions at the kept frames of episode ``i`` (no images read)."""
+        return self._frames_at_fps(i, "joint_pos", fps)
+
+    def state_at_fps(self, i: int, fps: float) -> np.ndarray:
+        """(N+1, S) scene states at the kept frames of episode ``i`` (no images read)."""
+        return self._frames_at_fps(i, "state", fps)
+
+    def _frames_at_fps(self, i: int, name: str, fps: float) -> np.ndarray:
         group = self._groups[i]
         with self._reading(group):
             stride = fps_stride(self.control_hz, fps)
             intervals = int(group.attrs["length"]) // stride
-            return group["joint_pos"][0 : intervals * stride + 1 : stride]
+            return group[name][0 : intervals * stride + 1 : stride]
 
     def actions_at_fps(self, i: int, fps: float) -> np.ndarray:
         """(N, s, J) actions of episode ``i`` grouped per interval at ``fps`` (no images read)."""

@@ -24,6 +24,7 @@ Skill score: ``1 - RMSE / RMSE(hold)`` (> 0: better than holding).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,9 +57,18 @@ class ActionSkill:
         return [1.0 - m / h if h > 0 else float("nan") for m, h in zip(model, hold, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able; an undefined value (NaN: no token, or a hold error of 0) becomes None."""
         out = asdict(self)
         out["skill_by_chunk"] = {s: {g: self.skill(s, g) for g in GROUPS} for s in SOURCES}
-        return out
+        return _nan_to_none(out)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def diagnosis_windows(episodes: list[EpisodeLatents], frames: int) -> dict[str, Tensor]:

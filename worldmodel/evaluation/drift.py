@@ -42,6 +42,10 @@ Metrics, one value per (episode, horizon), arrays (E, H):
   [0, 1] scale), ``psnr`` (dB) and ``ssim``, each the mean over the chunk's K frames and the
   tokenizer's cameras of the per-image value (``image_metrics``; PSNR capped at
   ``PSNR_CAP_DB`` = 100 dB per image before averaging, so curves are finite).
+- with a state tokenizer (the state track), the imagined and real latents are decoded to scene
+  states and compared in the units of ``worldmodel/evaluation/state_metrics.py``:
+  ``object_position_mm``, ``object_rotation_deg`` (tasks with free bodies) and ``joint_deg``,
+  each the mean over the chunk's K frames.
 
 Summaries (``CurveSummary``) of the curve averaged over episodes: the value at h = 1 and
 h = H; ``auc``, the trapezoid area under the curve over h = 1..H divided by H - 1 (the mean
@@ -51,7 +55,8 @@ H = 1); ``slope``, the least-squares slope over h (unit per chunk; None when H =
 there at h = 1) at which the curve reaches the metric's threshold - rises to it for errors,
 falls to it for PSNR/SSIM - or None if it never does. Default thresholds (``METRICS``):
 latent MSE 0.5 (half the variance of the unit-variance latents), pixel MSE 0.01 (= 20 dB),
-PSNR 20 dB, SSIM 0.5; action MSE has none (raw units differ per task), so its crossing is
+PSNR 20 dB, SSIM 0.5, object position 10 mm, object rotation 10 degrees, joints 5 degrees;
+action MSE has none (raw units differ per task), so its crossing is
 None unless ``DriftConfig.thresholds`` sets one.
 """
 
@@ -67,6 +72,7 @@ import torch
 from torch import Tensor
 
 from worldmodel.evaluation.image_metrics import PSNR_CAP_DB, mse, psnr, ssim
+from worldmodel.evaluation.state_metrics import state_errors
 from worldmodel.inference import MODES, InferenceSession, check_mode, rollout_open_loop
 from worldmodel.model.actions import chunk_reference
 from worldmodel.model.world_model import WorldModel
@@ -90,6 +96,9 @@ METRICS = {
     "pixel_mse": MetricSpec("pixel MSE ([0, 1] scale)", False, 0.01),
     "psnr": MetricSpec("PSNR (dB)", True, 20.0),
     "ssim": MetricSpec("SSIM", True, 0.5),
+    "object_position_mm": MetricSpec("object position error (mm)", False, 10.0),
+    "object_rotation_deg": MetricSpec("object rotation error (degrees)", False, 10.0),
+    "joint_deg": MetricSpec("arm joint error (degrees)", False, 5.0),
 }
 
 
@@ -361,6 +370,18 @@ def pixel_metrics(
     }
 
 
+def scene_state_metrics(
+    latents: Tensor, real: Tensor, tokenizer: Tokenizer, horizon: int
+) -> dict[str, np.ndarray]:
+    """Imagined vs real latents (E, H*K, 1, S) of a state tokenizer, decoded to states."""
+    errors = state_errors(
+        tokenizer.decode_state(latents.float()).cpu().numpy(),
+        tokenizer.decode_state(real.float()).cpu().numpy(),
+        tokenizer.channels,
+    )  # name -> (E, H*K)
+    return {name: chunk_mean(torch.from_numpy(e), horizon) for name, e in errors.items()}
+
+
 @torch.no_grad()
 def measure_drift(
     model: WorldModel,
@@ -368,8 +389,9 @@ def measure_drift(
     config: DriftConfig,
     tokenizer: Tokenizer | None = None,
 ) -> DriftResult:
-    """Drift curves of ``model`` on ``episodes`` for every regime of ``config``; pixel metrics
-    with a ``tokenizer`` (None: latent and action metrics only). Runs in eval mode."""
+    """Drift curves of ``model`` on ``episodes`` for every regime of ``config``; pixel (or,
+    for a state tokenizer, scene-state) metrics with a ``tokenizer`` (None: latent and action
+    metrics only). Runs in eval mode."""
     check_mode(model, config.mode)
     K, H = model.config.K, config.horizon
     Fc, Fe = config.context_chunks * K, (config.context_chunks + H) * K
@@ -379,7 +401,7 @@ def measure_drift(
             f"{config.context_chunks + H} chunks of K={K} need {Fe}: lengthen the windows"
         )
     real = None
-    if tokenizer is not None:
+    if tokenizer is not None and tokenizer.observes == "images":
         missing = [c for c in tokenizer.cameras if c not in (episodes.frames or {})]
         if missing:
             raise ValueError(
@@ -409,8 +431,10 @@ def measure_drift(
                 raw = model.decode_actions_raw(denoised_actions, references[:, Fc:])
                 error = (raw - real_actions[:, Fc:]).square()  # (E, H*K, A, d)
                 metrics["action_mse"] = chunk_mean(error, H, action_valid)
-            if tokenizer is not None:
+            if real is not None:
                 metrics.update(pixel_metrics(imagined, real, tokenizer, H))
+            elif tokenizer is not None:
+                metrics.update(scene_state_metrics(imagined, video[:, Fc:], tokenizer, H))
             curves[regime] = metrics
     finally:
         model.train(was_training)

@@ -151,6 +151,13 @@ def _check_parts(env: TabletopEnv, model: WorldModel, tokenizer: Tokenizer, fps:
             f"tokenizer gives (N, C)={latent}, the model expects "
             f"({cfg.tokens_per_frame}, {cfg.latent_dim}); use the tokenizer it was trained with"
         )
+    if tokenizer.observes == "state":
+        if tokenizer.latent_dim != env.scene_state.dim:
+            raise ValueError(
+                f"the env's {env.task.name} state has {env.scene_state.dim} channels, the "
+                f"tokenizer {tokenizer.latent_dim}; evaluate on the task the run trained on"
+            )
+        return
     missing = [c for c in tokenizer.cameras if c not in env.cameras]
     if missing or tuple(env.image_size) != tokenizer.image_size:
         raise ValueError(
@@ -285,11 +292,7 @@ class WorldModelPolicy:
 
     def encode(self, observations: list[dict]) -> Tensor:
         """The tokenizer's latents (1, T, N, C) of T observations, in the model's dtype."""
-        images = {
-            camera: torch.as_tensor(np.stack([o["images"][camera] for o in observations]))
-            for camera in self.tokenizer.cameras
-        }  # camera -> (T, H, W, 3) uint8
-        latents = self.tokenizer.encode(images)  # (T, N, C)
+        latents = self.tokenizer.encode_observations(observations)  # (T, N, C)
         return latents[None].to(self.model.device, self.model.dtype)
 
 

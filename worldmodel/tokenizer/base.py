@@ -1,4 +1,4 @@
-"""The tokenizer contract: camera frames <-> latent tokens, and the PSNR metric.
+"""The tokenizer contract: camera frames (or scene states) <-> latent tokens, and PSNR.
 
 Glossary: a *frame* is one time step seen by every camera. Each camera image (H, W, 3) becomes
 ``tokens_per_camera`` tokens of ``latent_dim`` (C) channels; the cameras' tokens are
@@ -7,7 +7,9 @@ N = len(cameras) * tokens_per_camera tokens. Latents are normalised to roughly z
 unit variance per channel, because the flow-matching model noises them with N(0, 1).
 
 Subclasses implement only the per-image maps ``_encode_images`` / ``_decode_images`` on
-(M, 3, H, W) floats in [0, 1]; this base class handles dtypes, cameras and leading dims.
+(M, 3, H, W) floats in [0, 1]; this base class handles dtypes, cameras and leading dims. A
+tokenizer of the state track (``observes = "state"``, ``worldmodel/tokenizer/state.py``) has
+no cameras: it encodes the observation's ``state`` vector instead.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +33,8 @@ class Tokenizer(nn.Module):
     name: str = ""
     # Latents worth caching on disk (``tokenizer.cache``): encoding costs a network pass.
     cache_latents: bool = False
+    # The observation entry it encodes: "images" (camera -> frame) or "state" (a vector).
+    observes: ClassVar[str] = "images"
 
     def __init__(self, cameras: Sequence[str], image_size: Sequence[int]) -> None:
         super().__init__()
@@ -98,6 +103,15 @@ class Tokenizer(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------ public maps
+    def encode_observations(self, observations: Sequence[Mapping[str, Any]]) -> Tensor:
+        """(T, N, C) latents of T env observations (each with ``images``: camera -> frame)."""
+        return self.encode(
+            {
+                camera: torch.as_tensor(np.stack([o["images"][camera] for o in observations]))
+                for camera in self.cameras
+            }  # camera -> (T, H, W, 3) uint8
+        )
+
     def encode(self, frames: Mapping[str, Tensor]) -> Tensor:
         """camera -> (..., H, W, 3) uint8, or float in [0, 1]; returns (..., N, C) float."""
         missing = [c for c in self.cameras if c not in frames]

@@ -95,6 +95,8 @@ def _episode_latents(
     joint_pos = torch.from_numpy(dataset.joint_pos_at_fps(i, fps)).float()  # (M, d)
     if cache is not None:
         video = cache.latents(i, fps)[:M]  # (M, N, C)
+    elif tokenizer.observes == "state":
+        video = tokenizer.encode_state(torch.from_numpy(dataset.state_at_fps(i, fps)))[:M]
     else:
         images = dataset.episode_at_fps(i, fps).images  # camera -> (M, H, W, 3)
         video = torch.cat(
