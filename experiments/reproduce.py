@@ -128,12 +128,13 @@ def with_tokenizer(overrides: list[str], checkpoint: Path) -> list[str]:
 
 
 def ensure_tokenizer(preset: ScalePreset, overrides: list[str]) -> list[str]:
-    """The overrides with the run's conv_ae tokenizer (trained once per dataset when the
-    scale asks for one: ``conv_ae_steps``), or unchanged."""
-    if not preset.conv_ae_steps:
-        return overrides
+    """Collect the run's dataset when missing (here, so that parallel runs never collect the
+    same file at once), then return the overrides with the run's conv_ae tokenizer (trained
+    once per dataset when the scale asks for one: ``conv_ae_steps``), or unchanged."""
     config = train_config_from(compose_app(CONF_DIR, "train", overrides))
     dataset = ensure_dataset(config, init_distributed("cpu"))
+    if not preset.conv_ae_steps:
+        return overrides
     checkpoint = tokenizer_checkpoint(dataset)
     if not checkpoint.is_file():
         train_conv_ae(
