@@ -120,7 +120,12 @@ def closed_loop_suite(
     record = seeds[: config.videos] if "videos" in config.suites else []
     if trained.tokenizer.observes == "state":
         record = []  # the state track renders no camera yet: no closed-loop videos
-    common = dict(workers=config.workers, max_steps=config.max_steps or None, setting=setting)
+    common = dict(
+        workers=config.workers,
+        batch_size=config.batch_size,
+        max_steps=config.max_steps or None,
+        setting=setting,
+    )
     outcomes: dict[str, ClosedLoopResult] = {}
     if {"closed_loop", "speed"} & set(config.suites):
         for mode in inference_modes(config, trained):
@@ -269,6 +274,7 @@ def diagnose_suite(config: EvaluateConfig, trained: TrainedRun, out_dir: Path) -
         seeds[: config.episodes],
         needs_images=True,
         workers=config.workers,
+        batch_size=config.batch_size,
         max_steps=config.max_steps or None,
         setting=setting,
     )

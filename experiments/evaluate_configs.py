@@ -40,6 +40,7 @@ class EvaluateConfig:
     setting: str | None = None  # closed-loop setting; default: the run's
     episodes: int = 20  # closed-loop episodes: the first stored evaluation seeds
     workers: int = 1  # closed-loop worker processes (1 and N give the same per-seed results)
+    batch_size: int = 16  # closed-loop episodes in lockstep per batched world-model pass
     modes: list[str] | None = None  # inference modes; default standard (+ mcp_parallel if MCP)
     video_steps: int | None = None  # Euler steps per closed-loop video chunk; None = model's
     action_steps: int | None = None  # Euler steps per action chunk; None = the model's
@@ -67,7 +68,7 @@ class EvaluateConfig:
             check_choice("setting", self.setting, SETTINGS)
         for mode in self.modes or []:
             check_choice("modes", mode, INFERENCE_MODES)
-        for key in ("episodes", "workers", "video_steps", "action_steps"):
+        for key in ("episodes", "workers", "batch_size", "video_steps", "action_steps"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key}={value} is not valid; must be >= 1")

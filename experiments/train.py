@@ -361,6 +361,7 @@ def periodic_evaluation(
                 needs_images=True,
                 workers=ev.workers,
                 max_steps=ev.max_steps or None,
+                batch_size=ev.batch_size,
             )
             results |= closed_loop_metrics(result)
         if video_episodes is not None:

@@ -93,6 +93,7 @@ class EvalConfig:
     closed_loop: bool = False  # also closed-loop success on the dataset's evaluation seeds
     episodes: int = 10  # closed-loop episodes (the first stored evaluation seeds)
     workers: int = 1  # closed-loop worker processes
+    batch_size: int = 16  # closed-loop episodes in lockstep per batched world-model pass
     mode: str = "standard"  # closed-loop inference: standard | mcp_parallel
     video_steps: int | None = None  # Euler steps per imagined video chunk; None = model's
     action_steps: int | None = None  # Euler steps per action chunk; None = model's
@@ -107,7 +108,7 @@ class EvalConfig:
         for key in ("every", "val_windows", "episodes", "max_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"eval.{key}={getattr(self, key)} is not valid; must be >= 0")
-        for key in ("workers", "video_steps", "action_steps", "rollout_horizon"):
+        for key in ("workers", "batch_size", "video_steps", "action_steps", "rollout_horizon"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"eval.{key}={value} is not valid; must be >= 1")

@@ -4,6 +4,7 @@ its own success, the floors fail, 1 and 2 workers agree seed by seed, eval seeds
 import functools
 import json
 
+import numpy as np
 import pytest
 
 from envs.env import TabletopEnv
@@ -91,6 +92,29 @@ def test_one_and_two_workers_agree(seeds, factory):
     one = evaluate_closed_loop(factory, workers=1, **kwargs)
     two = evaluate_closed_loop(factory, workers=2, **kwargs)
     assert outcomes(one) == outcomes(two)
+
+
+class ExpertOnOddSeeds(ExpertPolicy):
+    """The expert on odd seeds, holding still on even ones: episodes of different lengths."""
+
+    def reset(self, obs: dict, seed: int) -> None:
+        super().reset(obs, seed)
+        self.acts = seed % 2 == 1
+
+    def act(self, obs: dict) -> np.ndarray:
+        return super().act(obs) if self.acts else HoldPolicy(chunk=self.chunk).act(obs)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batches_give_the_per_seed_outcomes_of_one_episode_at_a_time(seeds, workers):
+    """Episodes of one batch end at different steps; each is its own."""
+    kwargs = dict(task=TASK, setting="clean", seeds=seeds, max_steps=200, cameras=())
+    alone = evaluate_closed_loop(ExpertOnOddSeeds, **kwargs)
+    batched = evaluate_closed_loop(ExpertOnOddSeeds, workers=workers, batch_size=2, **kwargs)
+    assert outcomes(batched) == outcomes(alone)
+    assert [e.steps for e in alone.episodes] == [200, 140, 200]
+    with pytest.raises(ValueError, match="batch_size=0 is not valid"):
+        evaluate_closed_loop(ExpertPolicy, batch_size=0, **kwargs)
 
 
 def test_random_policy_depends_on_episode_seed_only(seeds):

@@ -129,6 +129,46 @@ def test_closed_loop_runs_in_both_modes_and_mcp_halves_video_passes():
     assert parallel_passes["backbone"] < standard_passes["backbone"]
 
 
+def play(policy: WorldModelPolicy, envs: list[TabletopEnv], seeds: list[int], ends: list[int]):
+    """Chunks of each episode (lists of (n, 14)); episode b stops after ``ends[b]`` chunks."""
+    obs = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
+    policy.reset_batch(obs, seeds)
+    played: list[list[np.ndarray]] = [[] for _ in seeds]
+    for chunk in range(max(ends)):
+        running = [chunk < end for end in ends]
+        planned = policy.act_batch([o if r else None for o, r in zip(obs, running, strict=True)])
+        seen = []
+        for b, env in enumerate(envs):
+            if not running[b]:
+                assert planned[b] is None
+                seen.append(None)
+                continue
+            played[b].append(planned[b])
+            frames = [obs[b]]
+            for action in planned[b]:
+                obs[b] = env.step(action)[0]
+                frames.append(obs[b])
+            seen.append(frames if chunk + 1 < ends[b] else None)
+        policy.observe_batch(seen)
+    return played
+
+
+@pytest.mark.parametrize("mode", ["standard", "mcp_parallel"])
+def test_a_batch_acts_as_its_episodes_alone(mode):
+    """Rows draw their own episode's noise; a row that ended (None) changes nothing else."""
+    model, tok = tiny_model(train_window_frames=6), tokenizer()  # slides after 2 chunks
+    seeds, ends = [SEED, SEED + 1, SEED + 2], [5, 2, 5]
+    envs = [camera_env() for _ in seeds]
+    batched = play(WorldModelPolicy(envs[0], model, tok, FPS, 2, 2, mode), envs, seeds, ends)
+    for b, seed in enumerate(seeds):
+        alone = WorldModelPolicy(envs[0], model, tok, FPS, 2, 2, mode)
+        (chunks,) = play(alone, [camera_env()], [seed], [ends[b]])
+        assert len(chunks) == len(batched[b]) == ends[b]
+        for mine, its in zip(batched[b], chunks, strict=True):
+            np.testing.assert_allclose(mine, its, rtol=0, atol=1e-5)
+    assert not np.allclose(batched[0][-1], batched[2][-1])
+
+
 def test_act_returns_joint_targets_near_the_observed_joints():
     env = camera_env()
     policy = WorldModelPolicy(env, tiny_model(), tokenizer(), FPS, 2, 2)

@@ -2,10 +2,12 @@
 
 Each episode: ``env.reset(seed=seed)``, ``policy.reset(obs, seed)``, then act / execute /
 observe chunks (protocol in ``worldmodel/evaluation/policies.py``) until the task succeeds
-(the env terminates at the first success) or the step limit truncates it. Episodes run in
-this process (``workers=1``) or in spawned worker processes, each building its own env and
-policy with ``policy_factory(env)``; a policy seeds its randomness from the episode seed, so
-per-seed outcomes do not depend on the number of workers.
+(the env terminates at the first success) or the step limit truncates it. ``batch_size``
+episodes run in lockstep (``run_batch``), one env each: a policy with ``act_batch`` (the
+world model) serves them all with one batched pass, other policies are built once per env.
+Batches run in this process (``workers=1``) or in spawned worker processes, each building its
+own envs and policy with ``policy_factory(env)``; a policy seeds its randomness from the
+episode seed, so per-seed outcomes do not depend on the number of workers or the batch.
 
 Speed: ``steps_per_second`` and ``chunks_per_second`` are the control steps (chunks) of all
 episodes divided by the time spent inside ``policy.act`` and ``policy.observe``, summed over
@@ -30,7 +32,7 @@ from tqdm import tqdm
 
 from envs.env import ACTION_DIM, TabletopEnv
 from worldmodel.data.episodes import DatasetError, EpisodeFile
-from worldmodel.evaluation.policies import Policy
+from worldmodel.evaluation.policies import BatchPolicy, EpisodePolicies, Policy
 from worldmodel.evaluation.statistics import wilson_interval
 from worldmodel.media import tile_cameras
 
@@ -126,49 +128,87 @@ class ClosedLoopResult:
         }
 
 
-def run_episode(env: TabletopEnv, policy: Policy, seed: int, record: bool = False) -> EpisodeResult:
-    """One episode from ``env.reset(seed=seed)`` until success or the env's step limit."""
+def run_batch(
+    envs: Sequence[TabletopEnv],
+    policy: BatchPolicy,
+    seeds: Sequence[int],
+    record: Sequence[bool] = (),
+) -> list[EpisodeResult]:
+    """Episodes ``seeds`` (one per env, ``env.reset(seed=...)``) in lockstep until each ends
+    by success or its step limit; ``record[b]`` keeps episode b's camera frames.
+
+    Policy time is shared equally among the episodes still running when it is spent."""
+    B = len(seeds)
+    record = list(record) or [False] * B
     start = time.perf_counter()
-    obs, info = env.reset(seed=seed)
-    policy.reset(obs, seed)
-    progress = info["progress"]
-    frames = [tile_cameras(obs["images"])] if record else []
-    policy_seconds, chunks, done = 0.0, 0, False
-    while not done:
+    resets = [env.reset(seed=int(seed)) for env, seed in zip(envs, seeds, strict=False)]
+    obs = [o for o, _ in resets]
+    infos = [i for _, i in resets]
+    progress = [i["progress"] for i in infos]
+    frames = [[tile_cameras(o["images"])] if r else [] for o, r in zip(obs, record, strict=True)]
+    policy.reset_batch(obs, [int(s) for s in seeds])
+    running = [True] * B
+    policy_seconds, chunks = [0.0] * B, [0] * B
+    wall, passes = [0.0] * B, [{} for _ in range(B)]
+
+    def timed(call, *args):
         tic = time.perf_counter()
-        chunk = np.asarray(policy.act(obs))
-        policy_seconds += time.perf_counter() - tic
-        if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] != ACTION_DIM:
-            raise ValueError(
-                f"policy.act returned shape {chunk.shape}; expected (n >= 1, {ACTION_DIM})"
-            )
-        seen = [obs]
-        for action in chunk:
-            obs, _, terminated, truncated, info = env.step(action)
-            progress = max(progress, info["progress"])
-            seen.append(obs)
-            if record:
-                frames.append(tile_cameras(obs["images"]))
-            done = terminated or truncated
+        result = call(*args)
+        share = (time.perf_counter() - tic) / sum(running)
+        for b in range(B):
+            policy_seconds[b] += share if running[b] else 0.0
+        return result
+
+    while any(running):
+        acting = [o if r else None for o, r in zip(obs, running, strict=True)]
+        planned = timed(policy.act_batch, acting)
+        seen: list[list[dict] | None] = [None] * B
+        for b in [b for b in range(B) if running[b]]:
+            chunk = np.asarray(planned[b])
+            if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] != ACTION_DIM:
+                raise ValueError(
+                    f"policy.act returned shape {chunk.shape}; expected (n >= 1, {ACTION_DIM})"
+                )
+            seen[b], done = [obs[b]], False
+            for action in chunk:
+                obs[b], _, terminated, truncated, infos[b] = envs[b].step(action)
+                progress[b] = max(progress[b], infos[b]["progress"])
+                seen[b].append(obs[b])
+                if record[b]:
+                    frames[b].append(tile_cameras(obs[b]["images"]))
+                done = terminated or truncated
+                if done:
+                    break
+            chunks[b] += 1
             if done:
-                break
-        chunks += 1
-        if not done:
-            tic = time.perf_counter()
-            policy.observe(seen)
-            policy_seconds += time.perf_counter() - tic
-    return EpisodeResult(
-        seed=seed,
-        success=bool(info["success"]),
-        first_success_step=int(info["first_success_step"]),
-        progress=float(progress),
-        steps=env.steps,
-        chunks=chunks,
-        wall_seconds=time.perf_counter() - start,
-        policy_seconds=policy_seconds,
-        passes=dict(getattr(policy, "passes", {})),
-        frames=np.stack(frames) if record else None,
-    )
+                running[b], seen[b] = False, None
+                wall[b], passes[b] = time.perf_counter() - start, policy.batch_passes[b]
+        if any(running):
+            timed(policy.observe_batch, seen)
+    return [
+        EpisodeResult(
+            seed=int(seed),
+            success=bool(infos[b]["success"]),
+            first_success_step=int(infos[b]["first_success_step"]),
+            progress=float(progress[b]),
+            steps=envs[b].steps,
+            chunks=chunks[b],
+            wall_seconds=wall[b],
+            policy_seconds=policy_seconds[b],
+            passes=passes[b],
+            frames=np.stack(frames[b]) if record[b] else None,
+        )
+        for b, seed in enumerate(seeds)
+    ]
+
+
+def batch_policy(policy_factory: PolicyFactory, envs: Sequence[TabletopEnv]) -> BatchPolicy:
+    """``policy_factory``'s policy for ``len(envs)`` episodes at once: the policy itself when
+    it acts in batches (``act_batch``), else one policy per env."""
+    first = policy_factory(envs[0])
+    if hasattr(first, "act_batch"):
+        return first
+    return EpisodePolicies([first, *(policy_factory(env) for env in envs[1:])])
 
 
 # ---------------------------------------------------------------- worker processes
@@ -183,6 +223,7 @@ class _Job:
     image_size: tuple[int, int]
     max_steps: int | None
     record_seeds: frozenset[int]
+    batch_size: int  # episodes in lockstep per policy
     torch_threads: int | None  # set in spawned workers, so they do not oversubscribe the cores
 
 
@@ -192,29 +233,34 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(job: _Job) -> None:
     if job.torch_threads is not None:
         torch.set_num_threads(job.torch_threads)
-    env = TabletopEnv(job.task, job.setting, job.cameras, job.image_size, max_steps=job.max_steps)
-    _WORKER.update(job=job, env=env, policy=job.policy_factory(env))
+    envs = [
+        TabletopEnv(job.task, job.setting, job.cameras, job.image_size, max_steps=job.max_steps)
+        for _ in range(job.batch_size)
+    ]
+    _WORKER.update(job=job, envs=envs, policy=batch_policy(job.policy_factory, envs))
 
 
-def _run_seed(seed: int) -> EpisodeResult:
+def _run_seeds(seeds: tuple[int, ...]) -> list[EpisodeResult]:
     job = _WORKER["job"]
-    return run_episode(_WORKER["env"], _WORKER["policy"], seed, seed in job.record_seeds)
+    record = [seed in job.record_seeds for seed in seeds]
+    return run_batch(_WORKER["envs"], _WORKER["policy"], seeds, record)
 
 
 @contextmanager
 def _episode_runner(job: _Job, workers: int) -> Iterator[Callable[[Iterable[int]], Iterator]]:
-    """An unordered ``imap`` of ``_run_seed`` over worker processes, or in this process."""
+    """An unordered ``imap`` of ``_run_seeds`` over worker processes, or in this process."""
     if workers == 1:
         _init_worker(job)
         try:
-            yield lambda seeds: map(_run_seed, seeds)
+            yield lambda batches: map(_run_seeds, batches)
         finally:
-            _WORKER.pop("env").close()
+            for env in _WORKER.pop("envs"):
+                env.close()
             _WORKER.clear()
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process holding GL state
     with context.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-        yield lambda seeds: pool.imap_unordered(_run_seed, seeds)
+        yield lambda batches: pool.imap_unordered(_run_seeds, batches)
 
 
 def _check_args(
@@ -224,11 +270,14 @@ def _check_args(
     max_steps: int | None,
     cameras: tuple[str, ...],
     record_seeds: set[int],
+    batch_size: int,
 ) -> None:
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"seeds={seeds} is not valid; pass distinct integers >= 0")
     if workers < 1:
         raise ValueError(f"workers={workers} is not valid; must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} is not valid; must be >= 1 episode")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps={max_steps} is not valid; must be >= 1 or None")
     if record_seeds - set(seeds):
@@ -258,6 +307,7 @@ def evaluate_closed_loop(
     cameras: tuple[str, ...] = ("head",),
     image_size: tuple[int, int] = (64, 64),
     record_seeds: Iterable[int] = (),
+    batch_size: int = 1,
 ) -> ClosedLoopResult:
     """Success of ``policy_factory(env)``'s policy on ``seeds`` of (task, setting).
 
@@ -266,11 +316,13 @@ def evaluate_closed_loop(
     episodes whose camera frames are kept in ``EpisodeResult.frames`` (for videos).
     ``workers > 1`` needs a picklable ``policy_factory`` (module-level function or
     ``functools.partial``); each spawned worker then uses cpu_count / workers torch threads.
+    ``batch_size``: episodes run in lockstep by one policy (``run_batch``); a world-model
+    policy serves them with one batched pass, with the per-seed numbers of batch one.
     """
     seeds = [int(s) for s in seeds]
     record = {int(s) for s in record_seeds}
     cameras = tuple(cameras)
-    _check_args(policy_factory, seeds, workers, max_steps, cameras, record)
+    _check_args(policy_factory, seeds, workers, max_steps, cameras, record, batch_size)
     job = _Job(
         policy_factory=policy_factory,
         task=task,
@@ -279,6 +331,7 @@ def evaluate_closed_loop(
         image_size=(int(image_size[0]), int(image_size[1])),
         max_steps=max_steps,
         record_seeds=frozenset(record),
+        batch_size=min(batch_size, len(seeds)),
         torch_threads=max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
     )
     episodes: list[EpisodeResult] = []
@@ -286,9 +339,11 @@ def evaluate_closed_loop(
         _episode_runner(job, workers) as imap,
         tqdm(total=len(seeds), desc=f"eval {task}/{setting}", unit="ep") as progress,
     ):
-        for episode in imap(seeds):
-            episodes.append(episode)
-            progress.update()
+        size = job.batch_size
+        batches = [tuple(seeds[i : i + size]) for i in range(0, len(seeds), size)]
+        for batch in imap(batches):
+            episodes.extend(batch)
+            progress.update(len(batch))
             progress.set_postfix(success=f"{sum(e.success for e in episodes)}/{len(episodes)}")
     return ClosedLoopResult(task, setting, sorted(episodes, key=lambda e: e.seed))
 

@@ -62,6 +62,51 @@ class Policy(Protocol):
         """The n + 1 observations seen while the chunk ran (``frames[0]`` the one acted on)."""
 
 
+class BatchPolicy(Protocol):
+    """Acts for B episodes in lockstep; None in a list marks an episode that has ended."""
+
+    def reset_batch(self, obs: list[dict], seeds: list[int]) -> None:
+        """Start B episodes (first observations, env seeds)."""
+
+    def act_batch(self, obs: list[dict | None]) -> list[np.ndarray | None]:
+        """The next chunk (n, 14) of every running episode."""
+
+    def observe_batch(self, frames: list[list[dict] | None]) -> None:
+        """Every running episode's n + 1 observations of the chunk it just executed."""
+
+    @property
+    def batch_passes(self) -> list[dict[str, int]]:
+        """Network passes since the reset, per episode (empty dicts if not counted)."""
+
+
+class EpisodePolicies:
+    """One-episode policies, one per row, behind the ``BatchPolicy`` protocol."""
+
+    def __init__(self, policies: list[Policy]) -> None:
+        self.policies = policies
+        self.rows = len(policies)
+
+    def reset_batch(self, obs: list[dict], seeds: list[int]) -> None:
+        if len(seeds) > len(self.policies):
+            raise ValueError(f"{len(seeds)} episodes for {len(self.policies)} policies")
+        self.rows = len(seeds)
+        for policy, first, seed in zip(self.policies, obs, seeds, strict=False):
+            policy.reset(first, seed)
+
+    def act_batch(self, obs: list[dict | None]) -> list[np.ndarray | None]:
+        pairs = zip(self.policies, obs, strict=False)
+        return [p.act(o) if o is not None else None for p, o in pairs]
+
+    def observe_batch(self, frames: list[list[dict] | None]) -> None:
+        for policy, seen in zip(self.policies, frames, strict=False):
+            if seen is not None:
+                policy.observe(seen)
+
+    @property
+    def batch_passes(self) -> list[dict[str, int]]:
+        return [dict(getattr(p, "passes", {})) for p in self.policies[: self.rows]]
+
+
 def episode_seed(policy_seed: int, seed: int) -> int:
     """A 64-bit seed mixing a policy's own seed with the episode seed (both >= 0)."""
     return int(np.random.SeedSequence([policy_seed, seed]).generate_state(1, np.uint64)[0])
@@ -186,6 +231,12 @@ class WorldModelPolicy:
     slides, keeping the last ``context_chunks`` real chunks renumbered from 0 (default: as
     many as fit). A ``context_chunks`` past training is refused here, with one line.
 
+    Batched: ``reset_batch`` / ``act_batch`` / ``observe_batch`` run B episodes in lockstep
+    in one session of batch B (``BatchPolicy``); row b draws its noise from its own episode's
+    generator, so its numbers are those of the episode alone. A row whose episode has ended
+    (None in the lists) is still computed, its real frames replaced by its own imagination,
+    and its actions are not returned. The one-episode protocol is the batch of one.
+
     ``env`` is checked against the tokenizer (cameras, image size); ``seed`` with the episode
     seed seeds the noise; ``video_steps``/``action_steps`` default to the model config's.
     """
@@ -217,16 +268,16 @@ class WorldModelPolicy:
         self.mode, self.seed, self.context_chunks = mode, seed, context_chunks
         self.reset({}, 0)
 
-    # ----------------------------------------------------------------- protocol
+    # ----------------------------------------------------------------- one episode
     def reset(self, obs: dict, seed: int) -> None:
         """A new session (empty caches, zeroed pass counts), noise seeded from ``seed``."""
-        self.generator = torch.Generator().manual_seed(episode_seed(self.seed, seed))
-        self.session = InferenceSession(self.model, 1, self.mode, self.context_chunks)
-        self.draft: Tensor | None = None  # (1, K, N, C) depth 1's draft of the next chunk
-        self.actions: Tensor | None = None  # (1, K, A, d) model units, the running chunk
-        self.first_latent: Tensor | None = None  # (1, N, C) frame 0 while chunk 0 runs
-        self.started = False  # chunk 0 of the episode has been planned
-        self.steps_planned = 0  # control steps of the chunks planned so far
+        self.reset_batch([obs], [seed])
+
+    def act(self, obs: dict) -> np.ndarray:
+        return self.act_batch([obs])[0]
+
+    def observe(self, frames: list[dict]) -> None:
+        self.observe_batch([frames])
 
     @property
     def passes(self) -> dict[str, int]:
@@ -236,9 +287,35 @@ class WorldModelPolicy:
     def restarts(self) -> int:
         return self.session.restarts
 
+    # ----------------------------------------------------------------- B episodes
+    def reset_batch(self, obs: list[dict], seeds: list[int]) -> None:
+        """A new session of batch ``len(seeds)``, row b's noise seeded from ``seeds[b]``."""
+        self.generators = [
+            torch.Generator().manual_seed(episode_seed(self.seed, seed)) for seed in seeds
+        ]
+        self.session = InferenceSession(self.model, len(seeds), self.mode, self.context_chunks)
+        self.draft: Tensor | None = None  # (B, K, N, C) depth 1's draft of the next chunk
+        self.actions: Tensor | None = None  # (B, K, A, d) model units, the running chunk
+        self.first_latent: Tensor | None = None  # (B, N, C) frame 0 while chunk 0 runs
+        self.started = False  # chunk 0 of the episodes has been planned
+        self.steps_planned = 0  # control steps of the chunks planned so far
+
+    @property
+    def batch_passes(self) -> list[dict[str, int]]:
+        """Pass totals since the reset, per row (every row takes part in every pass)."""
+        return [dict(self.session.passes) for _ in self.generators]
+
     @torch.no_grad()
-    def act(self, obs: dict) -> np.ndarray:
-        reference = torch.as_tensor(np.asarray(obs["joint_pos"], np.float32))[None]  # (1, d)
+    def act_batch(self, obs: list[dict | None]) -> list[np.ndarray | None]:
+        """The next chunk (n, 14) of every running episode; None for the ended ones."""
+        reference = torch.stack(
+            [
+                torch.as_tensor(np.asarray(o["joint_pos"], np.float32))
+                if o is not None
+                else torch.zeros(ACTION_DIM)
+                for o in obs
+            ]
+        )  # (B, d)
         while True:
             first = not self.started
             self._plan_chunk(obs, first)
@@ -247,53 +324,64 @@ class WorldModelPolicy:
             if executed:
                 break
             self.session.append_actions(self.actions)  # K=1: chunk 0 is the frame observed
+        B = len(obs)
         raw = self.model.decode_actions_raw(
-            self.actions, reference.to(self.actions)[:, None].expand(1, self.K, -1)
-        )  # (1, K, A, d)
-        return raw[:, self.K - executed :].reshape(executed * self.A, ACTION_DIM).float().numpy()
+            self.actions, reference.to(self.actions)[:, None].expand(B, self.K, -1)
+        )  # (B, K, A, d)
+        chunks = raw[:, self.K - executed :].reshape(B, executed * self.A, ACTION_DIM)
+        chunks = chunks.float().numpy()  # (B, n, 14)
+        return [chunk if o is not None else None for chunk, o in zip(chunks, obs, strict=True)]
 
     @torch.no_grad()
-    def observe(self, frames: list[dict]) -> None:
+    def observe_batch(self, frames: list[list[dict] | None]) -> None:
+        """Each running episode's n + 1 observations of the chunk just executed; None for an
+        ended episode (its imagined frames stay)."""
         executed = self.K - (self.first_latent is not None)
         steps = executed * self.A
-        if self.actions is None or len(frames) != steps + 1:
+        running = [b for b, seen in enumerate(frames) if seen is not None]
+        if self.actions is None or any(len(frames[b]) != steps + 1 for b in running):
+            got = sorted({len(frames[b]) for b in running})
             raise ValueError(
                 f"observe needs the {steps + 1} observations of the chunk just executed, "
-                f"got {len(frames)}; call act first and pass [obs, *observations after each step]"
+                f"got {got}; call act first and pass [obs, *observations after each step]"
             )
-        real = self.encode(frames[self.A :: self.A])  # (1, executed, N, C)
-        if self.first_latent is not None:
-            real = torch.cat([self.first_latent[:, None], real], dim=1)  # (1, K, N, C)
+        real = self.session.pending_video.clone()  # (B, K, N, C) imagined
+        if running:
+            seen = [o for b in running for o in frames[b][self.A :: self.A]]
+            encoded = self.encode(seen).view(len(running), executed, *real.shape[2:])
+            real[running, self.K - executed :] = encoded.to(real)
+            if self.first_latent is not None:
+                real[running, 0] = self.first_latent[running].to(real)
         self.session.replace_video(real)
         self.session.append_actions(self.actions)
         self.actions = self.first_latent = None
 
     # ----------------------------------------------------------------- helpers
-    def _plan_chunk(self, obs: dict, first: bool) -> None:
+    def _plan_chunk(self, obs: list[dict | None], first: bool) -> None:
         """Imagine the next chunk's video, append it and denoise its actions."""
-        self.first_latent = self.encode([obs])[:, 0] if first else None  # (1, N, C)
+        self.first_latent = self.encode(obs) if first else None  # (B, N, C)
         self.session.make_room(1)  # a drafted chunk has its room already
         self.session.append_video(self.chunk_video())
         self.steps_planned += (self.K - first) * self.A
         self.actions = self.session.denoise_actions(
-            self.action_steps, self.generator, pad_first=first
-        )  # (1, K, A, d) model units
+            self.action_steps, self.generators, pad_first=first
+        )  # (B, K, A, d) model units
 
     def chunk_video(self) -> Tensor:
-        """The next chunk's imagined video (1, K, N, C), around ``first_latent`` for chunk 0;
+        """The next chunk's imagined video (B, K, N, C), around ``first_latent`` for chunk 0;
         in mcp_parallel the draft made with the chunk before."""
         if self.draft is not None:
             video, self.draft = self.draft, None
             return video
         video, self.draft = self.session.denoise_video(
-            self.video_steps, self.generator, first_frame=self.first_latent
-        )  # (1, K, N, C), the draft (1, K, N, C) or None
+            self.video_steps, self.generators, first_frame=self.first_latent
+        )  # (B, K, N, C), the draft (B, K, N, C) or None
         return video
 
     def encode(self, observations: list[dict]) -> Tensor:
-        """The tokenizer's latents (1, T, N, C) of T observations, in the model's dtype."""
+        """The tokenizer's latents (T, N, C) of T observations, in the model's dtype."""
         latents = self.tokenizer.encode_observations(observations)  # (T, N, C)
-        return latents[None].to(self.model.device, self.model.dtype)
+        return latents.to(self.model.device, self.model.dtype)
 
 
 class OracleVideoPolicy(WorldModelPolicy):
@@ -314,10 +402,10 @@ class OracleVideoPolicy(WorldModelPolicy):
         self.expert = ScriptedExpert(self.expert_env)
         super().__init__(env, model, tokenizer, **kwargs)
 
-    def reset(self, obs: dict, seed: int) -> None:
-        super().reset(obs, seed)
-        if obs:
-            self.expert_frames = self.expert_observations(seed)
+    def reset_batch(self, obs: list[dict], seeds: list[int]) -> None:
+        super().reset_batch(obs, seeds)
+        if any(obs):
+            self.expert_frames = [self.expert_observations(seed) for seed in seeds]
 
     def expert_observations(self, seed: int) -> list[dict]:
         """The expert's observations of episode ``seed``, one per control step (T + 1)."""
@@ -335,8 +423,9 @@ class OracleVideoPolicy(WorldModelPolicy):
         first = self.first_latent is not None
         start = self.steps_planned  # control step the chunk's actions start from
         times = [start + j * self.A for j in range(1 - first, self.K + 1 - first)]
-        last = len(self.expert_frames) - 1
-        video = self.encode([self.expert_frames[min(t, last)] for t in times])  # (1, K, N, C)
+        seen = [frames[min(t, len(frames) - 1)] for frames in self.expert_frames for t in times]
+        encoded = self.encode(seen)  # (B*K, N, C)
+        video = encoded.view(len(self.expert_frames), self.K, *encoded.shape[1:])
         if first:
             video[:, 0] = self.first_latent
-        return video
+        return video  # (B, K, N, C)

@@ -79,6 +79,7 @@ def run_closed_loop(
     max_steps: int | None = None,
     record_seeds: Sequence[int] = (),
     setting: str | None = None,
+    batch_size: int = 1,
 ) -> ClosedLoopResult:
     """``policy_factory``'s success on ``seeds`` of the run's task (and setting by default),
     rendering the run's cameras when the policy needs images or videos are recorded."""
@@ -93,6 +94,7 @@ def run_closed_loop(
         cameras=tuple(build.cameras) if render else (),
         image_size=tuple(build.image_size),
         record_seeds=record_seeds,
+        batch_size=batch_size,
     )
 
 

@@ -28,6 +28,9 @@ would pass them, the caches are rebuilt from the last ``context_chunks`` committ
 renumbered from chunk 0 (training windows start at any frame of an episode). Default: as many
 as fit, ``trained_chunks`` minus the chunks of one step.
 
+Noise: ``generator`` is one generator, or one per row (row b's draws are then those a
+session of batch one would make with ``generator[b]``: batched closed loop).
+
 Pass counts (``passes``): ``backbone`` every sequential run of the backbone's blocks
 (denoising and appends alike), ``head`` runs of depth 1's blocks, ``video`` and ``action``
 the denoising passes of each kind (``video`` is what mcp_parallel halves).
@@ -47,7 +50,7 @@ from worldmodel.heads.draft import HeadCache, predict_pair_velocity
 from worldmodel.heads.modules import MCPHeads
 from worldmodel.model.actions import PAD_ACTION
 from worldmodel.model.layout import CLEAN_VIDEO
-from worldmodel.model.world_model import WorldModel, standard_normal
+from worldmodel.model.world_model import Generators, WorldModel, standard_normal
 
 MODES = ("standard", "mcp_parallel")
 PASS_KINDS = ("backbone", "head", "video", "action")
@@ -208,6 +211,13 @@ class InferenceSession:
         """Chunk index (in the current numbering) of the next video to denoise or append."""
         return self.cache.num_video_chunks
 
+    @property
+    def pending_video(self) -> Tensor:
+        """The clean video (B, K, N, C) of the chunk awaiting its actions."""
+        if self._video is None:
+            raise ValueError("no appended video awaits its actions")
+        return self._video
+
     def _new_caches(self) -> None:
         self.cache = self.model.init_cache(batch_size=self.batch_size)
         self.head_cache = (
@@ -277,7 +287,7 @@ class InferenceSession:
     def denoise_video(
         self,
         steps: int,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         first_frame: Tensor | None = None,
         draft: bool | None = None,
         first_rows: Tensor | bool = True,
@@ -326,7 +336,7 @@ class InferenceSession:
     def denoise_actions(
         self,
         steps: int,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         pad_first: Tensor | bool = False,
     ) -> Tensor:
         """Actions in model units (B, K, A, d) of the chunk whose video was appended last;

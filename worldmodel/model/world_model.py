@@ -28,6 +28,7 @@ the pieces an MCP depth reuses (same slots, same mask, shared output head).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,8 +72,18 @@ def per_token(sigma: Tensor, tokens_per_frame: int) -> Tensor:
     return sigma.repeat_interleave(tokens_per_frame, dim=1)
 
 
-def standard_normal(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None):
-    """N(0, 1) draws of ``shape`` in ``like``'s dtype/device, drawn on the generator's device."""
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def standard_normal(shape: tuple[int, ...], like: Tensor, generator: Generators):
+    """N(0, 1) draws of ``shape`` in ``like``'s dtype/device, drawn on the generator's device.
+
+    A sequence of generators draws row b of dim 0 from ``generator[b]`` alone, so a row gets
+    the numbers a batch of one would get from that generator (batched closed loop)."""
+    if isinstance(generator, Sequence):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]} rows")
+        return torch.cat([standard_normal((1, *shape[1:]), like, g) for g in generator])
     draw_device = generator.device if generator is not None else like.device
     noise = torch.randn(shape, generator=generator, device=draw_device, dtype=like.dtype)
     return noise.to(like.device)
