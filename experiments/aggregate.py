@@ -19,7 +19,9 @@ The rules (DESIGN section 5), computed with ``worldmodel.evaluation.statistics``
   ``metrics.jsonl``. ``val/loss_video_h1`` is the loss that compares variants:
   ``val/loss_total`` also holds the MCP depths' losses.
 - Curves: per group the mean over seeds at the steps every seed has (``mean_curve``) with a
-  bootstrap band per step; the pooled success curve is the IQM across tasks per step.
+  bootstrap band per step; the pooled success curve is the IQM across tasks per step. Each
+  success curve carries the mean training budgets at its steps (samples, FLOPs, training
+  wall-clock), so it can be drawn against them: a Next Forcing step costs more.
 - Convergence of each variant against ``--baseline`` on the same (task, setting, fps), and
   pooled, on those mean curves (linear interpolation): the relative improvement
   ``(v - b) / b`` at every common step and at the latest one; the speed-up = steps the
@@ -84,6 +86,7 @@ CURVES_CSV_KEYS = ("eval/success_rate", "eval/successes", "eval/episodes")  # an
 SPEED_MODES = ("standard", "mcp_parallel")
 SPEEDUP = "speed/mcp_parallel_speedup"
 POOLED_PREFIXES = ("success/", "speed/")  # quantities on a scale common to all tasks
+BUDGET_KEYS = ("perf/samples", "perf/flops", "perf/wall_seconds")  # running totals per step
 PER_SEED = "mean over seeds"
 ACROSS_TASKS = "IQM across tasks"
 ALL_TASKS = "all"
@@ -324,6 +327,19 @@ def episode_counts(runs: list[Run], steps: np.ndarray) -> dict[str, list[int]]:
     return counts
 
 
+def budget_curves(runs: list[Run], steps: np.ndarray) -> dict[str, list[float]]:
+    """Mean over runs of each training budget (``perf/samples``, ``perf/flops``,
+    ``perf/wall_seconds``) at ``steps``, for plotting a curve against it; a budget some run
+    did not log at those steps is left out."""
+    budgets = {}
+    for key in BUDGET_KEYS:
+        curves = [run.curve(key) for run in runs]
+        if any(curve is None or not np.isin(steps, curve[0]).all() for curve in curves):
+            continue
+        budgets[key] = _aligned(curves, steps).mean(axis=0).tolist()
+    return budgets
+
+
 def curve_entries(
     groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
 ) -> list[dict[str, Any]]:
@@ -336,6 +352,7 @@ def curve_entries(
             {"metric": metric, **fields, "statistic": statistic, "steps": steps.tolist()}
             | bands
             | (episode_counts(runs, steps) if metric == SUCCESS else {})
+            | {"budgets": budget_curves(runs, steps) if metric == SUCCESS else {}}
             | {"n_runs": len(runs), "runs": [run_set.relative(run.path) for run in runs]}
         )
 

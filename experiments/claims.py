@@ -15,6 +15,8 @@ no runs for it. The reason column says which.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ from worldmodel.evaluation.statistics import (
     bootstrap_ci,
     convergence_speedup,
     mean_curve,
+    pairs_for_power,
     relative_improvement,
     value_at,
 )
@@ -97,9 +100,9 @@ def success_claim(
 ) -> Claim:
     """Final success of ``variant`` above ``base`` in ``setting`` (pairs over tasks, seeds)."""
     claim = f"{setting.capitalize()} success: Next Forcing above LingBot-VA"
-    pairs = [
-        (final_success(b), final_success(v)) for b, v in _pairs(runs, base, variant, setting, fps)
-    ]
+    runs_of = _pairs(runs, base, variant, setting, fps)
+    pairs = [(final_success(b), final_success(v)) for b, v in runs_of]
+    tasks = len({b.task for (b, _), (fb, fv) in zip(runs_of, pairs, strict=True) if fb and fv})
     pairs = [(b, v) for b, v in pairs if b is not None and v is not None]
     if not pairs:
         return Claim(claim, paper, "-", NOT_MEASURED, f"no evaluated {setting} runs at this scale")
@@ -119,7 +122,23 @@ def success_claim(
         NOT_REPRODUCED: "the interval of the difference is at or below 0",
         INCONCLUSIVE: "the interval of the difference spans 0",
     }[verdict]
+    if verdict == INCONCLUSIVE:
+        reason += "; " + power_note([v[0] - b[0] for b, v in pairs], tasks)
     return Claim(claim, paper, ours, verdict, reason)
+
+
+def power_note(differences: Sequence[float], tasks: int) -> str:
+    """How many seeds would tell the measured paired difference apart from 0."""
+    if len(differences) < 2:
+        return "one pair: no spread to estimate the seeds needed"
+    needed = pairs_for_power(differences)
+    if needed is None:
+        return "the measured difference is 0: no number of seeds detects it"
+    per_task = math.ceil(needed / max(tasks, 1))
+    return (
+        f"at the measured spread, ~{needed} task-seed pairs ({per_task} seeds per task) would "
+        "detect this difference with 80% power"
+    )
 
 
 def relative_improvement_claim(
@@ -160,28 +179,68 @@ def _bootstrap_ratio(base: np.ndarray, variant: np.ndarray, reps: int = 10000) -
     return Interval(point, float(low), float(high))
 
 
-def convergence_claim(runs: Sequence[Run], base: str, variant: str, fps: float) -> Claim:
-    """Steps the baseline needs to reach its own late success, over the variant's steps."""
-    claim = f"Faster convergence (closed-loop success curves, {fps:g} fps, randomized)"
-    paper = "baseline's 45k-step success reached at 20k: 2.3x"
+BUDGETS = {  # convergence compared at equal ...: the metrics key of its running total
+    "steps": "",
+    "samples": "perf/samples",
+    "FLOPs": "perf/flops",
+    "training wall-clock": "perf/wall_seconds",
+}
+
+
+def cost_per_step(run: Run, budget: str) -> float | None:
+    """The run's mean ``budget`` per training step (1 for steps); None if never logged."""
+    key = BUDGETS[budget]
+    if not key:
+        return 1.0
+    curve = run.curve(key)
+    if curve is None or curve[0][-1] <= 0:
+        return None
+    return float(curve[1][-1] / curve[0][-1])
+
+
+def convergence_claim(
+    runs: Sequence[Run], base: str, variant: str, fps: float, budget: str = "steps"
+) -> Claim:
+    """Steps the baseline needs to reach its own late success, over the variant's steps; at
+    a ``budget`` other than steps both are converted with each variant's measured cost per
+    step (a Next Forcing step costs more FLOPs and time than a baseline step)."""
+    matched = "" if budget == "steps" else f", at matched {budget}"
+    claim = f"Faster convergence (closed-loop success curves, {fps:g} fps, randomized{matched})"
+    paper = "baseline's 45k-step success reached at 20k: 2.3x" if budget == "steps" else "-"
     pairs = _pairs(runs, base, variant, "randomized", fps)
-    curves = [(b.curve(SUCCESS_KEY), v.curve(SUCCESS_KEY)) for b, v in pairs]
-    curves = [(b, v) for b, v in curves if b is not None and v is not None]
+    paired = [
+        (
+            b.curve(SUCCESS_KEY),
+            v.curve(SUCCESS_KEY),
+            cost_per_step(b, budget),
+            cost_per_step(v, budget),
+        )
+        for b, v in pairs
+    ]
+    curves = [c for c in paired if None not in c]
     if not curves:
         return Claim(claim, paper, "-", NOT_MEASURED, f"no randomized {fps:g} fps curves")
 
     def speedup(chosen: Sequence[int]):
         base_steps, base_values = mean_curve([curves[i][0] for i in chosen])
         var_steps, var_values = mean_curve([curves[i][1] for i in chosen])
-        return convergence_speedup(
+        result = convergence_speedup(
             base_steps, base_values, var_steps, var_values, late_step=base_steps[-1]
         )
+        if result.speedup is None:
+            return result
+        base_cost = np.mean([curves[i][2] for i in chosen])
+        cost = base_cost / np.mean([curves[i][3] for i in chosen])  # baseline / variant
+        return dataclasses.replace(result, speedup=result.speedup * float(cost))
 
     point = speedup(range(len(curves)))
     ours = (
         f"baseline reaches {point.target * 100:.1f}% at step {point.base_steps_to_target:g}; "
         f"Next Forcing at {_steps(point.variant_steps_to_target)} ({len(curves)} pairs)"
     )
+    if budget != "steps":
+        ratio = np.mean([c[3] for c in curves]) / np.mean([c[2] for c in curves])
+        ours += f"; a Next Forcing step costs {ratio:.2f}x the baseline's {budget}"
     if point.target == 0:
         reason = "the baseline never succeeds here: there is no late success to converge to"
         return Claim(claim, paper, ours, NOT_REPRODUCED, reason)
@@ -253,9 +312,13 @@ def next_forcing_claims(
     main_fps, high_fps = min(fps), max(fps)
     return [
         success_claim(runs, base, variant, "clean", main_fps, "94.1 vs 92.9"),
-        success_claim(runs, base, variant, "randomized", main_fps, "93.5 vs 91.5"),
+        *(success_claim(runs, base, variant, "randomized", f, "93.5 vs 91.5") for f in fps),
         relative_improvement_claim(runs, base, variant, high_fps, early_step),
-        convergence_claim(runs, base, variant, high_fps),
+        *(
+            convergence_claim(runs, base, variant, f, budget)
+            for f in sorted(fps, reverse=True)
+            for budget in BUDGETS
+        ),
         speed_claim(runs, variant),
     ]
 

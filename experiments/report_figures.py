@@ -1,8 +1,9 @@
 """Figures of a sweep report, drawn from ``summary.json`` entries only (matplotlib, Agg).
 
 One set per (setting, fps) slice of the sweep: closed-loop success against training steps
-(a panel per task and, with two or more tasks, one of the IQM across tasks), validation
-losses against steps, drift against the horizon (a row per task, a column per regime) and
+(a panel per task and, with two or more tasks, one of the IQM across tasks), the same
+against training samples, FLOPs and wall-clock (matched budgets), validation losses against
+steps, drift against the horizon (a row per task, a column per regime) and
 inference speed. Lines are the summary's points and bands its intervals, so a figure shows
 exactly the numbers of the tables. PNGs are written atomically (``media.write_image``).
 """
@@ -120,6 +121,37 @@ def plot_steps(entries: Sequence[Entry], metric: str, path: Path) -> Path:
     return _save(figure, path)
 
 
+BUDGET_AXES = {  # x of the matched-budget panels: entry key or budget key -> label, scale
+    "steps": ("training steps", 1.0),
+    "perf/samples": ("training samples", 1.0),
+    "perf/flops": ("training FLOPs (PFLOP)", 1e-15),
+    "perf/wall_seconds": ("training wall-clock (min)", 1 / 60),
+}
+
+
+def plot_budgets(entries: Sequence[Entry], path: Path) -> Path:
+    """Success against each training budget: a row per task, a column per budget (steps,
+    samples, FLOPs, wall-clock), so a variant whose step costs more is compared fairly."""
+    tasks = tasks_of(entries)
+    figure, axes = _figure(len(tasks) * len(BUDGET_AXES), columns=len(BUDGET_AXES))
+    for i, (task, budget) in enumerate((t, b) for t in tasks for b in BUDGET_AXES):
+        ax, (label, scale) = axes[i], BUDGET_AXES[budget]
+        for entry in entries:
+            if entry["task"] != task:
+                continue
+            x = entry["steps"] if budget == "steps" else entry.get("budgets", {}).get(budget)
+            if x is not None:
+                _band(ax, entry | {"x": [v * scale for v in x]}, "x")
+        ax.set_title(_title(task, [e for e in entries if e["task"] == task]), fontsize="medium")
+        ax.set_xlabel(label)
+        ax.set_ylabel(SUCCESS)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small")
+    figure.suptitle(f"{SUCCESS} at matched budgets: mean over seeds and 95% interval")
+    return _save(figure, path)
+
+
 def plot_drift(entries: Sequence[Entry], metric: str, path: Path) -> Path:
     """``metric`` against the horizon: a row per task, a column per regime."""
     tasks = tasks_of(entries)
@@ -183,6 +215,10 @@ def report_figures(summary: Summary, folder: Path) -> list[FigureFile]:
                 path = folder / f"{metric.replace('/', '_')}_{name}.png"
                 caption = f"{metric} against training steps ({where})"
                 files.append(FigureFile(section, caption, plot_steps(entries, metric, path)))
+            if metric == SUCCESS and entries:
+                path = folder / f"budgets_{name}.png"
+                caption = f"{metric} against steps, samples, FLOPs and wall-clock ({where})"
+                files.append(FigureFile("convergence", caption, plot_budgets(entries, path)))
         drift = select(summary.drift, setting=setting, fps=fps, mode=DRIFT_MODE)
         for metric in dict.fromkeys(e["metric"] for e in drift):
             path = folder / f"drift_{metric}_{name}.png"

@@ -198,6 +198,26 @@ def stratified_bootstrap_iqm(
     return _percentile_interval(iqm(np.concatenate(tasks)), replicates, confidence)
 
 
+def pairs_for_power(
+    differences: npt.ArrayLike, confidence: float = 0.95, power: float = 0.8
+) -> int | None:
+    """Paired samples a two-sided test at ``confidence`` needs to detect the measured mean
+    difference with probability ``power``, from the measured spread (normal approximation):
+    ``n = ((z_(1 - alpha/2) + z_power) * sd / |mean|)^2``. None when the mean is 0 (no effect
+    to detect); at least 2."""
+    _check_confidence(confidence)
+    if not 0 < power < 1:
+        raise ValueError(f"power={power} is not valid; must be in (0, 1)")
+    d = _sample("differences", differences)
+    if d.size < 2:
+        raise ValueError(f"differences has {d.size} values; the spread needs at least 2")
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    if mean == 0:
+        return None
+    z = NormalDist().inv_cdf(0.5 + confidence / 2) + NormalDist().inv_cdf(power)
+    return max(2, math.ceil((z * sd / abs(mean)) ** 2))
+
+
 def relative_improvement(variant: float, base: float) -> float:
     """``(variant - base) / base``, e.g. (61.6 - 31.9) / 31.9 = 0.931 ("93.1% improvement").
 
