@@ -43,6 +43,7 @@ class RunSpec:
     drift_level: float = 0.1  # latent MSE at horizon h is about drift_level * h
     chunks_per_second: float = 8.0  # standard inference
     mcp_parallel_speedup: float = 1.9
+    flops_per_step: float = 1.2e9  # training cost (wall-clock follows it)
     last_step: int | None = None  # last training step logged; None = finished
     with_eval: bool = True
     cut_last_line: bool = False  # a final metrics line cut short by a kill
@@ -144,12 +145,19 @@ def _train_row(spec: RunSpec, step: int) -> dict:
             "train/loss/total": total,
             "train/grad_norm": 0.8,
             "train/lr": 3e-4,
-            "perf/samples": step * 8,
-            "perf/flops": step * 1.2e9,
-            "perf/wall_seconds": step * 0.05,
+            **_budgets(spec, step),
             "perf/samples_per_second": 160.0,
         }
     )
+
+
+def _budgets(spec: RunSpec, step: int) -> dict:
+    """The running training budgets the trainer logs on train and eval rows alike."""
+    return {
+        "perf/samples": step * 8,
+        "perf/flops": step * spec.flops_per_step,
+        "perf/wall_seconds": step * spec.flops_per_step / 2.4e10,
+    }
 
 
 def _eval_row(spec: RunSpec, step: int, success: float, loss: float) -> dict:
@@ -164,6 +172,7 @@ def _eval_row(spec: RunSpec, step: int, success: float, loss: float) -> dict:
         "eval/success_rate": successes / spec.episodes,
         "eval/successes": successes,
         "eval/episodes": spec.episodes,
+        **_budgets(spec, step),
     }
 
 

@@ -15,6 +15,7 @@ from experiments.aggregate import (
     aggregate_sweep,
     main,
 )
+from experiments.claims import BUDGETS, convergence_claim
 from experiments.run_folders import RunFolderError, find_run_dirs, load_runs
 from tests.run_folder_factory import RunSpec, write_run, write_sweep
 from worldmodel.evaluation.statistics import wilson_interval
@@ -94,6 +95,32 @@ def test_convergence_speedup_and_relative_improvement_follow_the_paper(tmp_path)
     assert all(
         lo <= p <= hi for lo, p, hi in zip(curve["low"], curve["point"], curve["high"], strict=True)
     )
+
+
+def test_matched_budgets_convert_the_speedup_by_the_cost_per_step(tmp_path):
+    """Next Forcing reaches the target in half the steps, but its step costs 2x the FLOPs:
+    at matched FLOPs (and wall-clock) the speed-up is 1x; at matched samples still 2x."""
+    specs = [
+        RunSpec(variant=v, seed=seed, success=curve, flops_per_step=cost, setting="randomized")
+        for v, curves, cost in (
+            ("single_step", BASE_SEEDS, 1.2e9),
+            ("next_forcing", NF_SEEDS, 2.4e9),
+        )
+        for seed, curve in enumerate(curves)
+    ]
+    write_sweep(tmp_path, specs)
+    curve = one(summarise(tmp_path).curves, metric=SUCCESS, variant="next_forcing")
+    assert curve["budgets"]["perf/flops"] == pytest.approx([s * 2.4e9 for s in curve["steps"]])
+    assert curve["budgets"]["perf/samples"] == [s * 8 for s in curve["steps"]]
+    runs = load_runs(tmp_path).runs
+    speedups = {
+        budget: convergence_claim(runs, "single_step", "next_forcing", 12.5, budget).ours
+        for budget in BUDGETS
+    }
+    assert speedups["steps"].endswith(": 2.00x [2.00, 2.00]")
+    assert speedups["samples"].endswith(": 2.00x [2.00, 2.00]")
+    assert "costs 2.00x the baseline's FLOPs: 1.00x [1.00, 1.00]" in speedups["FLOPs"]
+    assert speedups["training wall-clock"].endswith(": 1.00x [1.00, 1.00]")
 
 
 def test_late_step_sets_the_target_and_undefined_speedups_carry_a_reason(tmp_path):

@@ -10,6 +10,7 @@ from worldmodel.evaluation.statistics import (
     convergence_speedup,
     iqm,
     mean_curve,
+    pairs_for_power,
     reach_step,
     relative_improvement,
     stratified_bootstrap_iqm,
@@ -179,6 +180,18 @@ def test_stratified_bootstrap_iqm_ignores_task_order_and_is_seeded():
 def test_stratified_bootstrap_iqm_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         stratified_bootstrap_iqm(**kwargs)
+
+
+def test_pairs_for_power_by_hand():
+    # mean 0.2, sd 0.1414; z = 1.95996 + 0.84162 = 2.80158; (2.80158 * 0.1414 / 0.2)^2 = 3.92
+    assert pairs_for_power([0.1, 0.3]) == 4
+    # an effect ten times the spread needs no more than the minimum of two pairs
+    assert pairs_for_power([1.0, 1.1, 0.9]) == 2
+    assert pairs_for_power([-0.1, 0.1]) is None  # no effect to detect
+    with pytest.raises(ValueError, match="at least 2"):
+        pairs_for_power([0.2])
+    with pytest.raises(ValueError, match="power=1"):
+        pairs_for_power([0.1, 0.3], power=1)
 
 
 def test_relative_improvement_paper_numbers():
