@@ -28,6 +28,9 @@ The rules (DESIGN section 5), computed with ``worldmodel.evaluation.statistics``
   baseline needs to reach its own value at the late step (``--late-step``, default the last
   common step) / steps the variant needs to reach it (``convergence_speedup``). Success is
   the paper's measure; validation loss (lower is better) a second, cheaper one.
+- Depth curve: where the runs of a (task, setting, fps) span three or more MCP depths D
+  (D=0 the baseline, the chained Next Forcing heads otherwise), final success per D, mean
+  over seeds with its interval (``Summary.depth``).
 - The speed ratio is ``eval.json``'s ``speed.mcp_parallel_speedup``: measured within one
   evaluation run on one machine.
 Every entry lists the run folders it came from (relative to the sweep folder).
@@ -42,7 +45,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +116,7 @@ class Summary:
     drift: list[dict[str, Any]]
     missing: list[dict[str, Any]]
     notes: list[str]
+    depth: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SUMMARY_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +198,7 @@ def summarise(
             for m in run_set.missing
         ],
         notes=notes,
+        depth=depth_entries(groups, run_set, bootstrap),
     )
 
 
@@ -471,6 +476,36 @@ def _relative(step: float, variant: dict[str, Any], base: dict[str, Any]) -> dic
     return entry | {"value": value, "reason": reason}
 
 
+# ------------------------------------------------------------------ depth curve
+def depth_entries(
+    groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
+) -> list[dict[str, Any]]:
+    """Final success against the MCP depth D (0 = no heads) per (task, setting, fps) whose
+    runs have three or more depths, D=0 and the chained ``mcp`` heads only: mean over seeds
+    with its bootstrap interval, per D."""
+    slices: dict[tuple, dict[int, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for key, runs in groups.items():
+        for run in runs:
+            if run.eval is not None and (run.mcp_depths == 0 or run.heads == "next_forcing"):
+                slices[(key.task, key.setting, key.fps)][run.mcp_depths].append(run)
+    entries = []
+    for (task, setting, fps), by_depth in sorted(slices.items()):
+        if len(by_depth) < 3:
+            continue
+        for depth, runs in sorted(by_depth.items()):
+            values = [run_quantities(run)["success/model"] for run in runs]
+            entry = _estimate(
+                "success/model",
+                {"task": task, "setting": setting, "fps": fps},
+                PER_SEED,
+                bootstrap.over_seeds(values),
+                runs,
+                run_set,
+            )
+            entries.append(entry | {"depth": depth, "variants": sorted({r.variant for r in runs})})
+    return entries
+
+
 # ------------------------------------------------------------------ drift
 def drift_curves(run: Run) -> dict[tuple[str, str, str], list[float]]:
     """(mode, regime, metric) -> mean over episodes per horizon, from the run's eval.json."""
@@ -523,6 +558,7 @@ def run_record(run_set: RunSet, run: Run) -> dict[str, Any]:
         "has_eval": run.eval is not None,
         "git_commit": run.git_commit,
         "git_dirty": run.git_dirty,
+        "mcp_depths": run.mcp_depths,
     }
 
 

@@ -233,6 +233,20 @@ def speed_table(summary: Summary, setting: str, fps: float) -> Table | None:
     return Table("speed", title, columns, rows)
 
 
+def depth_table(summary: Summary) -> Table | None:
+    """Final success per MCP depth D (D=0: no heads) where the sweep spans three or more."""
+    if not summary.depth:
+        return None
+    rows = [
+        [e["setting"], f"{e['fps']:g}", e["task"], str(e["depth"]), ", ".join(e["variants"])]
+        + [success_cell(e)]
+        for e in summary.depth
+    ]
+    columns = ["setting", "fps", "task", "D", "variants", "final success"]
+    title = "The depth curve: final closed-loop success per MCP depth, mean over seeds [95% CI]"
+    return Table("depth", title, columns, rows)
+
+
 def provenance_table(summary: Summary) -> Table:
     rows = [
         [c["commit"], str(c["runs"]), str(len(c["dirty_runs"]))]
@@ -251,7 +265,7 @@ def report_tables(summary: Summary) -> list[Table]:
     tables: list[Table | None] = [provenance_table(summary), missing_table(summary)]
     for builder in (success_table, loss_table, drift_table, speed_table):
         tables += [builder(summary, setting, fps) for setting, fps in slices(summary)]
-    tables.append(convergence_table(summary))
+    tables += [convergence_table(summary), depth_table(summary)]
     return [t for t in tables if t is not None]
 
 
@@ -259,6 +273,7 @@ def report_tables(summary: Summary) -> list[Table]:
 SECTIONS = {
     "success": "Closed-loop success",
     "convergence": "Convergence",
+    "depth": "MCP depth curve",
     "loss": "Validation loss",
     "drift": "Rollout drift",
     "speed": "Inference speed",
@@ -266,6 +281,7 @@ SECTIONS = {
 EMPTY = {
     "success": "No closed-loop results: no run has an eval.json (see the missing runs).",
     "convergence": "No comparison with the baseline (see the notes).",
+    "depth": "No depth curve: no task, setting and fps with runs of three or more MCP depths.",
     "loss": "No validation losses in the runs' metrics.jsonl.",
     "drift": "No drift results: no run has an eval.json (see the missing runs).",
     "speed": "No speed results: no run has an eval.json (see the missing runs).",

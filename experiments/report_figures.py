@@ -152,6 +152,26 @@ def plot_budgets(entries: Sequence[Entry], path: Path) -> Path:
     return _save(figure, path)
 
 
+def plot_depth(entries: Sequence[Entry], path: Path) -> Path:
+    """Final success against the MCP depth D, a panel per (task, fps), error bars from the
+    intervals: where does the gain flatten?"""
+    panels = list(dict.fromkeys((e["task"], e["setting"], e["fps"]) for e in entries))
+    figure, axes = _figure(len(panels))
+    for ax, (task, setting, fps) in zip(axes, panels, strict=True):
+        rows = [e for e in entries if (e["task"], e["setting"], e["fps"]) == (task, setting, fps)]
+        depths = np.array([e["depth"] for e in rows])
+        point = np.array([e["point"] for e in rows])
+        errors = [point - [e["low"] for e in rows], [e["high"] for e in rows] - point]
+        ax.errorbar(depths, point, yerr=errors, marker="o", capsize=4)
+        ax.set_title(f"{task} ({setting}, fps {fps:g})", fontsize="medium")
+        ax.set_xlabel("MCP depth D (0 = no heads)")
+        ax.set_ylabel("final success rate")
+        ax.set_xticks(depths)
+        ax.grid(alpha=0.3)
+    figure.suptitle("the depth curve: mean over seeds and 95% interval")
+    return _save(figure, path)
+
+
 def plot_drift(entries: Sequence[Entry], metric: str, path: Path) -> Path:
     """``metric`` against the horizon: a row per task, a column per regime."""
     tasks = tasks_of(entries)
@@ -234,4 +254,8 @@ def report_figures(summary: Summary, folder: Path) -> list[FigureFile]:
             path = folder / f"speed_{name}.png"
             caption = f"inference speed ({where})"
             files.append(FigureFile("speed", caption, plot_speed(speed, path)))
+    if summary.depth:
+        path = folder / "depth_curve.png"
+        caption = "final success against the MCP depth D"
+        files.append(FigureFile("depth", caption, plot_depth(summary.depth, path)))
     return files

@@ -76,6 +76,7 @@ class Run:
     git_commit: str
     git_dirty: bool
     overrides: list[str]
+    mcp_depths: int = 0  # MCP depths D of its heads (0: none, the single-step baseline)
 
     @property
     def finished(self) -> bool:
@@ -193,7 +194,13 @@ def read_run(folder: Path) -> Run:
         git_commit=str(git.get("commit", "unknown")),
         git_dirty=bool(git.get("dirty", False)),
         overrides=[str(o) for o in info.get("overrides") or []],
+        mcp_depths=_mcp_depths(config.get("heads") or {}),
     )
+
+
+def _mcp_depths(heads: dict[str, Any]) -> int:
+    """D of a run's heads config: 0 without heads."""
+    return 0 if heads.get("kind", "none") == "none" else int(heads.get("depths", 0))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

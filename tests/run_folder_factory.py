@@ -44,6 +44,7 @@ class RunSpec:
     chunks_per_second: float = 8.0  # standard inference
     mcp_parallel_speedup: float = 1.9
     flops_per_step: float = 1.2e9  # training cost (wall-clock follows it)
+    mcp_depths: int = 3  # D of every variant but single_step
     last_step: int | None = None  # last training step logged; None = finished
     with_eval: bool = True
     cut_last_line: bool = False  # a final metrics line cut short by a kill
@@ -57,7 +58,7 @@ class RunSpec:
 
     @property
     def depths(self) -> int:
-        return 0 if self.heads == "single_step" else 3
+        return 0 if self.heads == "single_step" else self.mcp_depths
 
     @property
     def eval_steps(self) -> list[int]:
@@ -95,6 +96,21 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     if spec.with_eval and spec.last_step is None:
         (folder / "eval.json").write_text(json.dumps(eval_json(spec, folder), indent=2))
     return folder
+
+
+def depth_specs(successes: dict[int, tuple[int, ...]]) -> list[RunSpec]:
+    """D=0 is the baseline; D >= 1 are next_forcing runs told apart by heads.depths."""
+    return [
+        RunSpec(
+            variant="single_step" if depth == 0 else f"next_forcing,d{depth}",
+            seed=seed,
+            final_successes=count,
+            mcp_depths=depth,
+            extra_overrides=[] if depth == 0 else [f"heads.depths={depth}"],
+        )
+        for depth, counts in successes.items()
+        for seed, count in enumerate(counts)
+    ]
 
 
 def write_sweep(sweep_dir: Path, specs: Sequence[RunSpec]) -> list[Path]:

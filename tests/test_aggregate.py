@@ -17,7 +17,7 @@ from experiments.aggregate import (
 )
 from experiments.claims import BUDGETS, convergence_claim
 from experiments.run_folders import RunFolderError, find_run_dirs, load_runs
-from tests.run_folder_factory import RunSpec, write_run, write_sweep
+from tests.run_folder_factory import RunSpec, depth_specs, write_run, write_sweep
 from worldmodel.evaluation.statistics import wilson_interval
 
 REPS = 200  # bootstrap replicates: enough for the hand-checkable intervals, and fast
@@ -121,6 +121,19 @@ def test_matched_budgets_convert_the_speedup_by_the_cost_per_step(tmp_path):
     assert speedups["samples"].endswith(": 2.00x [2.00, 2.00]")
     assert "costs 2.00x the baseline's FLOPs: 1.00x [1.00, 1.00]" in speedups["FLOPs"]
     assert speedups["training wall-clock"].endswith(": 1.00x [1.00, 1.00]")
+
+
+def test_the_depth_curve_is_final_success_per_mcp_depth(tmp_path):
+    successes = {0: (4, 6), 1: (6, 8), 2: (7, 7)}  # of 10 episodes, seeds 0 and 1
+    write_sweep(tmp_path / "three", depth_specs(successes))
+    summary = summarise(tmp_path / "three")
+    assert [e["depth"] for e in summary.depth] == [0, 1, 2]
+    assert [e["point"] for e in summary.depth] == pytest.approx([0.5, 0.7, 0.7])
+    assert [e["successes"] for e in summary.depth] == [10, 14, 14]
+    assert [e["variants"] for e in summary.depth][1] == ["next_forcing,d1"]
+    assert all(e["low"] <= e["point"] <= e["high"] for e in summary.depth)
+    write_sweep(tmp_path / "two", depth_specs({0: (4, 6), 1: (6, 8)}))
+    assert summarise(tmp_path / "two").depth == []  # two depths are a comparison, no curve
 
 
 def test_late_step_sets_the_target_and_undefined_speedups_carry_a_reason(tmp_path):

@@ -11,7 +11,7 @@ import wandb
 
 from experiments.aggregate import aggregate_sweep
 from experiments.report import EMPTY, REPORT_FILE, SECTIONS, main, write_report
-from tests.run_folder_factory import COMMIT, RunSpec, write_sweep
+from tests.run_folder_factory import COMMIT, RunSpec, depth_specs, write_sweep
 from tests.wandb_offline import history_rows
 
 REPS = 200
@@ -80,6 +80,18 @@ def test_every_figure_is_linked_readable_and_not_blank(sweep):
     for heading in MAIN_TABLES:
         if heading != SECTIONS["convergence"]:
             assert "![" in part[heading], heading
+
+
+def test_the_depth_curve_has_its_table_and_figure(tmp_path):
+    write_sweep(tmp_path, depth_specs({0: (4, 6), 1: (6, 8), 2: (7, 7), 3: (7, 9)}))
+    write_report(tmp_path, aggregate_sweep(tmp_path, bootstrap_reps=REPS), claims_table_md=CLAIMS)
+    part = sections((tmp_path / REPORT_FILE).read_text())[SECTIONS["depth"]]
+    rows = table_bodies(part)
+    assert [row.split(" | ")[3] for row in rows] == ["0", "1", "2", "3"]
+    assert "0.800 [" in rows[3] and "16/20 episodes" in rows[3]
+    assert "![final success against the MCP depth D](report/depth_curve.png)" in part
+    image = imageio.imread(tmp_path / "report" / "depth_curve.png")
+    assert image.std() > 10 and (image < 128).mean() > 0.005
 
 
 def summary_numbers(value) -> list[float]:
