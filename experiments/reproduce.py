@@ -66,6 +66,8 @@ class RunSpec:
     setting: str
     fps: float
     seed: int
+    heads: str  # the heads preset
+    extra: tuple[str, ...] = ()  # the variant's own train overrides
 
     @property
     def folder(self) -> str:
@@ -75,7 +77,8 @@ class RunSpec:
         """The ``experiments.train`` overrides of this run (the same as on a command line)."""
         return [
             *preset.train,
-            f"heads={self.variant}",
+            f"heads={self.heads}",
+            *self.extra,
             f"task={self.task}",
             f"task.setting={self.setting}",
             f"fps={self.fps:g}",
@@ -97,14 +100,48 @@ class RunSpec:
 
 
 def run_specs(preset: ScalePreset) -> list[RunSpec]:
-    return [
-        RunSpec(variant, task, setting, float(fps), int(seed))
+    """The main runs (variants x tasks x settings x fps x seeds), then the depth curve's."""
+    specs = [
+        RunSpec(
+            variant,
+            task,
+            setting,
+            float(fps),
+            int(seed),
+            variant,
+            tuple(preset.variant_overrides.get(variant, [])),
+        )
         for task in preset.tasks
         for setting in preset.settings
         for fps in preset.fps
         for variant in preset.variants
         for seed in preset.seeds
     ]
+    curve = preset.depth_curve
+    if curve is None:
+        return specs
+    own = [o for o in preset.variant_overrides.get(curve.heads, []) if "heads.depths=" not in o]
+    return specs + [
+        RunSpec(
+            curve.variant(depth),
+            curve.task,
+            curve.setting,
+            float(curve.fps),
+            int(seed),
+            curve.heads,
+            (*own, f"heads.depths={depth}"),
+        )
+        for depth in curve.depths
+        for seed in curve.seeds
+    ]
+
+
+def cost_rank(preset: ScalePreset, spec: RunSpec) -> int:
+    """Higher for runs that cost more: the depth curve's deepest, then the heads variants."""
+    if spec.variant in preset.variants:
+        return preset.variants.index(spec.variant)
+    curve = preset.depth_curve
+    return len(preset.variants) + [curve.variant(d) for d in curve.depths].index(spec.variant)
 
 
 def compose_app(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:
@@ -256,7 +293,7 @@ def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> di
         todo.append(RunJob(spec, run_dir, overrides, preset, config.wandb, threads))
     # the heads variants first: they cost more than the baseline, and starting the longest runs
     # first keeps the last wave of parallel jobs short
-    todo.sort(key=lambda job: preset.variants.index(job.spec.variant), reverse=True)
+    todo.sort(key=lambda job: cost_rank(preset, job.spec), reverse=True)
     desc = f"reproduce {config.paper} {config.scale}"
     return failures | run_jobs(todo, jobs, threads, desc)
 

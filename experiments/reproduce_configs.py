@@ -22,6 +22,22 @@ PAPERS = ("next_forcing",)
 
 
 @dataclass
+class DepthCurve:
+    """Extra runs for the depth curve: ``heads`` with each of ``depths`` MCP depths on one
+    slice. D=0 (the baseline) and the main variant's own depth come from the main runs."""
+
+    task: str
+    setting: str
+    fps: float
+    seeds: list[int]
+    depths: list[int]
+    heads: str = "next_forcing"
+
+    def variant(self, depth: int) -> str:
+        return f"{self.heads}_d{depth}"
+
+
+@dataclass
 class ScalePreset:
     """The runs of one reproduction scale."""
 
@@ -41,6 +57,9 @@ class ScalePreset:
     conv_ae_steps: int = 0
     train: list[str] = field(default_factory=list)  # overrides of experiments.train
     evaluate: list[str] = field(default_factory=list)  # overrides of experiments.evaluate
+    # more experiments.train overrides of one variant's runs (e.g. its heads.depths)
+    variant_overrides: dict[str, list[str]] = field(default_factory=dict)
+    depth_curve: DepthCurve | None = None  # extra runs: success against the MCP depth
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -56,6 +75,24 @@ class ScalePreset:
             )
         if self.early_step % self.eval_every:
             raise ConfigError(f"early_step={self.early_step} must be an evaluation step")
+        for variant in self.variant_overrides:
+            check_choice("variant_overrides", variant, self.variants)
+        if isinstance(self.depth_curve, dict):
+            self.depth_curve = DepthCurve(**self.depth_curve)
+        if self.depth_curve is not None:
+            self._check_depth_curve(self.depth_curve)
+
+    def _check_depth_curve(self, curve: DepthCurve) -> None:
+        """ConfigError unless the curve's slice and seeds are among the main runs'."""
+        check_choice("depth_curve.task", curve.task, self.tasks)
+        check_choice("depth_curve.setting", curve.setting, self.settings)
+        if curve.fps not in self.fps or not set(curve.seeds) <= set(self.seeds):
+            raise ConfigError(
+                f"depth_curve fps={curve.fps:g}, seeds={curve.seeds}: must be among the "
+                f"main runs' fps {self.fps} and seeds {self.seeds} (D=0 comes from them)"
+            )
+        if not curve.depths or not all(1 <= d <= 4 for d in curve.depths):
+            raise ConfigError(f"depth_curve.depths={curve.depths}: MCP depths in 1..4")
 
     @property
     def baseline(self) -> str:

@@ -21,9 +21,10 @@ from experiments.claims import (
     speed_claim,
     success_claim,
 )
+from experiments.cli import CONF_DIR
 from experiments.configs import ConfigError
 from experiments.reproduce import jobs_and_threads
-from experiments.reproduce_configs import scale_preset
+from experiments.reproduce_configs import ScalePreset, scale_preset
 from experiments.run_folders import load_runs
 from tests.run_folder_factory import RunSpec, write_sweep
 from worldmodel.evaluation.statistics import Interval
@@ -104,7 +105,7 @@ def test_a_run_of_an_older_preset_names_the_fix(micro):
     run_dir = out_dir / "runs" / "single_step/press_button_randomized/fps12.5/seed0"
     overrides = json.loads((run_dir / "run.json").read_text())["overrides"]
     before = (run_dir / "last.pt").read_bytes()
-    spec = reproduce.RunSpec("single_step", "press_button", "randomized", 12.5, 0)
+    spec = reproduce.RunSpec("single_step", "press_button", "randomized", 12.5, 0, "single_step")
     with pytest.raises(ConfigError, match=r"another version .* \(train.lr\); pass out_dir="):
         reproduce.train_run(spec, run_dir, [*overrides, "train.lr=0.5"], steps=7)
     assert (run_dir / "last.pt").read_bytes() == before
@@ -122,6 +123,44 @@ def test_jobs_and_threads(monkeypatch, requested, preset_threads, expected):
         preset.train.append(f"train.threads={preset_threads}")
     assert preset.threads == preset_threads
     assert jobs_and_threads(requested, preset) == expected
+
+
+def depth_preset(**curve) -> ScalePreset:
+    preset = scale_preset("next_forcing", "micro_state")
+    fields = {
+        **preset.__dict__,
+        "seeds": [0, 1],
+        "variant_overrides": {"next_forcing": ["heads.depths=1"]},
+    }
+    default = dict(task=preset.tasks[0], setting=preset.settings[0], fps=preset.fps[0])
+    return ScalePreset(
+        **fields | {"depth_curve": default | {"seeds": [0], "depths": [2, 4]} | curve}
+    )
+
+
+def test_the_depth_curve_adds_runs_of_each_depth_to_the_main_ones(tmp_path):
+    preset = depth_preset()
+    specs = reproduce.run_specs(preset)
+    main = [s for s in specs if s.variant in preset.variants]
+    extra = [s for s in specs if s.variant not in preset.variants]
+    assert len(main) == 2 * len(preset.tasks) * len(preset.fps) * 2
+    assert [(s.variant, s.seed) for s in extra] == [("next_forcing_d2", 0), ("next_forcing_d4", 0)]
+    nf = next(s for s in main if s.variant == "next_forcing")
+    assert nf.extra == ("heads.depths=1",)
+    assert extra[1].extra == ("heads.depths=4",)  # the main variant's depth is replaced
+    name, data = "reproduce_test", tmp_path / "data"
+    for spec, depth in ((main[0], 0), (nf, 1), (extra[1], 4)):
+        cfg = reproduce.compose_app(
+            CONF_DIR, "train", spec.overrides(preset, name, data, "disabled")
+        )
+        assert (cfg.heads.kind == "none" and depth == 0) or cfg.heads.depths == depth
+        assert cfg.variant == spec.variant
+    ranks = sorted(specs, key=lambda s: reproduce.cost_rank(preset, s), reverse=True)
+    assert [s.variant for s in ranks[:2]] == ["next_forcing_d4", "next_forcing_d2"]
+    with pytest.raises(ConfigError, match=r"depth_curve.depths=\[5\]: MCP depths in 1..4"):
+        depth_preset(depths=[5])
+    with pytest.raises(ConfigError, match=r"depth_curve fps=7, seeds=\[0\]: must be among"):
+        depth_preset(fps=7.0)
 
 
 def test_verdicts_follow_the_interval():
