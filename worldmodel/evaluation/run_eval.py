@@ -237,7 +237,8 @@ def closed_loop_episode_video(
         pictures = imagined_views(
             tokenizer, episode.imagined, episode.view.shape[1], twin, episode.seed
         )  # (F, Hv, W, 3)
-        panels["imagined"] = held(pictures, episode.imagined_steps, T)
+        cameras = "" if tokenizer.observes == "state" else f" ({', '.join(tokenizer.cameras)})"
+        panels[f"imagined{cameras}"] = held(pictures, episode.imagined_steps, T)
     state_input = f"input: scene state ({tokenizer.latent_dim} ch)"
     return closed_loop_video(
         panels,
