@@ -70,6 +70,8 @@ class TabletopEnv(gym.Env):
         robot_dofs = np.concatenate([np.r_[a.dof, a.finger_dof] for a in self.arms.values()])
         self.object_dofs = np.setdiff1d(np.arange(self.model.nv), robot_dofs)
         self._renderer = None
+        self._view_renderers: dict[tuple[int, int], mujoco.Renderer] = {}  # (H, W) -> renderer
+        self._view_data = mujoco.MjData(self.model)  # scratch copy that render_camera poses
 
         low, high = _joint_bounds()
         self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
@@ -145,10 +147,57 @@ class TabletopEnv(gym.Env):
         cameras = self.cameras or ("head",)
         return np.concatenate([self._render_camera(c) for c in cameras], axis=1)
 
+    def render_camera(
+        self,
+        camera: str = "view",
+        size: tuple[int, int] = scene.VIEW_SIZE,
+        state: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(H, W, 3) uint8 of ``camera`` at ``size`` (H, W) showing the scene state ``state``
+        (S,) (None: the env's current one, as its observation has it), with a renderer of its
+        own; the simulation and the observations are untouched.
+
+        The state is written (``SceneState.write``) over a scratch copy of the current physics
+        (what a state leaves out: light, table, distractors), so the env that produced a state
+        and a twin reset to the same seed render it exactly alike (the imagined states of the
+        state track); the rounding to float32 and the grippers' mean opening are invisible."""
+        if camera not in scene.CAMERA_ALIASES:
+            raise ValueError(f"unknown camera {camera!r}; valid: {', '.join(scene.CAMERA_ALIASES)}")
+        size = (int(size[0]), int(size[1]))
+        most = (self.model.vis.global_.offheight, self.model.vis.global_.offwidth)
+        if not 0 < size[0] <= most[0] or not 0 < size[1] <= most[1]:
+            raise ValueError(
+                f"render size {list(size)} is not valid; the scene's offscreen buffer holds at "
+                f"most {list(most)} (envs/scene.py build_scene_spec)"
+            )
+        if state is None:
+            state = self._observation_state()
+        if size not in self._view_renderers:
+            self._view_renderers[size] = make_renderer(self.model, *size)
+        pose = self._view_data
+        pose.qpos[:], pose.mocap_pos[:], pose.mocap_quat[:] = (
+            self.data.qpos,
+            self.data.mocap_pos,
+            self.data.mocap_quat,
+        )
+        placed = self.model.body_pos.copy()  # SceneState.write moves placed bodies in the model
+        try:
+            self.scene_state.write(self.model, pose, state)
+            renderer = self._view_renderers[size]
+            renderer.update_scene(pose, camera=scene.CAMERA_ALIASES[camera])
+        finally:
+            self.model.body_pos[:] = placed
+        return renderer.render()
+
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+        for renderer in self._view_renderers.values():
+            renderer.close()
+        self._view_renderers.clear()
+        self._view_renderers: dict[tuple[int, int], mujoco.Renderer] = {}  # (H, W) -> renderer
+        self._view_data = mujoco.MjData(self.model)  # scratch copy that render_camera poses
 
     # ------------------------------------------------------------------ helpers
     def _hold_home(self) -> None:
@@ -183,13 +232,18 @@ class TabletopEnv(gym.Env):
         self._renderer.update_scene(self.data, camera=scene.CAMERA_ALIASES[camera])
         return self._renderer.render()
 
-    def _observation(self) -> dict[str, Any]:
+    def _clipped_joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Joint positions (clipped to the observation's bounds) and velocities."""
         joint_pos, joint_vel = self.joint_state()
-        low, high = (
-            self.observation_space["joint_pos"].low,
-            self.observation_space["joint_pos"].high,
-        )
-        joint_pos = np.clip(joint_pos, low, high)
+        space = self.observation_space["joint_pos"]
+        return np.clip(joint_pos, space.low, space.high), joint_vel
+
+    def _observation_state(self) -> np.ndarray:
+        """(S,) the scene state as the observation has it."""
+        return self.scene_state.read(self.model, self.data, self._clipped_joint_state()[0])
+
+    def _observation(self) -> dict[str, Any]:
+        joint_pos, joint_vel = self._clipped_joint_state()
         observation: dict[str, Any] = {
             "joint_pos": joint_pos,
             "joint_vel": joint_vel,

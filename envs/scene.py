@@ -1,4 +1,4 @@
-"""The shared tabletop scene: table, floor, lights, head camera, arms and distractor slots.
+"""The shared tabletop scene: table, floor, lights, cameras, arms and distractor slots.
 
 A scene is compiled once per task; the ``clean`` and ``randomized`` settings then differ only
 in model fields changed at reset (table material and height, light, distractors), so one
@@ -20,9 +20,12 @@ TABLE_THICKNESS = 0.04
 TABLE_HEIGHT_JITTER = 0.025  # m, randomized setting: table top in [-j, +j] around z = 0
 MAX_DISTRACTORS = 6
 HEAD_CAMERA = "head_cam"
-CAMERAS = (HEAD_CAMERA, "left/wrist_cam", "right/wrist_cam")
+VIEW_CAMERA = "view_cam"  # an oblique 3/4 view of the table and both arms, for videos only
+VIEW_SIZE = (256, 256)  # (H, W) the viewing camera's default render size
+CAMERAS = (HEAD_CAMERA, "left/wrist_cam", "right/wrist_cam", VIEW_CAMERA)
 CAMERA_ALIASES = {
     "head": HEAD_CAMERA,
+    "view": VIEW_CAMERA,
     "left_wrist": "left/wrist_cam",
     "right_wrist": "right/wrist_cam",
 }
@@ -136,6 +139,10 @@ def build_scene_spec(render_size: tuple[int, int]) -> mujoco.MjSpec:
     head_eye, head_target = np.array([0.0, -0.62, 0.52]), np.array([0.0, 0.0, 0.0])
     world.add_camera(
         name=HEAD_CAMERA, pos=head_eye, quat=_look_at_quat(head_eye, head_target), fovy=55
+    )
+    view_eye, view_target = np.array([0.38, -0.92, 0.68]), np.array([0.0, 0.02, 0.08])
+    world.add_camera(
+        name=VIEW_CAMERA, pos=view_eye, quat=_look_at_quat(view_eye, view_target), fovy=52
     )
     for slot, (geom_type, size) in enumerate(_DISTRACTOR_SHAPES):
         body = world.add_body(name=f"distractor_{slot}", mocap=True, pos=_HIDDEN)

@@ -11,7 +11,8 @@ Suites (``suites=[...]``, all by default):
 - ``drift``: open-loop drift per horizon on held-out episodes in three context regimes, for
   each mode and with the heads dropped; figures ``figures/drift_<metric>_<regime>.png``.
 - ``videos``: real | imagined | difference rollouts of held-out episodes and closed-loop
-  episode videos marked SUCCESS/FAIL (``videos/``).
+  episode videos at control rate, the real view beside the imagined one, marked SUCCESS/FAIL
+  (``videos/``; both tracks: the state track's states are rendered by the viewing camera).
 - ``diagnose`` (only when named): why the policy fails. Teacher-forced action skill on
   held-out episodes by chunk index and frame within the chunk, on real and on imagined
   video, beside the hold-last-action and data-mean predictors
@@ -38,6 +39,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from envs.env import CONTROL_HZ
 from experiments.cli import APPS_CONF_DIR, check_overrides, exit_on_user_error, to_config
 from experiments.configs import ConfigError, register_configs
 from experiments.evaluate_configs import EvaluateConfig
@@ -50,14 +52,15 @@ from worldmodel.evaluation.drift import DriftConfig, DriftResult, measure_drift
 from worldmodel.evaluation.figures import plot_action_skill, plot_drift
 from worldmodel.evaluation.run_eval import (
     BASELINE_POLICIES,
+    closed_loop_episode_video,
     closed_loop_metrics,
     drift_episodes,
     held_out_indices,
     model_policy_factory,
     rollout_video,
     run_closed_loop,
+    video_twin,
 )
-from worldmodel.evaluation.videos import closed_loop_video
 from worldmodel.heads.modules import MCPHeads
 from worldmodel.inference.session import check_context, check_mode, chunks_per_step
 from worldmodel.training.build import TrainedRun, load_trained
@@ -118,8 +121,6 @@ def closed_loop_suite(
     seeds = eval_seeds(dataset_path(Path(build.dataset).parent, build.task, setting))
     seeds = seeds[: config.episodes]
     record = seeds[: config.videos] if "videos" in config.suites else []
-    if trained.tokenizer.observes == "state":
-        record = []  # the state track renders no camera yet: no closed-loop videos
     common = dict(
         workers=config.workers,
         batch_size=config.batch_size,
@@ -142,11 +143,11 @@ def closed_loop_suite(
             outcomes[key] = run_closed_loop(
                 factory, build, seeds, needs_images=True, record_seeds=record, **common
             )
+            twin = video_twin(trained.tokenizer, build.task, setting)
             for episode in outcomes[key].episodes:
-                if episode.frames is not None:
-                    success = episode.first_success_step if episode.success else None
+                if episode.view is not None:
                     path = out_dir / "videos" / f"closed_loop_{key}_seed{episode.seed}.mp4"
-                    closed_loop_video({"cameras": episode.frames}, path, 50.0, success)
+                    closed_loop_episode_video(episode, trained.tokenizer, path, twin, CONTROL_HZ)
                     results["files"]["videos"].append(str(path))
     if "baselines" in config.suites:
         for name, factory in BASELINE_POLICIES.items():
@@ -210,7 +211,8 @@ def drift_suite(
                 continue
             path = out_dir / "figures" / f"drift_{metric}_{regime}.png"
             results["files"]["figures"].append(str(plot_drift(drift, metric, regime, path)))
-    if "videos" in config.suites and tokenizer.observes == "images":
+    if "videos" in config.suites:
+        twin = video_twin(tokenizer, build.task, build.setting)
         for episode in range(min(config.videos, len(episodes.latents))):
             path = rollout_video(
                 model,
@@ -223,6 +225,7 @@ def drift_suite(
                 fps=build.fps,
                 episode=episode,
                 seed=config.seed,
+                twin=twin,
             )
             results["files"]["videos"].append(str(path))
     return drift

@@ -38,6 +38,7 @@ from worldmodel.evaluation.run_eval import (
     model_policy_factory,
     rollout_video,
     run_closed_loop,
+    video_twin,
 )
 from worldmodel.heads.modules import WorldModelWithHeads
 from worldmodel.model.config import ModelConfig
@@ -327,15 +328,12 @@ def periodic_evaluation(
     success on the dataset's evaluation seeds (``eval.closed_loop``) and a rollout video."""
     ev = config.eval
     seeds = eval_seeds(build.dataset)[: ev.episodes] if ev.closed_loop else []
-    video_episodes = None
-    if ev.rollout_video and tokenizer.observes == "state":
-        print(
-            "warning: no rollout video: the state track has no video renderer yet", file=sys.stderr
-        )
-    elif ev.rollout_video:
+    video_episodes, twin = None, None
+    if ev.rollout_video:
         frames = (1 + ev.rollout_horizon) * config.model.K
         try:
             video_episodes = drift_episodes(build, tokenizer, frames, 1, config.data.cache_dir)
+            twin = video_twin(tokenizer, build.task, build.setting)
         except ValueError as exc:
             print(f"warning: no rollout video: {exc}", file=sys.stderr)
 
@@ -375,6 +373,7 @@ def periodic_evaluation(
                 steps=ev.video_steps or module.config.video_steps,
                 fps=config.fps,
                 seed=config.seed,
+                twin=twin,
             )
             logger.log_media("rollout/video", path, step)
         return results

@@ -145,11 +145,34 @@ def test_recorded_frames(seeds):
     )
     recorded, plain = result.episodes
     assert recorded.frames.shape == (11, 16, 32, 3) and plain.frames is None
+    assert recorded.view.shape == (11, 256, 256, 3) and plain.view is None
+    assert recorded.view.std() > 10  # the viewing camera sees the scene
+    assert recorded.chunk_starts == list(range(10)) and plain.chunk_starts is None
+    assert recorded.imagined is None and recorded.imagined_steps is None  # no imagination
+    assert set(recorded.to_dict()) == set(plain.to_dict())  # recordings stay out of eval.json
+
+
+def test_recording_without_cameras_renders_the_view_only(seeds):
+    """The state track: no camera input, the viewing camera at the size asked for."""
+    result = evaluate_closed_loop(
+        functools.partial(ExpertPolicy, chunk=4),
+        TASK,
+        "clean",
+        seeds[:1],
+        max_steps=10,
+        cameras=(),
+        record_seeds=seeds[:1],
+        video_size=(96, 128),
+    )
+    (episode,) = result.episodes
+    assert episode.frames is None and episode.view.shape == (11, 96, 128, 3)
+    assert episode.chunk_starts == [0, 4, 8]
+    assert np.abs(np.diff(episode.view.astype(int), axis=0)).max() > 0  # the arms move
 
 
 def test_bad_input_names_the_culprit(seeds):
-    with pytest.raises(ValueError, match="record_seeds needs at least one camera"):
-        evaluate_closed_loop(HoldPolicy, TASK, "clean", seeds, cameras=(), record_seeds=seeds)
+    with pytest.raises(ValueError, match=r"record_seeds \[7\] are not in seeds"):
+        evaluate_closed_loop(HoldPolicy, TASK, "clean", seeds, cameras=(), record_seeds=[7])
     with pytest.raises(ValueError, match="policy_factory cannot be pickled"):
         evaluate_closed_loop(lambda env: HoldPolicy(env), TASK, "clean", seeds, workers=2)
     with pytest.raises(ValueError, match=r"policy.act returned shape \(5, 7\)"):

@@ -9,9 +9,11 @@ from worldmodel.evaluation.drift import DriftConfig, DriftResult
 from worldmodel.evaluation.figures import plot_drift
 from worldmodel.evaluation.videos import (
     HEADER_PX,
+    MARGIN_PX,
     closed_loop_video,
     horizon_label,
     side_by_side_video,
+    with_inset,
 )
 
 CAMERAS = ("head", "wrist")
@@ -84,14 +86,19 @@ def test_side_by_side_video_tiles_real_imagined_and_difference(tmp_path):
     assert np.abs(headers[2] - headers[3]).max() < 30  # same chunk, same label
 
 
-def test_closed_loop_video_marks_success_and_failure(tmp_path):
-    frames = camera_frames(seed=1)
-    fps, hold_s = 10, 0.5
-    success = read_video(closed_loop_video(frames, tmp_path / "ok.mp4", fps, success_step=3))
-    failure = read_video(
-        closed_loop_video(frames, tmp_path / "fail.mp4", fps, success_step=None, hold_s=hold_s)
+def test_closed_loop_video_marks_success_failure_and_chunk_starts(tmp_path):
+    real, imagined = camera_frames(seed=1).values()
+    panels = {"real": real, "imagined": imagined}
+    fps, hold_s, starts = 10, 0.5, [0, 2, 4]
+    success = read_video(
+        closed_loop_video(panels, tmp_path / "ok.mp4", fps, 3, starts, scale=SCALE)
     )
-    assert success.shape == (T + fps, HEADER_PX + SIZE * SCALE, len(CAMERAS) * SIZE * SCALE, 3)
+    failure = read_video(
+        closed_loop_video(
+            panels, tmp_path / "fail.mp4", fps, None, starts, scale=SCALE, hold_s=hold_s
+        )
+    )
+    assert success.shape == (T + fps, HEADER_PX + SIZE * SCALE, 2 * SIZE * SCALE, 3)
     assert failure.shape[0] == T + round(hold_s * fps)
 
     def border(video):  # the middle of the left border of the tiles, (T, 3)
@@ -102,5 +109,28 @@ def test_closed_loop_video_marks_success_and_failure(tmp_path):
     assert np.abs(border(success)[:3] - green).min() > 40  # no border before success
     assert np.abs(border(failure)[T - 1 :] - red).max() < 40
     assert np.abs(border(failure)[: T - 1] - red).min() > 40
+    yellow = np.array([255, 210, 0])
+    header_yellow = [
+        (np.abs(frame[:HEADER_PX].astype(int) - yellow).sum(-1) < 90).sum() for frame in failure
+    ]
+    assert [n > 0 for n in header_yellow[:T]] == [True, False, True, False, True, False]
+    below_labels = HEADER_PX + 2 * HEADER_PX + 4  # the panels' name labels end above this
+    for column, source in enumerate((real, imagined)):  # each panel shows its frames
+        x0 = column * SIZE * SCALE
+        cell = failure[:T, below_labels:-4:SCALE, x0 + 8 : x0 + SIZE * SCALE - 4 : SCALE]
+        expected = source[:, (below_labels - HEADER_PX) // SCALE : -2, 4:-2]
+        assert np.abs(cell.astype(float) - expected[:, : cell.shape[1], : cell.shape[2]]).mean() < 4
     with pytest.raises(ValueError, match="success_step=6 is not valid"):
-        closed_loop_video(frames, tmp_path / "bad.mp4", fps, success_step=T)
+        closed_loop_video(panels, tmp_path / "bad.mp4", fps, success_step=T)
+    with pytest.raises(ValueError, match="chunk_starts=\\[1, 3\\] is not valid"):
+        closed_loop_video(panels, tmp_path / "bad.mp4", fps, None, [1, 3])
+
+
+def test_inset_sits_in_the_first_panels_bottom_left_corner():
+    panel = np.zeros((256, 256, 3), np.uint8)
+    inset = np.full((32, 32, 3), 200, np.uint8)
+    out = with_inset(panel, inset)  # upscaled 2x: 64 px, framed in white, MARGIN_PX in
+    top, left = 256 - MARGIN_PX - 66, MARGIN_PX
+    assert (out[top + 1 : top + 65, left + 1 : left + 65] == 200).all()
+    assert (out[top, left : left + 66] == 255).all()  # the white frame
+    assert out[:top].max() == 0 and out[:, left + 66 :].max() == 0  # nothing else drawn

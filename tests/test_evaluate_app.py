@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v2 as imageio
 import matplotlib.image
 import pytest
 
@@ -82,6 +83,12 @@ def test_evaluate_writes_eval_json_figures_and_videos(trained_run):
     assert "rollout_episode0.mp4" in videos
     assert "closed_loop_model_seed100000.mp4" in videos
     assert all(Path(v).stat().st_size > 0 for v in report["files"]["videos"])
+    closed_loop = imageio.mimread(out_dir / "videos" / "closed_loop_model_seed100000.mp4")
+    steps = report["closed_loop"]["model"]["episodes"][0]["steps"]
+    assert len(closed_loop) == steps + 1 + 50  # 50 fps, the verdict held for a second
+    assert closed_loop[0].shape == (16 + 256, 2 * 256, 3)  # real | imagined views
+    rollout = imageio.mimread(out_dir / "videos" / "rollout_episode0.mp4")
+    assert rollout[0].shape == (16 + 3 * 256, 256, 3)  # 32 px head camera upscaled 8x
     assert list(out_dir.glob("wandb/offline-run-*"))
     assert "model_mcp_parallel" in result.stdout
 

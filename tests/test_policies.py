@@ -119,10 +119,20 @@ def test_closed_loop_runs_in_both_modes_and_mcp_halves_video_passes():
     steps = FIRST_CHUNK_STEPS + (chunks - 1) * CHUNK_STEPS
     standard, standard_passes = run_chunks("standard", steps)
     parallel, parallel_passes = run_chunks("mcp_parallel", steps)
+    starts = [0] + [FIRST_CHUNK_STEPS + c * CHUNK_STEPS for c in range(chunks - 1)]
+    # chunk 0: the observed frame 0 and one imagined frame at step A; later: K frames each
+    times = [0, 2] + [start + j for start in starts[1:] for j in (2, 4)]
+    first = tokenizer().encode_observations([camera_env().reset(seed=SEED)[0]])  # (1, N, C)
     for episode in (standard, parallel):
         assert not episode.success and episode.steps == steps
         assert episode.chunks == chunks
         assert episode.frames.shape == (steps + 1, *SIZE, 3)
+        assert episode.view.shape == (steps + 1, 256, 256, 3)
+        assert episode.chunk_starts == starts
+        assert episode.imagined.shape == (2 * chunks, 4, 192)  # (F, N, C)
+        assert episode.imagined_steps.tolist() == times and times[-1] == steps
+        np.testing.assert_allclose(episode.imagined[0], first[0], atol=1e-6)  # clamped frame 0
+        assert np.isfinite(episode.imagined).all() and episode.imagined[1:].std() > 0
     assert standard_passes["video"] == 2.0 and parallel_passes["video"] == 1.0
     assert standard_passes["action"] == parallel_passes["action"] == 2.0
     assert standard_passes["head"] == 0 and parallel_passes["head"] > 0

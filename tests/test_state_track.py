@@ -1,22 +1,36 @@
 """The state track: scene states read and written in MuJoCo, the state tokenizer on real
-episodes, and the whole reproduction pipeline on it (micro scale)."""
+episodes, videos of imagined states from a briefly trained run, and the whole reproduction
+pipeline on it (micro scale)."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
 
 from envs.env import TabletopEnv
 from envs.expert import ScriptedExpert
+from envs.scene import VIEW_SIZE
 from envs.state import rotation_6d, rotation_angle
 from envs.tasks import TASKS
 from worldmodel.data.collection import CollectionJob, dataset_path, run_collection
 from worldmodel.data.episodes import EpisodeFile
+from worldmodel.evaluation.closed_loop import eval_seeds, evaluate_closed_loop
+from worldmodel.evaluation.policies import ExpertPolicy
+from worldmodel.evaluation.run_eval import (
+    closed_loop_episode_video,
+    model_policy_factory,
+    run_closed_loop,
+    state_views,
+    video_twin,
+)
+from worldmodel.evaluation.videos import HEADER_PX
 from worldmodel.tokenizer.factory import TokenizerConfig
+from worldmodel.training.build import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,6 +101,95 @@ def test_state_tokenizer_round_trips_real_episodes(state_data):
         np.testing.assert_allclose(decoded, states, atol=1e-5)
     with pytest.raises(ValueError, match="tokenizer.mean is fitted on the training episodes"):
         TokenizerConfig(name="state", mean=[0.0] * len(names)).fitted(state_data, 3)
+
+
+def test_a_state_written_into_a_twin_renders_the_recorded_view_exactly(state_data):
+    """The view a recorded episode keeps is what its scene state renders in a twin env: the
+    state track's imagined panel is drawn the same way, so real and imagined compare."""
+    task, seed, steps = "place_cup_coaster", eval_seeds(state_data)[0], 60
+    kwargs = dict(task=task, setting="randomized", seeds=[seed], max_steps=steps, cameras=())
+    (recorded,) = evaluate_closed_loop(ExpertPolicy, record_seeds=[seed], **kwargs).episodes
+    (plain,) = evaluate_closed_loop(ExpertPolicy, **kwargs).episodes
+    assert (recorded.steps, recorded.progress) == (plain.steps, plain.progress)  # untouched
+    env = TabletopEnv(task, "randomized", cameras=())
+    expert = ScriptedExpert(env)
+    states = [env.reset(seed=seed)[0]["state"]]
+    expert.reset()
+    states += [env.step(expert.act())[0]["state"] for _ in range(steps)]
+    shown = slice(0, steps + 1, 15)
+    views = state_views(TabletopEnv(task, "randomized", cameras=()), seed, np.stack(states)[shown])
+    np.testing.assert_array_equal(views, recorded.view[shown])
+    assert np.abs(np.diff(views.astype(int), axis=0)).max() > 50  # the arms moved
+
+
+@pytest.fixture(scope="module")
+def state_run(state_data, tmp_path_factory):
+    """A tiny state-track run trained for a few steps on ``state_data`` (rollout videos on)."""
+    run_dir = tmp_path_factory.mktemp("state_run")
+    data_dir = state_data.parent
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "task=place_cup_coaster",
+        "task.setting=randomized",
+        "model=tiny",
+        "data=state",
+        "data.episodes=4",
+        "data.val_episodes=1",
+        "data.eval_episodes=1",
+        "tokenizer=state",
+        "train=tiny",
+        "train.steps=10",
+        "train.threads=1",
+        "heads=single_step",
+        "eval.every=10",
+        "eval.video_steps=2",
+        "logger=disabled",
+        "logger.progress=false",
+        f"data.dir={data_dir}",
+        f"data.cache_dir={data_dir}/latents",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def read_video(path: Path) -> np.ndarray:
+    return np.stack(imageio.mimread(path, memtest=False))  # (T, H, W, 3)
+
+
+def test_the_state_track_writes_an_open_loop_rollout_video(state_run):
+    video = read_video(state_run / "videos" / "rollout_step_0000010.mp4")
+    assert video.shape[1:] == (HEADER_PX + 3 * VIEW_SIZE[0], VIEW_SIZE[1], 3)  # real/imagined/diff
+    real, imagined = (video[:, HEADER_PX + i * VIEW_SIZE[0] :][:, : VIEW_SIZE[0]] for i in (0, 1))
+    assert np.abs(real[0].astype(int) - imagined[0]).mean() < 2  # frame 0 is context
+    assert np.abs(real[-1].astype(int) - imagined[-1]).mean() > 2  # the model imagined the end
+
+
+def test_a_closed_loop_video_of_imagined_states(state_run, tmp_path, one_torch_thread):
+    trained = load_trained(state_run / "last.pt")
+    build, seed = trained.build, eval_seeds(trained.build.dataset)[0]
+    factory = model_policy_factory(trained.model, trained.tokenizer, build.fps, "standard", 2, 2)
+    A = trained.model.config.actions_per_frame  # K = 2: chunk 0 runs A steps, later ones 2A
+    steps = A + 3 * 2 * A  # 4 chunks
+    result = run_closed_loop(
+        factory, build, [seed], needs_images=True, max_steps=steps, record_seeds=[seed]
+    )
+    (episode,) = result.episodes
+    assert episode.frames is None and episode.chunk_starts == [0, A, 3 * A, 5 * A]
+    assert episode.imagined.shape == (8, 1, trained.tokenizer.latent_dim)
+    assert episode.imagined_steps.tolist() == [0, A, *range(2 * A, steps + 1, A)]
+    twin = video_twin(trained.tokenizer, build.task, build.setting)
+    path = closed_loop_episode_video(episode, trained.tokenizer, tmp_path / "cl.mp4", twin)
+    video = read_video(path)
+    assert video.shape == (steps + 1 + 50, HEADER_PX + VIEW_SIZE[0], 2 * VIEW_SIZE[1], 3)
+    panels = video[: steps + 1, HEADER_PX + 40 : -40].astype(int)  # below the labels
+    real, imagined = panels[:, :, 8 : VIEW_SIZE[1] - 8], panels[:, :, VIEW_SIZE[1] + 8 : -8]
+    assert np.abs(real[: A - 1] - imagined[: A - 1]).mean() < 2  # frame 0 is observed
+    assert np.abs(real[-1] - imagined[-1]).mean() > 2  # imagined states differ from real ones
+    assert imagined.std() > 20 and imagined[-1].std() > 20  # a rendered scene, not blank
 
 
 def test_micro_reproduction_on_the_state_track(tmp_path):

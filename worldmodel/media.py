@@ -21,6 +21,13 @@ def upscale(frame: np.ndarray, factor: int) -> np.ndarray:
     return frame.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else frame
 
 
+def resize_nearest(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(..., H, W, 3) -> (..., height, width, 3) by nearest neighbour (crisp blocks)."""
+    rows = np.arange(height) * frames.shape[-3] // height
+    columns = np.arange(width) * frames.shape[-2] // width
+    return frames[..., rows, :, :][..., columns, :]
+
+
 def contact_sheet(rows: Iterable[Iterable[np.ndarray]], gap: int = 2) -> np.ndarray:
     """Frames arranged in a grid (one row per iterable), separated by white gaps."""
     rendered = []

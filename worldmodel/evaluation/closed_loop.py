@@ -9,6 +9,12 @@ Batches run in this process (``workers=1``) or in spawned worker processes, each
 own envs and policy with ``policy_factory(env)``; a policy seeds its randomness from the
 episode seed, so per-seed outcomes do not depend on the number of workers or the batch.
 
+Recording (``record_seeds``): a recorded episode keeps, per control step, the viewing camera
+(``envs/scene.py``, rendered at ``video_size`` by the env, on the state track too), the
+policy's camera input when the env has cameras, the control steps at which its chunks started
+and, for a world-model policy, every chunk's imagined latent frames with their control-step
+times (``WorldModelPolicy.imagined_frames``). Unrecorded episodes render nothing extra.
+
 Speed: ``steps_per_second`` and ``chunks_per_second`` are the control steps (chunks) of all
 episodes divided by the time spent inside ``policy.act`` and ``policy.observe``, summed over
 episodes: the policy's own speed, without physics and rendering (``wall_seconds`` has all).
@@ -31,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from envs.env import ACTION_DIM, TabletopEnv
+from envs.scene import VIEW_SIZE
 from worldmodel.data.episodes import DatasetError, EpisodeFile
 from worldmodel.evaluation.policies import BatchPolicy, EpisodePolicies, Policy
 from worldmodel.evaluation.statistics import wilson_interval
@@ -54,11 +61,19 @@ class EpisodeResult:
     wall_seconds: float  # the whole episode: physics, rendering and policy
     policy_seconds: float  # inside policy.act and policy.observe
     passes: dict[str, int] = field(default_factory=dict)  # the policy's pass totals, if any
-    frames: np.ndarray | None = None  # (steps + 1, H, W * cameras, 3) uint8, record_seeds only
+    # Recorded episodes only (record_seeds), never in to_dict:
+    view: np.ndarray | None = None  # (steps + 1, Hv, Wv, 3) uint8 viewing camera per step
+    frames: np.ndarray | None = None  # (steps + 1, H, W * cameras, 3) uint8 policy input, if any
+    chunk_starts: list[int] | None = None  # control step at which each chunk started
+    imagined: np.ndarray | None = None  # (F, N, C) imagined latent frames (world models only)
+    imagined_steps: np.ndarray | None = None  # (F,) int, the control step of each of them
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able fields (without the frames)."""
-        return {k: v for k, v in asdict(self).items() if k != "frames"}
+        """JSON-able fields (without the recordings)."""
+        return {k: v for k, v in asdict(self).items() if k not in RECORDINGS}
+
+
+RECORDINGS = ("view", "frames", "chunk_starts", "imagined", "imagined_steps")
 
 
 @dataclass
@@ -133,9 +148,11 @@ def run_batch(
     policy: BatchPolicy,
     seeds: Sequence[int],
     record: Sequence[bool] = (),
+    video_size: tuple[int, int] = VIEW_SIZE,
 ) -> list[EpisodeResult]:
     """Episodes ``seeds`` (one per env, ``env.reset(seed=...)``) in lockstep until each ends
-    by success or its step limit; ``record[b]`` keeps episode b's camera frames.
+    by success or its step limit; ``record[b]`` keeps episode b's recordings (module
+    docstring), the viewing camera at ``video_size`` (H, W).
 
     Policy time is shared equally among the episodes still running when it is spent."""
     B = len(seeds)
@@ -145,7 +162,12 @@ def run_batch(
     obs = [o for o, _ in resets]
     infos = [i for _, i in resets]
     progress = [i["progress"] for i in infos]
-    frames = [[tile_cameras(o["images"])] if r else [] for o, r in zip(obs, record, strict=True)]
+    recordings = [
+        _Recording(env, video_size) if r else None for env, r in zip(envs, record, strict=False)
+    ]
+    for recording, first in zip(recordings, obs, strict=True):
+        if recording is not None:
+            recording.add_step(first)
     policy.reset_batch(obs, [int(s) for s in seeds])
     running = [True] * B
     policy_seconds, chunks = [0.0] * B, [0] * B
@@ -162,6 +184,9 @@ def run_batch(
     while any(running):
         acting = [o if r else None for o, r in zip(obs, running, strict=True)]
         planned = timed(policy.act_batch, acting)
+        for b in range(B):
+            if running[b] and recordings[b] is not None:
+                recordings[b].chunk_starts.append(envs[b].steps)
         seen: list[list[dict] | None] = [None] * B
         for b in [b for b in range(B) if running[b]]:
             chunk = np.asarray(planned[b])
@@ -174,8 +199,8 @@ def run_batch(
                 obs[b], _, terminated, truncated, infos[b] = envs[b].step(action)
                 progress[b] = max(progress[b], infos[b]["progress"])
                 seen[b].append(obs[b])
-                if record[b]:
-                    frames[b].append(tile_cameras(obs[b]["images"]))
+                if recordings[b] is not None:
+                    recordings[b].add_step(obs[b])
                 done = terminated or truncated
                 if done:
                     break
@@ -183,6 +208,8 @@ def run_batch(
             if done:
                 running[b], seen[b] = False, None
                 wall[b], passes[b] = time.perf_counter() - start, policy.batch_passes[b]
+                if recordings[b] is not None:
+                    recordings[b].add_imagination(policy, b, envs[b].steps)
         if any(running):
             timed(policy.observe_batch, seen)
     return [
@@ -196,10 +223,44 @@ def run_batch(
             wall_seconds=wall[b],
             policy_seconds=policy_seconds[b],
             passes=passes[b],
-            frames=np.stack(frames[b]) if record[b] else None,
+            **(recordings[b].fields() if recordings[b] is not None else {}),
         )
         for b, seed in enumerate(seeds)
     ]
+
+
+class _Recording:
+    """What a recorded episode keeps while it runs (module docstring)."""
+
+    def __init__(self, env: TabletopEnv, video_size: tuple[int, int]) -> None:
+        self.env, self.video_size = env, video_size
+        self.view: list[np.ndarray] = []  # (Hv, Wv, 3) per control step
+        self.frames: list[np.ndarray] = []  # (H, W * cameras, 3) per control step
+        self.chunk_starts: list[int] = []
+        self.imagined: tuple[np.ndarray, np.ndarray] | None = None  # (F, N, C), (F,)
+
+    def add_step(self, obs: dict) -> None:
+        self.view.append(self.env.render_camera("view", self.video_size))
+        if "images" in obs:
+            self.frames.append(tile_cameras(obs["images"]))
+
+    def add_imagination(self, policy: BatchPolicy, row: int, last_step: int) -> None:
+        """Row ``row``'s imagined frames up to control step ``last_step``, if it imagines."""
+        if not hasattr(policy, "imagined_frames"):
+            return
+        latents, steps = policy.imagined_frames(row)  # (F, N, C), (F,)
+        shown = steps <= last_step
+        self.imagined = latents[shown], steps[shown]
+
+    def fields(self) -> dict[str, Any]:
+        latents, steps = self.imagined if self.imagined is not None else (None, None)
+        return {
+            "view": np.stack(self.view),
+            "frames": np.stack(self.frames) if self.frames else None,
+            "chunk_starts": self.chunk_starts,
+            "imagined": latents,
+            "imagined_steps": steps,
+        }
 
 
 def batch_policy(policy_factory: PolicyFactory, envs: Sequence[TabletopEnv]) -> BatchPolicy:
@@ -223,6 +284,7 @@ class _Job:
     image_size: tuple[int, int]
     max_steps: int | None
     record_seeds: frozenset[int]
+    video_size: tuple[int, int]  # (H, W) of the recorded viewing camera
     batch_size: int  # episodes in lockstep per policy
     torch_threads: int | None  # set in spawned workers, so they do not oversubscribe the cores
 
@@ -243,7 +305,7 @@ def _init_worker(job: _Job) -> None:
 def _run_seeds(seeds: tuple[int, ...]) -> list[EpisodeResult]:
     job = _WORKER["job"]
     record = [seed in job.record_seeds for seed in seeds]
-    return run_batch(_WORKER["envs"], _WORKER["policy"], seeds, record)
+    return run_batch(_WORKER["envs"], _WORKER["policy"], seeds, record, job.video_size)
 
 
 @contextmanager
@@ -268,7 +330,6 @@ def _check_args(
     seeds: list[int],
     workers: int,
     max_steps: int | None,
-    cameras: tuple[str, ...],
     record_seeds: set[int],
     batch_size: int,
 ) -> None:
@@ -285,8 +346,6 @@ def _check_args(
             f"record_seeds {sorted(record_seeds - set(seeds))} are not in seeds; "
             "record only seeds that are evaluated"
         )
-    if record_seeds and not cameras:
-        raise ValueError("record_seeds needs at least one camera to record; pass cameras")
     if workers > 1:
         try:
             pickle.dumps(policy_factory)
@@ -308,12 +367,14 @@ def evaluate_closed_loop(
     image_size: tuple[int, int] = (64, 64),
     record_seeds: Iterable[int] = (),
     batch_size: int = 1,
+    video_size: tuple[int, int] = VIEW_SIZE,
 ) -> ClosedLoopResult:
     """Success of ``policy_factory(env)``'s policy on ``seeds`` of (task, setting).
 
     ``max_steps`` None: the task's own limit. ``cameras``/``image_size``: what the env
     renders (``()`` for physics only when the policy needs no images). ``record_seeds``:
-    episodes whose camera frames are kept in ``EpisodeResult.frames`` (for videos).
+    episodes whose recordings are kept in their ``EpisodeResult`` (module docstring; the
+    viewing camera at ``video_size`` (H, W)), for videos.
     ``workers > 1`` needs a picklable ``policy_factory`` (module-level function or
     ``functools.partial``); each spawned worker then uses cpu_count / workers torch threads.
     ``batch_size``: episodes run in lockstep by one policy (``run_batch``); a world-model
@@ -322,7 +383,7 @@ def evaluate_closed_loop(
     seeds = [int(s) for s in seeds]
     record = {int(s) for s in record_seeds}
     cameras = tuple(cameras)
-    _check_args(policy_factory, seeds, workers, max_steps, cameras, record, batch_size)
+    _check_args(policy_factory, seeds, workers, max_steps, record, batch_size)
     job = _Job(
         policy_factory=policy_factory,
         task=task,
@@ -331,6 +392,7 @@ def evaluate_closed_loop(
         image_size=(int(image_size[0]), int(image_size[1])),
         max_steps=max_steps,
         record_seeds=frozenset(record),
+        video_size=(int(video_size[0]), int(video_size[1])),
         batch_size=min(batch_size, len(seeds)),
         torch_threads=max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
     )

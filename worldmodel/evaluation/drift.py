@@ -4,8 +4,9 @@ Episodes (``DriftEpisodes``): E held-out episode windows from the episodes' fram
 frame-aligned: latents (E, F, N, C), raw actions (E, F, A, d) (``actions[:, f]`` lead into
 latent frame f; frame 0's are padding, ``action_valid`` False), the joint positions each
 frame's actions start from (E, F, d) (relative actions are taken against them) and, for
-pixel metrics, the real camera frames (E, F, H, W, 3). The first ``context_chunks`` (Cc)
-chunks of K latent frames are real context; horizon h = 1..H is chunk Cc + h - 1 (0-based),
+pixel metrics, the real camera frames (E, F, H, W, 3); for state-track videos, the real scene
+states (E, F, S) and the episodes' env seeds. The first ``context_chunks`` (Cc) chunks of K
+latent frames are real context; horizon h = 1..H is chunk Cc + h - 1 (0-based),
 so every episode needs F >= (Cc + H) * K frames (later frames are ignored).
 
 Context regimes:
@@ -152,6 +153,8 @@ class DriftEpisodes:
     start_joint_pos: Tensor  # (E, F, d) joint positions when each frame's actions start
     action_valid: Tensor  # (E, F) bool, False on padded tokens
     frames: dict[str, Tensor] | None = None  # camera -> (E, F, H, W, 3) uint8 or float [0, 1]
+    states: Tensor | None = None  # (E, F, S) the real scene states (state-track videos)
+    seeds: list[int] | None = None  # (E,) the env seeds of the episodes (to render states)
 
     def __post_init__(self) -> None:
         self.latents, self.actions = torch.as_tensor(self.latents), torch.as_tensor(self.actions)
@@ -167,6 +170,14 @@ class DriftEpisodes:
             shape = tuple(getattr(self, name).shape[:2])
             if shape != lead:
                 raise ValueError(f"{name} (E, F)={shape} != latents' {lead}")
+        if self.states is not None:
+            self.states = torch.as_tensor(self.states)
+            if self.states.ndim != 3 or tuple(self.states.shape[:2]) != lead:
+                raise ValueError(
+                    f"states must be (E, F, S) with (E, F)={lead}, got {tuple(self.states.shape)}"
+                )
+        if self.seeds is not None and len(self.seeds) != lead[0]:
+            raise ValueError(f"seeds has {len(self.seeds)} entries for {lead[0]} episodes")
         if self.frames is not None:
             self.frames = {cam: torch.as_tensor(x) for cam, x in self.frames.items()}
             for cam, x in self.frames.items():

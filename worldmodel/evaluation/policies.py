@@ -26,6 +26,8 @@ actions leading INTO it (``worldmodel/model/actions.py``). An episode's chunk 0 
 observed frame 0 and K - 1 imagined frames; its frame-0 token is padding, so (K - 1)*A
 actions run. Every later chunk is K imagined frames whose K*A actions run from the last
 observed frame. The observed latent frames of a chunk are ``frames[A], frames[2A], ...``.
+So a chunk whose actions start at control step s imagines its frames at steps s + A, ..,
+s + K*A; chunk 0's at 0 (the observed frame, clamped), A, .., (K - 1)*A.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class BatchPolicy(Protocol):
     @property
     def batch_passes(self) -> list[dict[str, int]]:
         """Network passes since the reset, per episode (empty dicts if not counted)."""
+
+
+# A policy that imagines (the world model) also has ``imagined_frames(row) -> (latents (F, N,
+# C), control steps (F,))``: every latent frame it imagined for episode ``row`` since the reset.
 
 
 class EpisodePolicies:
@@ -299,11 +305,22 @@ class WorldModelPolicy:
         self.first_latent: Tensor | None = None  # (B, N, C) frame 0 while chunk 0 runs
         self.started = False  # chunk 0 of the episodes has been planned
         self.steps_planned = 0  # control steps of the chunks planned so far
+        self.imagined: list[Tensor] = []  # (B, K, N, C) per chunk planned, on the CPU
+        self.imagined_steps: list[np.ndarray] = []  # (K,) control steps of those frames
 
     @property
     def batch_passes(self) -> list[dict[str, int]]:
         """Pass totals since the reset, per row (every row takes part in every pass)."""
         return [dict(self.session.passes) for _ in self.generators]
+
+    def imagined_frames(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ``row``'s imagined latent frames (F, N, C) float32 of every chunk planned since
+        the reset, and their control steps (F,) (module docstring); chunk 0's frame 0 is the
+        observed one."""
+        if not self.imagined:
+            raise ValueError("imagined_frames: no chunk planned yet; call act_batch first")
+        latents = torch.cat([video[row] for video in self.imagined])  # (F, N, C)
+        return latents.float().numpy(), np.concatenate(self.imagined_steps)
 
     @torch.no_grad()
     def act_batch(self, obs: list[dict | None]) -> list[np.ndarray | None]:
@@ -361,11 +378,18 @@ class WorldModelPolicy:
         """Imagine the next chunk's video, append it and denoise its actions."""
         self.first_latent = self.encode(obs) if first else None  # (B, N, C)
         self.session.make_room(1)  # a drafted chunk has its room already
-        self.session.append_video(self.chunk_video())
+        video = self.chunk_video()  # (B, K, N, C)
+        self.session.append_video(video)
+        self.imagined.append(video.detach().to("cpu", copy=True))
+        self.imagined_steps.append(self.frame_steps(first))
         self.steps_planned += (self.K - first) * self.A
         self.actions = self.session.denoise_actions(
             self.action_steps, self.generators, pad_first=first
         )  # (B, K, A, d) model units
+
+    def frame_steps(self, first: bool) -> np.ndarray:
+        """(K,) the control steps of the next chunk's latent frames (module docstring)."""
+        return self.steps_planned + self.A * np.arange(1 - first, self.K + 1 - first)
 
     def chunk_video(self) -> Tensor:
         """The next chunk's imagined video (B, K, N, C), around ``first_latent`` for chunk 0;
@@ -421,8 +445,7 @@ class OracleVideoPolicy(WorldModelPolicy):
 
     def chunk_video(self) -> Tensor:
         first = self.first_latent is not None
-        start = self.steps_planned  # control step the chunk's actions start from
-        times = [start + j * self.A for j in range(1 - first, self.K + 1 - first)]
+        times = self.frame_steps(first)
         seen = [frames[min(t, len(frames) - 1)] for frames in self.expert_frames for t in times]
         encoded = self.encode(seen)  # (B*K, N, C)
         video = encoded.view(len(self.expert_frames), self.K, *encoded.shape[1:])
