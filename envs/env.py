@@ -196,8 +196,6 @@ class TabletopEnv(gym.Env):
         for renderer in self._view_renderers.values():
             renderer.close()
         self._view_renderers.clear()
-        self._view_renderers: dict[tuple[int, int], mujoco.Renderer] = {}  # (H, W) -> renderer
-        self._view_data = mujoco.MjData(self.model)  # scratch copy that render_camera poses
 
     # ------------------------------------------------------------------ helpers
     def _hold_home(self) -> None:
