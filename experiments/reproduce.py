@@ -136,12 +136,14 @@ def run_specs(preset: ScalePreset) -> list[RunSpec]:
     ]
 
 
-def cost_rank(preset: ScalePreset, spec: RunSpec) -> int:
-    """Higher for runs that cost more: the depth curve's deepest, then the heads variants."""
+def run_order(preset: ScalePreset, spec: RunSpec) -> tuple[bool, int]:
+    """Sort key of the runs: the main comparison before the depth curve (its results come
+    first if the command is stopped), and within each the costlier variants first (the heads
+    variants, the deepest heads), which keeps the last wave of parallel jobs short."""
     if spec.variant in preset.variants:
-        return preset.variants.index(spec.variant)
+        return False, -preset.variants.index(spec.variant)
     curve = preset.depth_curve
-    return len(preset.variants) + [curve.variant(d) for d in curve.depths].index(spec.variant)
+    return True, -[curve.variant(d) for d in curve.depths].index(spec.variant)
 
 
 def compose_app(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:
@@ -291,9 +293,7 @@ def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> di
             continue
         run_dir = out_dir / "runs" / spec.folder
         todo.append(RunJob(spec, run_dir, overrides, preset, config.wandb, threads))
-    # the heads variants first: they cost more than the baseline, and starting the longest runs
-    # first keeps the last wave of parallel jobs short
-    todo.sort(key=lambda job: cost_rank(preset, job.spec), reverse=True)
+    todo.sort(key=lambda job: run_order(preset, job.spec))
     desc = f"reproduce {config.paper} {config.scale}"
     return failures | run_jobs(todo, jobs, threads, desc)
 

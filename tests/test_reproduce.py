@@ -155,8 +155,9 @@ def test_the_depth_curve_adds_runs_of_each_depth_to_the_main_ones(tmp_path):
         )
         assert (cfg.heads.kind == "none" and depth == 0) or cfg.heads.depths == depth
         assert cfg.variant == spec.variant
-    ranks = sorted(specs, key=lambda s: reproduce.cost_rank(preset, s), reverse=True)
-    assert [s.variant for s in ranks[:2]] == ["next_forcing_d4", "next_forcing_d2"]
+    order = [s.variant for s in sorted(specs, key=lambda s: reproduce.run_order(preset, s))]
+    assert order[0] == "next_forcing" and order[len(main) - 1] == "single_step"
+    assert order[len(main) :] == ["next_forcing_d4", "next_forcing_d2"]
     with pytest.raises(ConfigError, match=r"depth_curve.depths=\[5\]: MCP depths in 1..4"):
         depth_preset(depths=[5])
     with pytest.raises(ConfigError, match=r"depth_curve fps=7, seeds=\[0\]: must be among"):
