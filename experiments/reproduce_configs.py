@@ -121,7 +121,7 @@ class ReproduceConfig:
     """``python -m experiments.reproduce paper=next_forcing scale=tiny``."""
 
     paper: str = "next_forcing"
-    scale: str = "tiny"  # micro (CI) | tiny (30 min, 2 CPU cores) | small (CPU hours) | small_pixel | base
+    scale: str = "tiny"  # micro (CI) | tiny (30 min, 2 cores) | small | small_pixel | base
     out_dir: str | None = None  # default outputs/reproduce/<paper>_<scale>
     data_dir: str | None = None  # default <out_dir>/data (datasets collected when missing)
     wandb: str = "disabled"  # disabled | offline | online: runs, evaluations and the report
