@@ -173,6 +173,7 @@ def bench_evaluate(args: argparse.Namespace) -> str:
         max_steps=args.max_steps,
         steps=args.steps,
         repeats=args.repeats,
+        batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
     )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -246,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--max-steps", type=int, default=200, help="control steps per episode")
     evaluate.add_argument("--steps", type=int, default=10, help="Euler steps per chunk")
     evaluate.add_argument("--repeats", type=int, default=3)
+    evaluate.add_argument(
+        "--batch-sizes", default="1", help="comma-separated episodes in lockstep, e.g. 1,4,16"
+    )
     evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 = default")
     evaluate.set_defaults(run=bench_evaluate)
     tolerance = suites.add_parser(

@@ -4,7 +4,9 @@ A world model with Next Forcing heads (random weights: speed does not depend on 
 random policy never succeeds, so every episode runs the full ``max_steps``) acts in closed
 loop through the real evaluation code (``evaluate_closed_loop`` with ``WorldModelPolicy``,
 MuJoCo physics and rendering), once per inference mode, interleaved over ``repeats`` so that
-machine load affects both modes alike. Reported per mode (medians over repeats):
+machine load affects both modes alike, at each batch size B (``batch_size`` episodes in
+lockstep, one batched world-model pass; ``evaluate_closed_loop``). Reported per (B, mode),
+medians over repeats:
 
 - episodes per minute, end to end (physics, rendering, tokenizer and model), counted as
   episodes of ``max_steps`` control steps (a random model occasionally presses the button
@@ -12,7 +14,8 @@ machine load affects both modes alike. Reported per mode (medians over repeats):
 - control steps per second of the policy alone (``ClosedLoopResult.steps_per_second``) and
   of the whole loop;
 - network passes per chunk (backbone, head, video-denoising);
-and ``mcp_parallel`` / ``standard`` for each rate.
+and ``mcp_parallel`` / ``standard`` for each rate at each B, and each B's episodes/min over
+B=1's.
 """
 
 from __future__ import annotations
@@ -50,11 +53,13 @@ class EvalBenchSpec:
     max_steps: int = 200
     steps: int = 10  # Euler steps per video and per action chunk
     repeats: int = 3
+    batch_sizes: tuple[int, ...] = (1,)  # closed-loop episodes in lockstep
 
 
 @dataclass
 class ModeResult:
     mode: str
+    batch_size: int
     episodes_per_minute: float
     policy_steps_per_second: float
     loop_steps_per_second: float
@@ -75,7 +80,11 @@ def make_model(spec: EvalBenchSpec, tokenizer: PatchTokenizer) -> WorldModelWith
 
 
 def run_mode(
-    spec: EvalBenchSpec, model: WorldModelWithHeads, tokenizer: PatchTokenizer, mode: str
+    spec: EvalBenchSpec,
+    model: WorldModelWithHeads,
+    tokenizer: PatchTokenizer,
+    mode: str,
+    batch_size: int = 1,
 ) -> tuple[ClosedLoopResult, float]:
     factory = functools.partial(
         WorldModelPolicy,
@@ -96,6 +105,7 @@ def run_mode(
         max_steps=spec.max_steps,
         cameras=spec.cameras,
         image_size=spec.image_size,
+        batch_size=batch_size,
     )
     return result, time.perf_counter() - started
 
@@ -103,19 +113,21 @@ def run_mode(
 def run_eval_bench(spec: EvalBenchSpec) -> list[ModeResult]:
     tokenizer = PatchTokenizer(spec.cameras, spec.image_size, patch=spec.patch)
     model = make_model(spec, tokenizer)
-    samples: dict[str, list[tuple[ClosedLoopResult, float]]] = {mode: [] for mode in MODES}
+    cases = [(b, mode) for b in spec.batch_sizes for mode in MODES]
+    samples: dict[tuple[int, str], list[tuple[ClosedLoopResult, float]]] = {c: [] for c in cases}
     with torch.no_grad():
-        for mode in MODES:  # warm-up: allocations, renderer
-            run_mode(spec, model, tokenizer, mode)
+        for b, mode in cases:  # warm-up: allocations, renderer
+            run_mode(spec, model, tokenizer, mode, b)
         for _ in range(spec.repeats):
-            for mode in MODES:
-                samples[mode].append(run_mode(spec, model, tokenizer, mode))
+            for b, mode in cases:
+                samples[(b, mode)].append(run_mode(spec, model, tokenizer, mode, b))
     results = []
-    for mode, runs in samples.items():
+    for (b, mode), runs in samples.items():
         loop = statistics.median(sum(e.steps for e in r.episodes) / s for r, s in runs)
         results.append(
             ModeResult(
                 mode=mode,
+                batch_size=b,
                 episodes_per_minute=loop * 60 / spec.max_steps,
                 policy_steps_per_second=statistics.median(r.steps_per_second for r, _ in runs),
                 loop_steps_per_second=loop,
@@ -126,29 +138,35 @@ def run_eval_bench(spec: EvalBenchSpec) -> list[ModeResult]:
 
 
 def eval_table(spec: EvalBenchSpec, results: list[ModeResult]) -> str:
-    """Markdown rows per mode and the mcp_parallel / standard ratios."""
-    by_mode = {r.mode: r for r in results}
-    base, fast = by_mode["standard"], by_mode["mcp_parallel"]
+    """Markdown rows per (B, mode), the mcp_parallel / standard ratios per B and each B's
+    episodes/min over B=1's (when B=1 was measured)."""
+    by_case = {(r.batch_size, r.mode): r for r in results}
     lines = [
         f"model `{spec.model}` + next_forcing heads, {spec.task}, cameras {list(spec.cameras)} "
         f"at {spec.image_size[0]}x{spec.image_size[1]} (patch {spec.patch}), fps {spec.fps:g}, "
         f"K={spec.K}, {spec.steps} Euler steps, {spec.episodes} episodes x {spec.max_steps} "
         f"steps, median of {spec.repeats}",
         "",
-        "| mode | episodes/min | policy control steps/s | loop control steps/s | "
-        "passes/chunk (backbone, head, video) |",
-        "|---|---|---|---|---|",
+        "| B | mode | episodes/min | policy control steps/s | loop control steps/s | "
+        "passes/chunk (backbone, head, video) | episodes/min over B=1 |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        passes = r.passes_per_chunk
+    for b in spec.batch_sizes:
+        for r in (by_case[(b, mode)] for mode in MODES):
+            passes = r.passes_per_chunk
+            one = by_case.get((1, r.mode))
+            over = f"{r.episodes_per_minute / one.episodes_per_minute:.2f}x" if one else "-"
+            lines.append(
+                f"| {b} | {r.mode} | {r.episodes_per_minute:.1f} | "
+                f"{r.policy_steps_per_second:.0f} | {r.loop_steps_per_second:.0f} | "
+                f"{passes.get('backbone', 0):.1f}, {passes.get('head', 0):.1f}, "
+                f"{passes.get('video', 0):.1f} | {over} |"
+            )
+        base, fast = by_case[(b, "standard")], by_case[(b, "mcp_parallel")]
         lines.append(
-            f"| {r.mode} | {r.episodes_per_minute:.1f} | {r.policy_steps_per_second:.0f} | "
-            f"{r.loop_steps_per_second:.0f} | {passes.get('backbone', 0):.1f}, "
-            f"{passes.get('head', 0):.1f}, {passes.get('video', 0):.1f} |"
+            f"| {b} | mcp_parallel / standard | "
+            f"{fast.episodes_per_minute / base.episodes_per_minute:.2f}x | "
+            f"{fast.policy_steps_per_second / base.policy_steps_per_second:.2f}x | "
+            f"{fast.loop_steps_per_second / base.loop_steps_per_second:.2f}x | | |"
         )
-    lines.append(
-        f"| mcp_parallel / standard | {fast.episodes_per_minute / base.episodes_per_minute:.2f}x "
-        f"| {fast.policy_steps_per_second / base.policy_steps_per_second:.2f}x | "
-        f"{fast.loop_steps_per_second / base.loop_steps_per_second:.2f}x | |"
-    )
     return "\n".join(lines)

@@ -11,14 +11,21 @@ def test_eval_bench_measures_both_modes():
     # fps 12.5: A = 4 control steps per latent frame, K = 2. Chunk 0 runs (K - 1) * A = 4
     # actions (its frame-0 token is padding), chunk 1 runs K * A = 8: an episode of 12 steps
     # is 2 chunks, one mcp_parallel step (chunk 0 denoised, chunk 1 its draft)
-    spec = EvalBenchSpec(episodes=1, max_steps=12, steps=1, repeats=1)
+    spec = EvalBenchSpec(episodes=2, max_steps=12, steps=1, repeats=1, batch_sizes=(1, 2))
     results = run_eval_bench(spec)
-    assert [r.mode for r in results] == ["standard", "mcp_parallel"]
-    standard, parallel = results
+    assert [(r.batch_size, r.mode) for r in results] == [
+        (1, "standard"),
+        (1, "mcp_parallel"),
+        (2, "standard"),
+        (2, "mcp_parallel"),
+    ]
+    standard, parallel = results[:2]
+    assert results[2].passes_per_chunk == standard.passes_per_chunk  # a batch is no cheat
     assert all(r.episodes_per_minute > 0 and r.policy_steps_per_second > 0 for r in results)
     assert standard.passes_per_chunk["video"] == pytest.approx(spec.steps)
     assert parallel.passes_per_chunk["video"] == pytest.approx(
         standard.passes_per_chunk["video"] / 2
     )
     table = eval_table(spec, results)
-    assert "| mcp_parallel / standard |" in table and table.count("\n| ") >= 4
+    assert table.count("| mcp_parallel / standard |") == 2 and table.count("\n| ") == 7
+    assert "| 2 | standard |" in table and table.splitlines()[5].endswith("| 1.00x |")
