@@ -19,12 +19,20 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments.configs import ConfigError
 from worldmodel.data.episodes import DatasetError
+from worldmodel.folder_lock import FolderInUse
 from worldmodel.training.checkpoint import CheckpointError
 from worldmodel.training.trainer import TrainingError
 from worldmodel.training.windows import MemoryBudgetError
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, TrainingError, MemoryBudgetError)
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    CheckpointError,
+    TrainingError,
+    MemoryBudgetError,
+    FolderInUse,
+)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 APPS_CONF_DIR = CONF_DIR / "apps"  # apps whose keys are plain values (conf/apps/README.md)
 

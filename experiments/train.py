@@ -13,6 +13,7 @@ nccl on GPU); ``train.batch_size`` stays the global batch.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ from worldmodel.evaluation.run_eval import (
     run_closed_loop,
     video_twin,
 )
+from worldmodel.folder_lock import RUN_LOCK, exclusive
 from worldmodel.heads.modules import WorldModelWithHeads
 from worldmodel.model.config import ModelConfig
 from worldmodel.tokenizer.base import Tokenizer
@@ -194,8 +196,14 @@ def run_training(
     """Train one run into ``run_dir`` (continuing its checkpoint when there is one)."""
     check_train_config(config)
     dist = init_distributed(config.train.device)
+    lock = (
+        exclusive(Path(run_dir) / RUN_LOCK, f"run folder {run_dir}")
+        if dist.is_main
+        else contextlib.nullcontext()
+    )
     try:
-        return _train(config, run_dir, resolved, heads_name, list(overrides or []), dist)
+        with lock:
+            return _train(config, run_dir, resolved, heads_name, list(overrides or []), dist)
     finally:
         shutdown(dist)
 

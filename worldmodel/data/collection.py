@@ -31,6 +31,7 @@ from worldmodel.data.episodes import (
     remove_parts,
     write_episode_part,
 )
+from worldmodel.folder_lock import exclusive
 
 EVAL_SEED_BASE = 100_000  # evaluation seeds live in their own range, above every training seed
 
@@ -185,7 +186,14 @@ def _skipped_markers(parts_dir: Path) -> set[int]:
 
 
 def run_collection(job: CollectionJob) -> CollectionResult:
-    """Collect (or finish collecting) the dataset described by ``job``."""
+    """Collect (or finish collecting) the dataset described by ``job``; one process at a time
+    per dataset (a second one stops with ``FolderInUse``)."""
+    lock = job.out_path.parent / f".{job.out_path.stem}.lock"
+    with exclusive(lock, f"dataset {job.out_path}"):
+        return _collect(job)
+
+
+def _collect(job: CollectionJob) -> CollectionResult:
     out_path, parts_dir = job.out_path, job.parts_dir
     have_seeds: list[int] = []
     skipped: set[int] = set()
