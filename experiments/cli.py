@@ -21,7 +21,7 @@ from experiments.configs import ConfigError
 from worldmodel.data.episodes import DatasetError
 from worldmodel.folder_lock import FolderInUse
 from worldmodel.training.checkpoint import CheckpointError
-from worldmodel.training.trainer import TrainingError
+from worldmodel.training.trainer import Interrupted, TrainingError
 from worldmodel.training.windows import MemoryBudgetError
 
 T = TypeVar("T")
@@ -33,6 +33,7 @@ USER_ERRORS = (
     MemoryBudgetError,
     FolderInUse,
 )
+EXIT_INTERRUPTED = 3  # a training stopped by a signal, checkpointed: run it again to resume
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 APPS_CONF_DIR = CONF_DIR / "apps"  # apps whose keys are plain values (conf/apps/README.md)
 
@@ -68,7 +69,9 @@ class JobFailed(RuntimeError):
 
 def exit_on_user_error(app: Callable[..., T]) -> Callable[..., T]:
     """Print ``error: <one line>`` and exit 2 for bad configs and unusable datasets; inside a
-    multirun (``-m``) raise ``JobFailed`` instead, so Hydra marks only this job failed."""
+    multirun (``-m``) raise ``JobFailed`` instead, so Hydra marks only this job failed. A
+    training stopped by SIGTERM or SIGINT prints ``stopped: <one line>`` and exits
+    ``EXIT_INTERRUPTED``: its checkpoint is written and the same command resumes it."""
 
     @functools.wraps(app)
     def wrapper(*args, **kwargs):
@@ -79,6 +82,9 @@ def exit_on_user_error(app: Callable[..., T]) -> Callable[..., T]:
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 raise JobFailed(str(error)) from None
             sys.exit(2)
+        except Interrupted as stopped:
+            print(f"stopped: {stopped}", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
 

@@ -106,27 +106,60 @@ def test_changed_config_is_not_resumed_into_the_same_folder(tmp_path, tiny_data_
     assert load_checkpoint(run_dir / "last.pt")["step"] == 2  # kept as it was
 
 
-def test_killed_and_resumed_run_logs_what_an_uninterrupted_run_logs(tmp_path, tiny_data_dir):
-    common = ["logger=disabled", "train.steps=60", "train.checkpoint_every=5", "eval.every=10"]
-    run(train_cmd(tiny_data_dir, tmp_path / "whole", *common))
-    killed = tmp_path / "killed"
+def interrupt(data_dir: Path, run_dir: Path, common: list[str], ready, sig: int):
+    """Train into ``run_dir`` in a child process, send it ``sig`` once ``ready()`` holds;
+    returns its exit code and stderr."""
     process = subprocess.Popen(
-        train_cmd(tiny_data_dir, killed, *common),
+        train_cmd(data_dir, run_dir, *common),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
-    while not (killed / "step_0000015.pt").exists() and process.poll() is None:
-        assert time.monotonic() < deadline
+    while not ready():
+        assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)  # mid-run, lines past the checkpoint are dropped
-    process.wait()
-    assert load_checkpoint(killed / "last.pt")["step"] < 60
-    run(train_cmd(tiny_data_dir, killed, *common))
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
+
+
+def resumed_matches_uninterrupted(data_dir: Path, tmp_path: Path, run_dir: Path, common) -> None:
+    run(train_cmd(data_dir, run_dir, *common))
+    run(train_cmd(data_dir, tmp_path / "whole", *common))
     whole = without_timing(read_metrics(tmp_path / "whole" / "metrics.jsonl"))
-    assert without_timing(read_metrics(killed / "metrics.jsonl")) == whole
+    assert without_timing(read_metrics(run_dir / "metrics.jsonl")) == whole
     assert [r["step"] for r in whole if "train/loss/total" in r][-1] == 60
+
+
+def test_killed_and_resumed_run_logs_what_an_uninterrupted_run_logs(tmp_path, tiny_data_dir):
+    common = ["logger=disabled", "train.steps=60", "train.checkpoint_every=5", "eval.every=10"]
+    killed = tmp_path / "killed"
+    # mid-run: the lines past the checkpoint are dropped at the resume
+    interrupt(tiny_data_dir, killed, common, (killed / "step_0000015.pt").exists, signal.SIGKILL)
+    assert load_checkpoint(killed / "last.pt")["step"] < 60
+    resumed_matches_uninterrupted(tiny_data_dir, tmp_path, killed, common)
+
+
+def test_sigterm_checkpoints_the_step_it_stopped_at_and_the_resume_matches(tmp_path, tiny_data_dir):
+    common = ["logger=disabled", "train.steps=60", "train.checkpoint_every=25", "eval.every=10"]
+    stopped = tmp_path / "stopped"
+    metrics = stopped / "metrics.jsonl"
+
+    def evaluated_step_30() -> bool:
+        return metrics.exists() and '"step": 30' in metrics.read_text()
+
+    # SIGTERM: what SLURM preemption and kill send
+    code, stderr = interrupt(tiny_data_dir, stopped, common, evaluated_step_30, signal.SIGTERM)
+    assert code == 3, stderr[-2000:]
+    step = load_checkpoint(stopped / "last.pt")["step"]
+    assert 30 <= step < 60  # the step in progress, not the last periodic checkpoint (25)
+    assert stderr.strip().splitlines()[-1] == (
+        f"stopped: stopped by SIGTERM after step {step} of 60: checkpoint "
+        f"{stopped / 'last.pt'} written; run the same command again to resume"
+    )
+    resumed_matches_uninterrupted(tiny_data_dir, tmp_path, stopped, common)
 
 
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_data_dir):

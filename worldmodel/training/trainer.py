@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,33 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     """A CPU generator that is a pure function of (seed, step, stream)."""
     state = np.random.SeedSequence([seed, step, stream]).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT stopped training after a step; its checkpoint was written."""
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list[str]]:
+    """Yields a list that gets the name of a SIGTERM or SIGINT received inside the block
+    (the handlers only record it, so the step in progress finishes); the previous handlers
+    are back after it. Outside the main thread, where Python cannot catch signals, nothing
+    is caught."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    for s in STOP_SIGNALS:
+        signal.signal(s, lambda number, _frame: received.append(signal.Signals(number).name))
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @dataclass
@@ -239,7 +268,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Progress:
-        """Train to ``config.steps`` from wherever ``progress`` stands."""
+        """Train to ``config.steps`` from wherever ``progress`` stands. SIGTERM or SIGINT
+        (preemption, ``kill``, Ctrl-C) ends the loop after the step in progress, with a
+        checkpoint of it: ``Interrupted``."""
         config, progress = self.config, self.progress
         if progress.step == 0:
             self._maybe_evaluate(0)
@@ -252,33 +283,48 @@ class Trainer:
             dynamic_ncols=True,
         )
         last_log_time, last_log_samples = time.perf_counter(), progress.samples
-        while progress.step < config.steps:
-            started = time.perf_counter()
-            step = progress.step + 1
-            metrics = self.train_step(step)
-            progress.step = step
-            progress.samples += config.batch_size
-            progress.flops += self.flops_per_sample * config.batch_size
-            progress.wall_seconds += time.perf_counter() - started
-            for key, value in metrics.items():
-                progress.pending[key] = progress.pending.get(key, 0.0) + value
-            progress.pending_steps += 1
-            bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
-                now = time.perf_counter()
-                rate = (progress.samples - last_log_samples) / max(now - last_log_time, 1e-9)
-                last_log_time, last_log_samples = now, progress.samples
-                self._log_train(rate)
-                bar.set_postfix(
-                    loss=f"{metrics['loss/total']:.4f}", samples_per_s=f"{rate:.0f}", refresh=False
-                )
-            if (self.eval_every and step % self.eval_every == 0) or step == config.steps:
-                self._maybe_evaluate(step)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                if self.dist.is_main:
+        with stop_requests() as stop:
+            while progress.step < config.steps:
+                started = time.perf_counter()
+                step = progress.step + 1
+                metrics = self.train_step(step)
+                progress.step = step
+                progress.samples += config.batch_size
+                progress.flops += self.flops_per_sample * config.batch_size
+                progress.wall_seconds += time.perf_counter() - started
+                for key, value in metrics.items():
+                    progress.pending[key] = progress.pending.get(key, 0.0) + value
+                progress.pending_steps += 1
+                bar.update(1)
+                if step % config.log_every == 0 or step == config.steps:
+                    now = time.perf_counter()
+                    rate = (progress.samples - last_log_samples) / max(now - last_log_time, 1e-9)
+                    last_log_time, last_log_samples = now, progress.samples
+                    self._log_train(rate)
+                    bar.set_postfix(
+                        loss=f"{metrics['loss/total']:.4f}",
+                        samples_per_s=f"{rate:.0f}",
+                        refresh=False,
+                    )
+                if (self.eval_every and step % self.eval_every == 0) or step == config.steps:
+                    self._maybe_evaluate(step)
+                saved = step % config.checkpoint_every == 0 or step == config.steps
+                if saved and self.dist.is_main:
                     self.save()
+                if stop:
+                    bar.close()
+                    self._stop(stop[0], saved)
         bar.close()
         return progress
+
+    def _stop(self, signal_name: str, saved: bool) -> None:
+        """Checkpoint the step just finished (unless ``saved``) and raise ``Interrupted``."""
+        if not saved and self.dist.is_main:
+            self.save()
+        raise Interrupted(
+            f"stopped by {signal_name} after step {self.progress.step} of {self.config.steps}: "
+            f"checkpoint {self.last_checkpoint} written; run the same command again to resume"
+        )
 
     def _axes(self) -> dict[str, float]:
         p = self.progress
