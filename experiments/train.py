@@ -203,6 +203,9 @@ def run_training(
     )
     try:
         with lock:
+            if dist.is_main:
+                for path in atomic.remove_stale_temps(run_dir):
+                    print(f"removed {path}, left by a killed write", file=sys.stderr)
             return _train(config, run_dir, resolved, heads_name, list(overrides or []), dist)
     finally:
         shutdown(dist)

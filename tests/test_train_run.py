@@ -92,6 +92,19 @@ def test_tiny_run_collects_trains_checkpoints_resumes_and_logs(tmp_path):
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 3  # one wandb id, synced as one run
 
 
+def test_checkpoints_are_files_of_their_own_and_killed_writes_are_cleaned(tmp_path, tiny_data_dir):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stale = run_dir / ".last.tmp4242.pt"  # what a write killed mid-way leaves
+    stale.touch()
+    result = run(train_cmd(tiny_data_dir, run_dir, "logger=disabled", "train.steps=2"))
+    assert not stale.exists() and f"removed {stale}, left by a killed write" in result.stderr
+    last, kept = run_dir / "last.pt", run_dir / "step_0000002.pt"
+    assert not last.samefile(kept) and last.read_bytes() == kept.read_bytes()
+    last.write_bytes(last.read_bytes()[:100])  # damaging last.pt leaves the step file whole
+    assert load_checkpoint(kept)["step"] == 2
+
+
 def test_changed_config_is_not_resumed_into_the_same_folder(tmp_path, tiny_data_dir):
     run_dir = tmp_path / "run"
     run(train_cmd(tiny_data_dir, run_dir, "logger=disabled", "train.steps=2"))

@@ -14,13 +14,15 @@ from typing import IO, Any
 
 import torch
 
+TMP_MARK = ".tmp"  # temporary files are .<stem>.tmp<pid><suffix>
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path to write; renamed to ``path`` on success, removed on error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # keeps the format
+    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")  # keeps the format
     try:
         yield tmp
         os.replace(tmp, path)
@@ -51,3 +53,18 @@ def write_json(path: str | os.PathLike, values: Any) -> Path:
 
 def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return _write_synced(path, lambda f: torch.save(obj, f))
+
+
+def copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path`` becomes a copy of ``source``: a file of its own, written atomically."""
+    with open(source, "rb") as f:
+        return _write_synced(path, lambda out: out.write(f.read()))
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in ``folder`` (not its
+    subfolders); only safe while this process alone writes there (``folder_lock``)."""
+    stale = [p for p in Path(folder).glob(f".*{TMP_MARK}[0-9]*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from worldmodel import atomic
 from worldmodel.training.checkpoint import (
     LAST_CHECKPOINT,
     load_checkpoint,
@@ -205,8 +206,7 @@ class Trainer:
         path = save_checkpoint(self.last_checkpoint, payload)
         if self.config.keep_checkpoints:
             kept = self.run_dir / f"step_{self.progress.step:07d}.pt"
-            kept.unlink(missing_ok=True)
-            os.link(path, kept)  # same bytes; last.pt is later replaced, not rewritten
+            atomic.copy(path, kept)  # a file of its own: damaging one leaves the other
         return path
 
     def resume_if_possible(self) -> bool:
