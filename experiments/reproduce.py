@@ -379,6 +379,13 @@ def claims_header(
         f"{', '.join(map(str, preset.seeds))}; {preset.steps} steps each). Success in %, "
         "intervals are 95% bootstraps over task-seed pairs; verdict rules: experiments/claims.py.",
     ]
+    curve = preset.depth_curve
+    if curve is not None:
+        lines[-1] += (
+            f" The depth curve adds {curve.heads} at D = {', '.join(map(str, curve.depths))} on "
+            f"{curve.task} {curve.setting} fps {curve.fps:g} x seeds "
+            f"{', '.join(map(str, curve.seeds))}."
+        )
     lines += [f"- failed: `{folder}`: {error}" for folder, error in failures.items()]
     return "\n".join(lines)
 
