@@ -97,6 +97,16 @@ def _band(axes, entry: Entry, x_key: str) -> None:
     axes.fill_between(x, entry["low"], entry["high"], color=line.get_color(), alpha=0.2, lw=0)
 
 
+def _label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, axis labels, grid and (when lines were drawn) the legend of one panel."""
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small")
+
+
 def _title(task: str, entries: Sequence[Entry]) -> str:
     if task != ALL_TASKS:
         return task
@@ -142,12 +152,7 @@ def plot_budgets(entries: Sequence[Entry], path: Path) -> Path:
             x = entry["steps"] if budget == "steps" else entry.get("budgets", {}).get(budget)
             if x is not None:
                 _band(ax, entry | {"x": [v * scale for v in x]}, "x")
-        ax.set_title(_title(task, [e for e in entries if e["task"] == task]), fontsize="medium")
-        ax.set_xlabel(label)
-        ax.set_ylabel(SUCCESS)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize="small")
+        _label_panel(ax, _title(task, [e for e in entries if e["task"] == task]), label, SUCCESS)
     figure.suptitle(f"{SUCCESS} at matched budgets: mean over seeds and 95% interval")
     return _save(figure, path)
 
@@ -182,13 +187,9 @@ def plot_drift(entries: Sequence[Entry], metric: str, path: Path) -> Path:
         for entry in entries:
             if entry["task"] == task and entry["regime"] == regime:
                 _band(ax, entry, "horizon")
-        ax.set_title(f"{task}: {regime}", fontsize="medium")
-        ax.set_xlabel("horizon (chunks)")
-        ax.set_ylabel(DRIFT_METRICS[metric].label if metric in DRIFT_METRICS else metric)
+        ylabel = DRIFT_METRICS[metric].label if metric in DRIFT_METRICS else metric
+        _label_panel(ax, f"{task}: {regime}", "horizon (chunks)", ylabel)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize="small")
     figure.suptitle(f"drift ({DRIFT_MODE} inference): mean over seeds, 95% interval")
     return _save(figure, path)
 
