@@ -41,7 +41,6 @@ from experiments.report import write_report
 from experiments.reproduce_configs import ReproduceConfig, ScalePreset, scale_preset
 from experiments.run_folders import load_runs
 from experiments.train import (
-    RunConfigChanged,
     collect_command,
     collect_config,
     ensure_dataset,
@@ -53,6 +52,7 @@ from worldmodel.data.collection import dataset_path
 from worldmodel.tokenizer.training import train_conv_ae
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from worldmodel.training.distributed import init_distributed
+from worldmodel.training.resume import RunConfigChanged
 
 register_configs()
 

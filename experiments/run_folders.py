@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import yaml
 
+from worldmodel.command_line import override
 from worldmodel.training.checkpoint import LAST_CHECKPOINT
 from worldmodel.training.run_logger import METRICS_FILE
 
@@ -286,8 +287,8 @@ def _eval_problem(data: dict[str, Any]) -> str | None:
 def unfinished_reason(run: Run) -> str:
     """Why an unfinished run is left out, and the command that continues it."""
     path = run.path / METRICS_FILE
-    folder = f'hydra.run.dir="{run.path}"'  # quoted for Hydra: the name holds "," and "="
-    resume = shlex.join(["python", "-m", "experiments.train", *run.overrides, folder])
+    command = shlex.join(["python", "-m", "experiments.train", *run.overrides])
+    resume = f"{command} {override('hydra.run.dir', run.path)}"
     hint = "" if run.overrides else " and the run's overrides"
     return (
         f"{path} ends at step {run.last_step} of train.steps={run.steps} (unfinished); "

@@ -5,7 +5,8 @@ experiment; typed by ``experiments.train_configs.TrainConfig``), then builds the
 hands them to ``worldmodel.training.Trainer``. The run folder (Hydra's output dir, named
 after the command's overrides) holds ``config.yaml``, ``run.json`` (git commit, dirty flag,
 versions), ``metrics.jsonl``, ``last.pt`` and ``step_<n>.pt`` checkpoints and the wandb
-offline run. Re-running the same command continues from ``last.pt``.
+offline run. Re-running the same command continues from ``last.pt``; ``resume_from=<checkpoint>``
+rewinds the folder or forks another run (``worldmodel.training.resume``).
 
 ``torchrun --nproc_per_node=N -m experiments.train ...`` trains with DDP (gloo on CPU,
 nccl on GPU); ``train.batch_size`` stays the global batch.
@@ -30,6 +31,7 @@ from experiments.collect import job_from_config
 from experiments.configs import CollectConfig, ConfigError, register_configs
 from experiments.train_configs import TrainConfig, check_train_config
 from worldmodel import atomic
+from worldmodel.command_line import override
 from worldmodel.data.collection import dataset_path, run_collection
 from worldmodel.data.episodes import COLLECT_COMMAND, DatasetError, EpisodeFile
 from worldmodel.evaluation.closed_loop import eval_seeds
@@ -46,9 +48,9 @@ from worldmodel.heads.modules import WorldModelWithHeads
 from worldmodel.model.config import ModelConfig
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.training.build import RunBuild, derive_model_config
-from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from worldmodel.training.distributed import DistInfo, init_distributed, shutdown
 from worldmodel.training.provenance import git_state, versions
+from worldmodel.training.resume import StartPoint, start_history, start_point
 from worldmodel.training.run_logger import RunLogger
 from worldmodel.training.trainer import Progress, Trainer
 from worldmodel.training.validation import validation_losses
@@ -58,14 +60,10 @@ register_configs()
 
 # Overrides that do not make a different model: the run's identity and its infrastructure.
 NOT_VARIANT_KEYS = {"task", "fps", "seed", "name", "variant", "experiment", "heads", "resume"}
+NOT_VARIANT_KEYS |= {"resume_from"}
 NOT_VARIANT_PREFIXES = ("task.", "data", "logger", "eval", "hydra", "train.steps", "train.device")
 NOT_VARIANT_PREFIXES += ("train.threads", "train.log_every", "train.checkpoint_every")
 NOT_VARIANT_PREFIXES += ("train.keep_checkpoints",)
-
-# Keys a resumed run may change; any other difference to the checkpoint's config is refused.
-RESUMABLE_KEYS = ("name", "variant", "resume", "logger", "eval", "train.steps", "train.device")
-RESUMABLE_KEYS += ("train.threads", "train.log_every", "data.auto_collect", "data.collect_workers")
-RESUMABLE_KEYS += ("data.dir", "data.cache_dir", "data.max_memory_gb")
 
 
 def collect_config(config: TrainConfig) -> CollectConfig:
@@ -88,7 +86,8 @@ def collect_command(config: CollectConfig) -> str:
         f"{COLLECT_COMMAND} task={config.task} setting={config.setting} "
         f"episodes={config.episodes} eval_episodes={config.eval_episodes} "
         f"cameras=[{','.join(config.cameras)}] "
-        f"image_size=[{config.image_size[0]},{config.image_size[1]}] data_dir={config.data_dir}"
+        f"image_size=[{config.image_size[0]},{config.image_size[1]}] "
+        f"{override('data_dir', config.data_dir)}"
     )
 
 
@@ -130,48 +129,6 @@ def model_config_for(config: TrainConfig, dataset: Path, tokenizer: Tokenizer) -
     return derive_model_config(
         config.model, tokenizer, config.fps, action_dim, CONTROL_HZ, config.data.window_frames
     )
-
-
-def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs (resumable keys skipped)."""
-    if prefix.rstrip(".") in RESUMABLE_KEYS:
-        return []
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [
-            diff
-            for k in keys
-            for diff in config_differences(old.get(k), new.get(k), f"{prefix}{k}.")
-        ]
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-class RunConfigChanged(ConfigError):
-    """The run folder holds a run trained with another config (``changed``: dotted keys)."""
-
-    def __init__(self, run_dir: Path, changed: list[str]) -> None:
-        self.run_dir, self.changed = run_dir, changed
-        super().__init__(
-            f"{run_dir} holds a run with a different config ({', '.join(changed[:5])}); "
-            "choose another folder with hydra.run.dir=<dir>"
-        )
-
-
-def previous_checkpoint(config: TrainConfig, run_dir: Path, resolved: dict) -> dict | None:
-    """The run folder's last checkpoint if this run continues it; errors if it must not."""
-    path = run_dir / LAST_CHECKPOINT
-    if not path.is_file():
-        return None
-    if not config.resume:
-        raise ConfigError(
-            f"{run_dir} already holds a run (last.pt); pass resume=true to continue it or "
-            "choose another folder with hydra.run.dir=<dir>"
-        )
-    payload = load_checkpoint(path)
-    changed = config_differences(payload["config"], resolved)
-    if changed:
-        raise RunConfigChanged(run_dir, changed)
-    return payload
 
 
 def variant_label(heads_name: str, overrides: list[str]) -> str:
@@ -222,7 +179,7 @@ def _train(
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     path = ensure_dataset(config, dist)
-    payload = previous_checkpoint(config, run_dir, resolved)
+    start = start_point(run_dir, resolved, config.resume, config.resume_from)
     data = config.data
     with EpisodeFile(path) as dataset:
         total = dataset.num_episodes
@@ -275,6 +232,8 @@ def _train(
     git = git_state()
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if start is not None:
+            print(start_history(start, run_dir), file=sys.stderr)
         atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
         atomic.write_json(
             run_dir / "run.json",
@@ -297,7 +256,7 @@ def _train(
         tags=[config.task.name, f"fps={config.fps:g}", f"seed={config.seed}", git["commit"][:12]],
         config={**resolved, "git": git, "versions": versions()},
         init=config.logger.init,
-        resume_step=None if payload is None else int(payload["step"]),
+        resume_step=None if start is None else start.step,
         active=dist.is_main,
     )
 
@@ -311,20 +270,30 @@ def _train(
         logger=logger,
         dist=dist,
         seed=config.seed,
-        checkpoint_extra={"config": resolved, "build": build.to_dict(), "git": git},
+        checkpoint_extra={
+            "config": resolved,
+            "build": build.to_dict(),
+            "git": git,
+            **fork_record(start),
+        },
         evaluate=evaluate,
         eval_every=config.eval.every,
         progress_bar=config.logger.progress,
     )
-    if payload is not None:
-        trainer.restore(payload)
-        if dist.is_main:
-            print(f"resuming {run_dir} from step {trainer.progress.step}", file=sys.stderr)
+    if start is not None:
+        trainer.restore(start.payload)
     try:
         progress = trainer.fit()
     finally:
         logger.close()
     return progress
+
+
+def fork_record(start: StartPoint | None) -> dict[str, Any]:
+    """What every checkpoint of a forked run says about its origin (none for other runs)."""
+    if start is None or start.forked_from is None:
+        return {}
+    return {"forked_from": start.forked_from}
 
 
 def periodic_evaluation(

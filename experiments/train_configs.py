@@ -148,6 +148,9 @@ class TrainConfig:
     fps: float = 12.5  # latent frames per second; must divide the 50 Hz control rate
     seed: int = 0
     resume: bool = True  # continue from the run folder's last checkpoint when it has one
+    # start from this checkpoint instead: a step_<n>.pt of the run folder (its later history
+    # is dropped) or another run's checkpoint (a fork: train.* and seed may differ)
+    resume_from: str = ""
 
 
 def check_train_config(config: TrainConfig) -> None:

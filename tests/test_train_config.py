@@ -1,16 +1,20 @@
 """The train app's config tree: every option composes and validates; bad input is one line."""
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments.cli import CONF_DIR, check_overrides
 from experiments.configs import ConfigError
-from experiments.train import config_differences, train_config_from
+from experiments.train import train_config_from
 from experiments.train_configs import TrainConfig
+from worldmodel.command_line import override
+from worldmodel.training.resume import config_differences
 
 GROUPS = (
     "task",
@@ -131,3 +135,27 @@ def test_resume_refuses_a_different_config():
 
 def test_config_error_is_a_value_error_for_callers():
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/runs/a",
+        "/my runs/a",
+        "/out/data=tiny,task=press_button/step_0000002.pt",
+        'x"y\\z',
+        'a\\"b\\',
+    ],
+)
+def test_a_pasted_override_is_one_shell_word_that_hydra_reads_back(value):
+    words = shlex.split(override("resume_from", value))
+    assert len(words) == 1
+    parsed = OverridesParser.create().parse_override(words[0])
+    assert parsed.key_or_group == "resume_from" and parsed.value() == value
+
+
+def test_the_readme_passes_wandb_init_arguments_as_written():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=['+logger.init.notes="lr sweep"'])
+    assert train_config_from(cfg).logger.init == {"notes": "lr sweep"}
+    assert '`+logger.init.notes="lr sweep"`' in (CONF_DIR.parent / "README.md").read_text()

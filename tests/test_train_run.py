@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from tests.wandb_offline import history_rows
+from worldmodel.command_line import override
 from worldmodel.training.build import load_trained
 from worldmodel.training.checkpoint import load_checkpoint
 from worldmodel.training.run_logger import read_metrics
@@ -89,7 +91,9 @@ def test_tiny_run_collects_trains_checkpoints_resumes_and_logs(tmp_path):
     assert "resuming" in result.stderr and "from step 20" in result.stderr
     more = read_metrics(run_dir / "metrics.jsonl")
     assert more[: len(rows)] == rows and more[-1]["step"] == 24
-    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 3  # one wandb id, synced as one run
+    # one offline run per folder: the resumed one replayed the history and replaced the others
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    assert [r["train/step"] for r in history_rows(run_dir)] == [r["step"] for r in more]
 
 
 def test_checkpoints_are_files_of_their_own_and_killed_writes_are_cleaned(tmp_path, tiny_data_dir):
@@ -117,6 +121,85 @@ def test_changed_config_is_not_resumed_into_the_same_folder(tmp_path, tiny_data_
     assert result.returncode == 2
     assert "holds a run with a different config (train.lr)" in result.stderr
     assert load_checkpoint(run_dir / "last.pt")["step"] == 2  # kept as it was
+
+
+def failed(cmd: list[str], **kwargs) -> str:
+    """The one-line error of a command that must exit 2."""
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, **kwargs)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), result.stderr[-3000:]
+    return line
+
+
+def test_a_lost_last_checkpoint_is_never_a_silent_restart(tmp_path, tiny_data_dir):
+    run_dir = tmp_path / "run"
+    common = ["logger=offline", "train.steps=10", "train.checkpoint_every=5", "eval.every=5"]
+    run(train_cmd(tiny_data_dir, run_dir, *common))
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    last = run_dir / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])  # damaged: the error names the kept copy
+    error = failed(train_cmd(tiny_data_dir, run_dir, *common))
+    assert f"{last}: not a readable checkpoint" in error
+    assert error.endswith(f"continue from {override('resume_from', run_dir / 'step_0000010.pt')}")
+    last.unlink()  # deleted: refused as well, and the history stays
+    error = failed(train_cmd(tiny_data_dir, run_dir, *common))
+    assert "holds checkpoints (step_0000010.pt, ...) but no last.pt" in error
+    assert read_metrics(run_dir / "metrics.jsonl") == rows
+    assert {p.name for p in run_dir.glob("step_*.pt")} == {"step_0000005.pt", "step_0000010.pt"}
+
+    # rewind to step 5: the later rows are dropped, and the retrained steps log the same values
+    rewind = f"resume_from={run_dir / 'step_0000005.pt'}"
+    result = run(train_cmd(tiny_data_dir, run_dir, *common, rewind))
+    dropped = sum(row["step"] > 5 for row in rows)
+    assert f"from step_0000005.pt (step 5): the {dropped} metrics rows logged after step 5" in (
+        result.stderr
+    )
+    again = read_metrics(run_dir / "metrics.jsonl")
+    assert without_timing(again) == without_timing(rows)
+    assert load_checkpoint(last)["step"] == 10
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    assert [r["train/step"] for r in history_rows(run_dir)] == [r["step"] for r in again]
+
+
+def test_the_advice_after_a_diverged_run_is_one_command_that_works(tmp_path, tiny_data_dir):
+    # no hydra.run.dir: Hydra names the folders after the overrides, as a user's runs are
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    diverging = train_cmd(tiny_data_dir, tmp_path, "logger=disabled", "train.checkpoint_every=2")
+    diverging = [arg for arg in diverging if not arg.startswith("hydra.run.dir")]
+    error = subprocess.run(
+        [*diverging, "train.lr=1"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert error.returncode == 2
+    line = error.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: non-finite training values at step 5"), line
+    source = next(tmp_path.glob("outputs/train/default/*"))
+    good = source / "step_0000002.pt"  # step 4's weights made step 5 fail: not good
+    assert f"the last good checkpoint is {good} (step 2)" in line
+    advised = shlex.split(line.split("the same command with ")[1])  # as the shell reads it
+    assert advised == ["train.lr=0.1", f'resume_from="{good}"']  # quoted for Hydra: "=", ","
+    result = subprocess.run(
+        [*diverging, *advised], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    fork = next(p for p in tmp_path.glob("outputs/train/default/*") if p != source)
+    assert f"forking {good} (step 2) into {fork}" in result.stderr
+    history, source_rows = (
+        read_metrics(fork / "metrics.jsonl"),
+        read_metrics(source / "metrics.jsonl"),
+    )
+    assert history[: len([r for r in source_rows if r["step"] <= 2])] == [
+        r for r in source_rows if r["step"] <= 2
+    ]
+    trained = [r for r in history if "train/loss/total" in r]
+    assert trained[-1]["step"] == 20 and all(
+        r["train/loss/total"] == r["train/loss/total"] for r in trained
+    )
+    assert load_checkpoint(fork / "last.pt")["forked_from"] == {"checkpoint": str(good), "step": 2}
+    again = subprocess.run(
+        [*diverging, *advised], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert again.returncode == 0 and f"resuming {fork} from step 20" in again.stderr
 
 
 def interrupt(data_dir: Path, run_dir: Path, common: list[str], ready, sig: int):

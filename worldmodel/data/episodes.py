@@ -25,6 +25,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from worldmodel.command_line import override
+
 SCHEMA_VERSION = 2
 SETTINGS = ("clean", "randomized")
 COLLECT_COMMAND = "python -m experiments.collect"
@@ -382,7 +384,7 @@ def _collect_hint(path: Path, attrs: Mapping[str, Any] | None = None) -> str:
     task, _, setting = path.name.split(".", 1)[0].rpartition("_")
     if not task or setting not in SETTINGS:
         task, setting = "<task>", "<setting>"
-    hint = f"{COLLECT_COMMAND} task={task} setting={setting} data_dir={path.parent}"
+    hint = f"{COLLECT_COMMAND} task={task} setting={setting} {override('data_dir', path.parent)}"
     if attrs is not None and "cameras" in attrs and "image_size" in attrs:
         height, width = (int(v) for v in attrs["image_size"])
         cameras = ",".join(str(c) for c in attrs["cameras"])

@@ -3,10 +3,11 @@
 Every ``log(metrics, step)`` appends one JSON line ``{"step": step, key: value, ...}`` and
 flushes it, so reports never need a wandb server. wandb runs ``offline`` by default
 (``online`` and ``disabled`` by config; any ``wandb.init`` argument passes through ``init``),
-its run id is derived from the run folder (a resumed run continues the same wandb run and an
-offline run syncs later without duplicates), and the step axes are declared with
-``define_metric``: every ``train/``, ``val/``, ``eval/`` and ``perf/`` key can be plotted
-against ``train/step``, ``perf/samples``, ``perf/flops`` or ``perf/wall_seconds``.
+its run id is derived from the run folder (a resumed run continues the same wandb run; offline,
+the resumed run replays ``metrics.jsonl`` up to its checkpoint and replaces the earlier offline
+runs, so the folder holds one offline run with the whole history), and the step axes are
+declared with ``define_metric``: every ``train/``, ``val/``, ``eval/`` and ``perf/`` key can be
+plotted against ``train/step``, ``perf/samples``, ``perf/flops`` or ``perf/wall_seconds``.
 
 A wandb error never stops training: it is reported once on stderr and wandb is switched off
 for the rest of the run; ``metrics.jsonl`` carries on.
@@ -18,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -112,6 +114,8 @@ class RunLogger:
             )
             kwargs.update(init or {})
             self._guard("init", lambda: self._start_wandb(kwargs))
+            if resume_step is not None and mode == "offline" and self._run is not None:
+                self._guard("replay", self._replace_earlier_offline_runs)
 
     def _start_wandb(self, kwargs: dict[str, Any]) -> None:
         import wandb
@@ -122,6 +126,31 @@ class RunLogger:
             self._run.define_metric(key)
         for namespace in NAMESPACES:
             self._run.define_metric(f"{namespace}/*", step_metric="train/step")
+
+    def _replace_earlier_offline_runs(self) -> None:
+        """Log the kept history (``metrics.jsonl`` up to the checkpoint) into this offline run,
+        then remove the folder's earlier offline runs: their rows past the checkpoint were
+        dropped from ``metrics.jsonl`` too."""
+        current = Path(self._run.dir).parent  # wandb/offline-run-<time>-<id>
+        earlier = [p for p in current.parent.glob(f"offline-run-*-{self._run.id}") if p != current]
+        for row in read_metrics(self.metrics_path):
+            step = int(row.pop("step"))
+            self._run.log({"train/step": step, **{k: self._logged(v) for k, v in row.items()}})
+        for path in earlier:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _logged(self, value: Any) -> Any:
+        """A ``metrics.jsonl`` value as it was logged: media files back as media, the strings
+        of non-finite floats back as floats."""
+        path = self.run_dir / value if isinstance(value, str) else None
+        if path is not None and path.suffix in (".mp4", ".png") and path.is_file():
+            return self._media(path)
+        return float(value) if value in ("nan", "inf", "-inf") else value
+
+    def _media(self, path: Path) -> Any:
+        if path.suffix == ".mp4":
+            return self._wandb.Video(str(path), format="mp4")  # plays at the file's fps
+        return self._wandb.Image(str(path))
 
     def _guard(self, what: str, call: Callable[[], Any]) -> None:
         """Run a wandb call; on any error report it once and stop using wandb."""
@@ -134,11 +163,6 @@ class RunLogger:
                 file=sys.stderr,
             )
             self._run = None
-
-    @property
-    def wandb_run(self):
-        """The live wandb run, or None (disabled, failed, or not rank 0)."""
-        return self._run
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         if not self.active:
@@ -155,14 +179,9 @@ class RunLogger:
         path = Path(path)
         self._append({key: self._relative(path)}, step)
         if self._run is not None:
-            wandb = self._wandb
-
-            def media():
-                if path.suffix == ".mp4":
-                    return wandb.Video(str(path), format="mp4")  # plays at the file's fps
-                return wandb.Image(str(path))
-
-            self._guard("log", lambda: self._run.log({"train/step": int(step), key: media()}))
+            self._guard(
+                "log", lambda: self._run.log({"train/step": int(step), key: self._media(path)})
+            )
 
     def _relative(self, path: Path) -> str:
         """``path`` relative to the run folder when inside it, so runs compare equal."""

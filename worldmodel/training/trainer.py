@@ -36,14 +36,14 @@ from tqdm import tqdm
 from worldmodel import atomic
 from worldmodel.training.checkpoint import (
     LAST_CHECKPOINT,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from worldmodel.training.config import TrainLoopConfig
 from worldmodel.training.distributed import DistInfo, mean_over_processes
-from worldmodel.training.optim import make_optimizer, make_scheduler
+from worldmodel.training.optim import lr_factor, make_optimizer, make_scheduler
+from worldmodel.training.resume import good_checkpoint, resume_from_hint
 from worldmodel.training.run_logger import RunLogger
 from worldmodel.training.windows import WindowSet
 
@@ -186,12 +186,20 @@ class Trainer:
         return self.run_dir / LAST_CHECKPOINT
 
     def restore(self, payload: Mapping[str, Any]) -> None:
-        """Continue from a checkpoint dict (``load_checkpoint``)."""
+        """Continue from a checkpoint dict (``load_checkpoint``) with this trainer's learning
+        rate schedule, betas and weight decay: a fork may change them, a resume does not."""
         self.module.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload["rng"])
         self.progress = Progress(**payload["progress"])
+        configured = make_optimizer(self.module, self.config).param_groups
+        lr = self.config.lr * lr_factor(self.scheduler.last_epoch, self.config)
+        for group, fresh in zip(self.optimizer.param_groups, configured, strict=True):
+            group.update(weight_decay=fresh["weight_decay"], betas=fresh["betas"])
+            group.update(initial_lr=self.config.lr, lr=lr)
+        self.scheduler.base_lrs = [self.config.lr] * len(configured)
+        self.scheduler._last_lr = [lr] * len(configured)  # what get_last_lr() reports
 
     def save(self) -> Path:
         payload = {
@@ -208,13 +216,6 @@ class Trainer:
             kept = self.run_dir / f"step_{self.progress.step:07d}.pt"
             atomic.copy(path, kept)  # a file of its own: damaging one leaves the other
         return path
-
-    def resume_if_possible(self) -> bool:
-        """Load ``last.pt`` of the run folder when there is one; True if it did."""
-        if not self.last_checkpoint.is_file():
-            return False
-        self.restore(load_checkpoint(self.last_checkpoint))
-        return True
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> dict[str, float]:
@@ -253,18 +254,25 @@ class Trainer:
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         if not all(math.isfinite(v) for v in metrics.values()):
             bad = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not math.isfinite(v))
-            last = (
-                f"{self.last_checkpoint} (step {load_checkpoint(self.last_checkpoint)['step']})"
-                if self.last_checkpoint.is_file()
-                else "none yet"
-            )
             raise TrainingError(
-                f"non-finite training values at step {step} ({bad}); the last good checkpoint "
-                f"is {last}; lower train.lr or raise train.warmup_steps, then resume"
+                f"non-finite training values at step {step} ({bad}); {self._after_divergence(step)}"
             )
         self.optimizer.step()
         self.scheduler.step()
         return metrics
+
+    def _after_divergence(self, step: int) -> str:
+        """What to do after non-finite values at ``step``: fork the last good checkpoint with a
+        lower learning rate (into a new folder: Hydra names it after the changed key)."""
+        lower = f"train.lr={self.config.lr / 10:.3g}"
+        good = good_checkpoint(self.run_dir, step)
+        if good is None:
+            return f"no good checkpoint yet: start again with {lower} or more train.warmup_steps"
+        path, good_step = good
+        return (
+            f"the last good checkpoint is {path} (step {good_step}); continue from it with a "
+            f"lower learning rate: the same command with {lower} {resume_from_hint(path)}"
+        )
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Progress:

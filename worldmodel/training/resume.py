@@ -1,0 +1,206 @@
+"""Where a training run starts: fresh, from its folder's ``last.pt``, from an earlier
+checkpoint of its folder (``resume_from``: a rewind) or from another run's checkpoint
+(``resume_from`` outside the folder: a fork into this folder, with changed training keys).
+
+The checks keep what is written: a folder holding a run with another config, a folder whose
+``step_<n>.pt`` outlive a deleted ``last.pt``, and a fork into a folder that holds another run
+are refused with one line naming the command that works.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worldmodel import atomic
+from worldmodel.command_line import override
+from worldmodel.training.checkpoint import LAST_CHECKPOINT, CheckpointError, load_checkpoint
+from worldmodel.training.run_logger import METRICS_FILE, read_metrics
+
+# Keys a resumed run may change; any other difference to the checkpoint's config is refused.
+RESUMABLE_KEYS = ("name", "variant", "resume", "resume_from", "logger", "eval", "train.steps")
+RESUMABLE_KEYS += ("train.device", "train.threads", "train.log_every", "data.auto_collect")
+RESUMABLE_KEYS += ("data.collect_workers", "data.dir", "data.cache_dir", "data.max_memory_gb")
+# What a fork may change on top of those: how the model is trained, not what it is.
+FORKABLE_KEYS = ("train", "seed")
+STEP_CHECKPOINT = re.compile(r"step_(\d+)\.pt")
+
+
+class RunConfigChanged(CheckpointError):
+    """The run folder holds a run trained with another config (``changed``: dotted keys)."""
+
+    def __init__(self, run_dir: Path, changed: list[str]) -> None:
+        self.run_dir, self.changed = run_dir, changed
+        super().__init__(
+            f"{run_dir} holds a run with a different config ({', '.join(changed[:5])}); "
+            "choose another folder with hydra.run.dir=<dir>"
+        )
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """The checkpoint a run starts from and how: ``continue`` (the folder's ``last.pt``),
+    ``rewind`` (an earlier checkpoint of the folder) or ``fork`` (another run's checkpoint).
+    ``forked_from`` (``checkpoint``, ``step``) is set for a fork and the run it became."""
+
+    payload: dict[str, Any]
+    path: Path
+    kind: str
+    forked_from: dict[str, Any] | None = None
+
+    @property
+    def step(self) -> int:
+        return int(self.payload["step"])
+
+
+def config_differences(
+    old: Any, new: Any, allowed: Sequence[str] = RESUMABLE_KEYS, prefix: str = ""
+) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (``allowed`` skipped)."""
+    if prefix.rstrip(".") in allowed:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [
+            diff
+            for k in keys
+            for diff in config_differences(old.get(k), new.get(k), allowed, f"{prefix}{k}.")
+        ]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def kept_checkpoints(run_dir: Path) -> list[Path]:
+    """The folder's ``step_<n>.pt``, newest first."""
+    found = [
+        (int(m.group(1)), path)
+        for path in run_dir.glob("step_*.pt")
+        if (m := STEP_CHECKPOINT.fullmatch(path.name))
+    ]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def resume_from_hint(path: Path) -> str:
+    return override("resume_from", path)
+
+
+def finite_weights(payload: dict[str, Any]) -> bool:
+    weights = [t for t in payload["model"].values() if t.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in weights)
+
+
+def good_checkpoint(run_dir: Path, failed_step: int) -> tuple[Path, int] | None:
+    """The newest checkpoint of ``run_dir`` to go back to after a non-finite step
+    ``failed_step``: finite weights, and followed by at least one finite step (the weights of
+    step ``failed_step - 1`` are the ones that failed). None if there is no such file."""
+    for path in kept_checkpoints(run_dir) or [run_dir / LAST_CHECKPOINT]:  # files that stay
+        try:
+            payload = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        if int(payload["step"]) < failed_step - 1 and finite_weights(payload):
+            return path, int(payload["step"])
+    return None
+
+
+def start_point(
+    run_dir: Path, resolved: dict[str, Any], resume: bool, resume_from: str
+) -> StartPoint | None:
+    """The checkpoint this run continues from, or None for a fresh start; ``CheckpointError``
+    (one line) where continuing or starting afresh would lose or mix up what is written."""
+    last = run_dir / LAST_CHECKPOINT
+    if resume_from:
+        source = Path(resume_from).resolve()
+        if source.parent == run_dir.resolve():
+            kind = "continue" if source.name == LAST_CHECKPOINT else "rewind"
+            return _checked(run_dir, _load(source), source, resolved, kind)
+        if last.is_file():
+            own = _load(last)
+            if own.get("forked_from", {}).get("checkpoint") != str(source):
+                raise CheckpointError(
+                    f"{run_dir} already holds a run (last.pt) that was not forked from {source}; "
+                    "fork into another folder with hydra.run.dir=<dir>"
+                )
+            return _checked(run_dir, own, last, resolved, "continue")  # a stopped fork
+        return _fork(run_dir, source, resolved)
+    if last.is_file():
+        if not resume:
+            raise CheckpointError(
+                f"{run_dir} already holds a run (last.pt); pass resume=true to continue it or "
+                "choose another folder with hydra.run.dir=<dir>"
+            )
+        return _checked(run_dir, _load(last, fallback=run_dir), last, resolved, "continue")
+    kept = kept_checkpoints(run_dir)
+    if kept:
+        raise CheckpointError(
+            f"{run_dir} holds checkpoints ({kept[0].name}, ...) but no {LAST_CHECKPOINT}; continue "
+            f"from the newest with {resume_from_hint(kept[0])}, or choose another folder with "
+            "hydra.run.dir=<dir>"
+        )
+    return None
+
+
+def _load(path: Path, fallback: Path | None = None) -> dict[str, Any]:
+    """``load_checkpoint``; for an unreadable ``last.pt`` the error names the newest readable
+    kept checkpoint of ``fallback`` (its folder) to continue from."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        if fallback is None or not path.is_file():
+            raise
+        for kept in kept_checkpoints(fallback):
+            try:
+                load_checkpoint(kept)
+            except CheckpointError:
+                continue
+            raise CheckpointError(f"{exc}; continue from {resume_from_hint(kept)}") from None
+        raise CheckpointError(f"{exc}; no readable step_<n>.pt is left: retrain") from None
+
+
+def _checked(run_dir: Path, payload: dict, path: Path, resolved: dict, kind: str) -> StartPoint:
+    changed = config_differences(payload["config"], resolved)
+    if changed:
+        raise RunConfigChanged(run_dir, changed)
+    return StartPoint(payload, path, kind, payload.get("forked_from"))
+
+
+def _fork(run_dir: Path, source: Path, resolved: dict) -> StartPoint:
+    payload = _load(source)
+    changed = config_differences(payload["config"], resolved, (*RESUMABLE_KEYS, *FORKABLE_KEYS))
+    if changed:
+        raise CheckpointError(
+            f"resume_from={source} comes from a run with another model or data "
+            f"({', '.join(changed[:5])}); a fork may change train.*, seed, eval and logger keys "
+            "only: start a new run instead"
+        )
+    if not finite_weights(payload):
+        raise CheckpointError(f"{source}: its weights are not finite; fork an earlier step_<n>.pt")
+    origin = {"checkpoint": str(source), "step": int(payload["step"])}
+    return StartPoint(payload, source, "fork", origin)
+
+
+def start_history(start: StartPoint, run_dir: Path) -> str:
+    """Make ``run_dir/metrics.jsonl`` the history up to the start (a fork copies its source's
+    rows; a rewind's later rows are dropped by ``RunLogger``); returns what was done."""
+    if start.kind == "continue":
+        return f"resuming {run_dir} from step {start.step}"
+    if start.kind == "rewind":
+        rows = read_metrics(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else []
+        dropped = sum(row["step"] > start.step for row in rows)
+        return (
+            f"resuming {run_dir} from {start.path.name} (step {start.step}): the {dropped} "
+            f"metrics rows logged after step {start.step} are dropped"
+        )
+    source = start.path.parent / METRICS_FILE  # a checkpoint alone forks with no history
+    rows = read_metrics(source) if source.is_file() else []
+    kept = [row for row in rows if row["step"] <= start.step]
+    atomic.write_text(run_dir / METRICS_FILE, "".join(json.dumps(row) + "\n" for row in kept))
+    return (
+        f"forking {start.path} (step {start.step}) into {run_dir}: its {len(kept)} metrics rows "
+        f"up to step {start.step} copied"
+    )
