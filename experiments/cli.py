@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -33,6 +35,15 @@ USER_ERRORS = (
     MemoryBudgetError,
     FolderInUse,
 )
+# What to do when the file system refuses a write (by errno); what was written before is kept
+FILE_SYSTEM_FIXES = {
+    errno.ENOSPC: "free space on that disk or write elsewhere",
+    errno.EDQUOT: "free space within your quota or write elsewhere",
+    errno.EFBIG: "the file system refused the file's size: write elsewhere",
+    errno.EACCES: "make it writable or write elsewhere",
+    errno.EPERM: "make it writable or write elsewhere",
+    errno.EROFS: "it is on a read-only file system: write elsewhere",
+}
 EXIT_INTERRUPTED = 3  # a training stopped by a signal, checkpointed: run it again to resume
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 APPS_CONF_DIR = CONF_DIR / "apps"  # apps whose keys are plain values (conf/apps/README.md)
@@ -68,7 +79,8 @@ class JobFailed(RuntimeError):
 
 
 def exit_on_user_error(app: Callable[..., T]) -> Callable[..., T]:
-    """Print ``error: <one line>`` and exit 2 for bad configs and unusable datasets; inside a
+    """Print ``error: <one line>`` and exit 2 for bad configs, unusable datasets and refused
+    file-system writes (``os_error_line``); inside a
     multirun (``-m``) raise ``JobFailed`` instead, so Hydra marks only this job failed. A
     training stopped by SIGTERM or SIGINT prints ``stopped: <one line>`` and exits
     ``EXIT_INTERRUPTED``: its checkpoint is written and the same command resumes it."""
@@ -77,16 +89,25 @@ def exit_on_user_error(app: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args, **kwargs):
         try:
             return app(*args, **kwargs)
-        except USER_ERRORS as error:
-            print(f"error: {error}", file=sys.stderr)
+        except (*USER_ERRORS, OSError) as error:
+            message = os_error_line(error) if isinstance(error, OSError) else str(error)
+            print(f"error: {message}", file=sys.stderr)
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-                raise JobFailed(str(error)) from None
+                raise JobFailed(message) from None
             sys.exit(2)
         except Interrupted as stopped:
             print(f"stopped: {stopped}", file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<path>: <cause>; <fix>`` for a file-system error on a user's path."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    cause = exc.strerror or str(exc)
+    fix = FILE_SYSTEM_FIXES.get(exc.errno, "check the path")
+    return f"{where}{cause}; {fix}"
 
 
 def check_overrides(
@@ -107,10 +128,30 @@ def check_overrides(
             with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
                 cfg = compose(config_name, overrides=variant)
             validate(cfg)
+        _check_output_folder(argv, conf_dir, config_name)
     except (HydraException, OmegaConfBaseException) as exc:
         _exit_with(_one_line(exc))
     except USER_ERRORS as exc:
         _exit_with(str(exc))
+
+
+def _check_output_folder(argv: list[str], conf_dir: Path, config_name: str) -> None:
+    """Exit with one line when the folder Hydra is about to create cannot be written (Hydra
+    itself would fail with a traceback)."""
+    multirun = "-m" in argv or "--multirun" in argv
+    overrides = [arg for arg in argv if "=" in arg and not arg.startswith("-")]
+    if multirun:
+        overrides = [o for o in overrides if o.startswith(("hydra", "+hydra", "~hydra"))]
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    folder = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        _exit_with(
+            f"{folder}: {existing} is not a writable folder; make it writable or choose "
+            f"another with {key}=<dir>"
+        )
 
 
 def _exit_with(message: str) -> None:

@@ -277,6 +277,28 @@ def test_unusable_files_raise_one_line_errors(tmp_path: Path, damage, expected: 
     assert "python -m experiments.collect task=handover_block setting=clean" in message
 
 
+def _object_address(path: Path, name: str) -> int:
+    with h5py.File(path, "r") as f:
+        return h5py.h5o.get_info(f[name].id).addr
+
+
+@pytest.mark.parametrize("name", ["episodes/ep_000001", "episodes/ep_000001/action"])
+def test_damaged_internals_raise_one_line_errors(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "handover_block_clean.h5"
+    write_dataset(out, [make_record(0, 4), make_record(1, 6)])
+    address = _object_address(out, name)
+    with open(out, "r+b") as f:  # garbage over the object's header, as a bad sector leaves
+        f.seek(address)
+        f.write(np.random.default_rng(0).bytes(64))
+    with pytest.raises(DatasetError) as info:
+        with EpisodeFile(out) as episodes:
+            for i in range(episodes.num_episodes):
+                episodes.episode(i)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{out}: ")
+    assert "delete it and re-run python -m experiments.collect task=handover_block" in message
+
+
 def test_stride_episode_hand_computed() -> None:
     record = make_record(0, 10)  # T = 10: frames o_0..o_10, actions a_0..a_9
 

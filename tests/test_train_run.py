@@ -1,5 +1,6 @@
 """The train app end to end on a tiny run: collect, train, checkpoint, resume, DDP, wandb."""
 
+import contextlib
 import json
 import os
 import shlex
@@ -141,7 +142,8 @@ def test_a_lost_last_checkpoint_is_never_a_silent_restart(tmp_path, tiny_data_di
     last.write_bytes(last.read_bytes()[:100])  # damaged: the error names the kept copy
     error = failed(train_cmd(tiny_data_dir, run_dir, *common))
     assert f"{last}: not a readable checkpoint" in error
-    assert error.endswith(f"continue from {override('resume_from', run_dir / 'step_0000010.pt')}")
+    hint = override("resume_from", run_dir / "step_0000010.pt")
+    assert error.endswith(f"use another checkpoint or retrain; or continue from {hint}")
     last.unlink()  # deleted: refused as well, and the history stays
     error = failed(train_cmd(tiny_data_dir, run_dir, *common))
     assert "holds checkpoints (step_0000010.pt, ...) but no last.pt" in error
@@ -200,6 +202,57 @@ def test_the_advice_after_a_diverged_run_is_one_command_that_works(tmp_path, tin
         [*diverging, *advised], capture_output=True, text=True, cwd=tmp_path, env=env
     )
     assert again.returncode == 0 and f"resuming {fork} from step 20" in again.stderr
+
+
+@contextlib.contextmanager
+def small_file_system(folder: Path, size: str, *options: str):
+    """A real tmpfs of ``size`` mounted on ``folder`` for the test (needs mount rights)."""
+    folder.mkdir(parents=True)
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mount.returncode:
+        pytest.skip(f"this machine does not allow a test file system: {mount.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, tiny_data_dir):
+    # a tiny run's checkpoint is ~4.6 MB: last.pt and step_2 fit in 12 MB, the next write not
+    with small_file_system(tmp_path / "disk", "12m") as disk:
+        run_dir = disk / "run"
+        error = failed(
+            train_cmd(tiny_data_dir, run_dir, "logger=disabled", "train.checkpoint_every=2")
+        )
+        assert error == (
+            f"error: {run_dir / 'last.pt'}: No space left on device; free space on that disk or "
+            "write elsewhere"
+        )
+        assert load_checkpoint(run_dir / "last.pt")["step"] == 2
+        assert not list(run_dir.glob(".*.tmp*"))  # the failed write left nothing behind
+        rows = read_metrics(run_dir / "metrics.jsonl")
+        assert max(r["step"] for r in rows) == 4  # step 4 was logged before its checkpoint failed
+
+
+def test_an_unwritable_output_folder_is_one_line_before_hydra_starts(tmp_path, tiny_data_dir):
+    parent = tmp_path / "readonly"
+    parent.mkdir()
+    parent.chmod(0o500)
+    with contextlib.ExitStack() as stack:
+        if os.access(parent, os.W_OK):  # root ignores modes: a read-only file system then
+            parent.chmod(0o700)
+            parent.rmdir()
+            stack.enter_context(small_file_system(parent, "1m", "ro"))
+        run_dir = parent / "run"
+        error = failed(train_cmd(tiny_data_dir, run_dir, "logger=disabled"))
+        assert error == (
+            f"error: {run_dir}: {parent} is not a writable folder; make it writable or choose "
+            "another with hydra.run.dir=<dir>"
+        )
 
 
 def interrupt(data_dir: Path, run_dir: Path, common: list[str], ready, sig: int):

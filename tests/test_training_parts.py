@@ -1,6 +1,7 @@
 """Pieces of the training harness against hand-computed values, and divergence handling."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -182,6 +183,24 @@ def test_corrupt_checkpoint_gives_one_line_error(tmp_path):
     assert "\n" not in str(error.value) and str(path) in str(error.value)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+class RunsACommand:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_pickled_payload_is_refused_naming_the_global_and_never_advising_unsafe_loading(
+    tmp_path,
+):
+    path = tmp_path / "last.pt"
+    torch.save({"step": 1, "payload": RunsACommand()}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: not a readable checkpoint (refused to unpickle: ")
+    assert "GLOBAL posix.system" in message and "\n" not in message
+    assert "weights_only" not in message and not (tmp_path / "pwned").exists()
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -1,6 +1,7 @@
 """Atomic file writes: write ``.<stem>.tmp<pid><suffix>`` beside the target, then rename it.
 
-A reader (or a resumed run) sees either the old file or the new one, never a partial one.
+A reader (or a resumed run) sees either the old file or the new one, never a partial one. A
+failed write (a full disk, a read-only folder) raises ``OSError`` naming the target file.
 """
 
 from __future__ import annotations
@@ -31,11 +32,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _write_synced(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as exc:  # torch.save wraps a failed write in RuntimeError
+        cause = _os_error_in(exc)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from exc
     return Path(path)
+
+
+def _os_error_in(exc: BaseException | None) -> OSError | None:
+    """The first ``OSError`` in ``exc``'s chain of causes."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -58,6 +58,11 @@ _PART_NAME = re.compile(r"^ep_(\d{6})\.h5$")
 _TMP_SUFFIX = ".tmp"
 
 
+# What h5py raises for damaged internals: OSError for data, KeyError for an object header
+# that cannot be opened, RuntimeError for a broken group index.
+HDF5_DAMAGE = (OSError, KeyError, RuntimeError)
+
+
 class DatasetError(Exception):
     """A dataset file is missing or unusable; the message is one line: file, problem, fix."""
 
@@ -296,7 +301,7 @@ def _copy_episodes(
                 seen[seed] = path
                 # h5o copy keeps chunking and compression, without decompressing
                 episodes.copy(group[name], f"ep_{len(episodes):06d}")
-        except OSError as exc:
+        except HDF5_DAMAGE as exc:
             problem = f"unreadable HDF5 data ({exc})"
             raise DatasetError(
                 path, problem, f"delete it and re-run {_collect_hint(path)}"
@@ -392,6 +397,11 @@ def _collect_hint(path: Path, attrs: Mapping[str, Any] | None = None) -> str:
     return hint
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().strip("'\"")  # KeyError quotes its message
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _open_h5(path: Path) -> h5py.File:
     """Open an existing, finished HDF5 file read-only, or raise DatasetError."""
     rerun = f"delete it and re-run {_collect_hint(path)}"
@@ -428,9 +438,9 @@ def _open_checked(path: Path) -> h5py.File:
         root = dict(f.attrs)
         for name in sorted(f["episodes"]):
             _check_episode(path, f"episodes/{name}", f["episodes"][name], root)
-    except OSError as exc:
+    except HDF5_DAMAGE as exc:
         f.close()
-        raise DatasetError(path, f"unreadable HDF5 metadata ({exc})", rerun) from exc
+        raise DatasetError(path, f"unreadable HDF5 metadata ({_first_line(exc)})", rerun) from exc
     except BaseException:
         f.close()
         raise
@@ -555,8 +565,8 @@ class EpisodeFile:
     def _reading(self, group: h5py.Group) -> Iterator[None]:
         try:
             yield
-        except OSError as exc:
-            problem = f"{group.name} has unreadable data, corrupt ({exc})"
+        except HDF5_DAMAGE as exc:
+            problem = f"{group.name} has unreadable data, corrupt ({_first_line(exc)})"
             fix = f"delete it and re-run {_collect_hint(self.path)}"
             raise DatasetError(self.path, problem, fix) from exc
 

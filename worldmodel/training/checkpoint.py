@@ -43,10 +43,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({first_line}); delete it and resume from "
-            "another step_<n>.pt, or retrain"
+            f"{path}: not a readable checkpoint ({load_failure(exc)}); use another checkpoint "
+            "or retrain"
         ) from None
     version = payload.get("schema_version") if isinstance(payload, dict) else None
     if version != CHECKPOINT_SCHEMA_VERSION:
@@ -55,6 +54,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             "retrain with this version"
         )
     return payload
+
+
+def load_failure(exc: Exception) -> str:
+    """The cause of a failed weights-only load in one line: for a refused pickle, the global
+    it refused (torch's advice to load unsafely is left out), else the first line."""
+    text = str(exc).strip()
+    if text.startswith("Weights only load failed"):
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        cause = paragraphs[1] if len(paragraphs) > 1 else "a pickled object"
+        return f"refused to unpickle: {cause.splitlines()[0]}"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def rng_state() -> dict[str, Any]:

@@ -158,8 +158,8 @@ def _load(path: Path, fallback: Path | None = None) -> dict[str, Any]:
                 load_checkpoint(kept)
             except CheckpointError:
                 continue
-            raise CheckpointError(f"{exc}; continue from {resume_from_hint(kept)}") from None
-        raise CheckpointError(f"{exc}; no readable step_<n>.pt is left: retrain") from None
+            raise CheckpointError(f"{exc}; or continue from {resume_from_hint(kept)}") from None
+        raise
 
 
 def _checked(run_dir: Path, payload: dict, path: Path, resolved: dict, kind: str) -> StartPoint:
