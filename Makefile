@@ -15,12 +15,13 @@ system-packages:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(GL_PACKAGES); }
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# torch first, and only if missing, so a GPU user's own build is kept
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,parallel,slurm]"
+	@# the exact versions CI ran with (constraints.txt); pyproject keeps the loose ranges
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,parallel,slurm]"
 	touch $@
 
 setup: system-packages $(VENV)/.installed

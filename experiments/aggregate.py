@@ -562,16 +562,26 @@ def run_record(run_set: RunSet, run: Run) -> dict[str, Any]:
     }
 
 
+def versions_label(versions: dict[str, str]) -> str:
+    """``"mujoco 3.3.0, python 3.12.3, torch 2.13.0"``; "unknown" for runs that predate it."""
+    return ", ".join(f"{name} {v}" for name, v in sorted(versions.items())) or "unknown"
+
+
 def provenance(run_set: RunSet) -> dict[str, Any]:
-    """The git commits the aggregated runs were trained at, with their dirty runs."""
-    commits: dict[str, dict[str, Any]] = {}
+    """The git commits and library versions the aggregated runs were trained with, with
+    their dirty runs: one entry per (commit, versions)."""
+    commits: dict[tuple[str, str], dict[str, Any]] = {}
     for run in run_set.runs:
-        entry = commits.setdefault(run.git_commit, {"runs": 0, "dirty_runs": []})
+        key = (run.git_commit, versions_label(run.versions))
+        entry = commits.setdefault(key, {"runs": 0, "dirty_runs": []})
         entry["runs"] += 1
         if run.git_dirty:
             entry["dirty_runs"].append(run_set.relative(run.path))
     return {
-        "commits": [{"commit": c, **v} for c, v in sorted(commits.items())],
+        "commits": [
+            {"commit": commit, "versions": label, **v}
+            for (commit, label), v in sorted(commits.items())
+        ],
         "any_dirty": any(run.git_dirty for run in run_set.runs),
         "runs_used": len(run_set.runs),
         "runs_missing": sum(m.scope != SCOPE_EVAL for m in run_set.missing),

@@ -249,10 +249,11 @@ def depth_table(summary: Summary) -> Table | None:
 
 def provenance_table(summary: Summary) -> Table:
     rows = [
-        [c["commit"], str(c["runs"]), str(len(c["dirty_runs"]))]
+        [c["commit"], c.get("versions", "unknown"), str(c["runs"]), str(len(c["dirty_runs"]))]
         for c in summary.provenance["commits"]
     ]
-    return Table("provenance", "Git state of the runs", ["commit", "runs", "dirty runs"], rows)
+    columns = ["commit", "versions", "runs", "dirty runs"]
+    return Table("provenance", "Git state and library versions of the runs", columns, rows)
 
 
 def missing_table(summary: Summary) -> Table:

@@ -19,7 +19,7 @@ import json
 import math
 import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -78,6 +78,7 @@ class Run:
     git_dirty: bool
     overrides: list[str]
     mcp_depths: int = 0  # MCP depths D of its heads (0: none, the single-step baseline)
+    versions: dict[str, str] = field(default_factory=dict)  # run.json: python, torch, mujoco, ...
 
     @property
     def finished(self) -> bool:
@@ -196,6 +197,7 @@ def read_run(folder: Path) -> Run:
         git_dirty=bool(git.get("dirty", False)),
         overrides=[str(o) for o in info.get("overrides") or []],
         mcp_depths=_mcp_depths(config.get("heads") or {}),
+        versions={str(k): str(v) for k, v in (info.get("versions") or {}).items()},
     )
 
 

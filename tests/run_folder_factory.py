@@ -50,6 +50,9 @@ class RunSpec:
     cut_last_line: bool = False  # a final metrics line cut short by a kill
     commit: str = COMMIT
     dirty: bool = False
+    versions: dict[str, str] = field(
+        default_factory=lambda: {"python": "3.12.3", "torch": "2.13.0", "mujoco": "3.3.0"}
+    )
     extra_overrides: list[str] = field(default_factory=list)
 
     @property
@@ -81,7 +84,7 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     overrides = spec.dirname.split(",") + ["experiment=test_sweep"]
     info = {
         "git": {"commit": spec.commit, "dirty": spec.dirty},
-        "versions": {"python": "3.12.3", "torch": "2.13.0", "mujoco": "3.3.0"},
+        "versions": spec.versions,
         "argv": ["experiments/train.py", "-m", "experiment=test_sweep"],
         "heads": spec.heads,
         "variant": spec.variant,

@@ -50,6 +50,16 @@ def test_two_seeds_give_the_mean_with_its_interval_episode_counts_and_sources(tm
     assert one(summary.estimates, quantity="success/expert")["point"] == 1.0
 
 
+def test_provenance_separates_runs_made_with_other_library_versions(tmp_path):
+    older = {"python": "3.12.3", "torch": "2.13.0", "mujoco": "3.1.6"}
+    write_sweep(tmp_path, [RunSpec(seed=0), RunSpec(seed=1), RunSpec(seed=2, versions=older)])
+    entries = summarise(tmp_path).provenance["commits"]
+    assert [(e["versions"], e["runs"]) for e in entries] == [
+        ("mujoco 3.1.6, python 3.12.3, torch 2.13.0", 1),
+        ("mujoco 3.3.0, python 3.12.3, torch 2.13.0", 2),
+    ]
+
+
 BASE_SEEDS = ([0.0, 0.0, 0.1, 0.2, 0.3], [0.0, 0.2, 0.3, 0.4, 0.5])  # mean 0, .1, .2, .3, .4
 NF_SEEDS = ([0.0, 0.1, 0.3, 0.4, 0.5], [0.0, 0.3, 0.5, 0.6, 0.7])  # mean 0, .2, .4, .5, .6
 BASE_LOSS = [1.0, 0.9, 0.8, 0.7, 0.6]

@@ -60,7 +60,8 @@ def test_report_has_the_claims_first_then_every_section(sweep):
 def test_header_states_commits_dirty_runs_and_missing_runs(sweep):
     text = (sweep / REPORT_FILE).read_text()
     part = sections(text)
-    assert f"| {COMMIT} | 9 | 1 |" in part["Provenance"]
+    versions = "mujoco 3.3.0, python 3.12.3, torch 2.13.0"
+    assert f"| {COMMIT} | {versions} | 9 | 1 |" in part["Provenance"]
     assert "dirty working tree" in text.split("## Provenance")[0]
     missing = part["Missing runs"]
     assert "seed=2" in missing and "unfinished" in missing and "| everything |" in missing

@@ -74,7 +74,7 @@ def test_tiny_run_collects_trains_checkpoints_resumes_and_logs(tmp_path):
             elif key != "step":
                 assert theirs[key] == pytest.approx(value, rel=1e-12), key
     run_info = json.loads((run_dir / "run.json").read_text())
-    assert set(run_info["versions"]) == {"python", "torch", "mujoco"}
+    assert set(run_info["versions"]) == {"python", "torch", "mujoco", "numpy", "gymnasium"}
     assert len(run_info["git"]["commit"]) in (40, 7) and isinstance(run_info["git"]["dirty"], bool)
 
     # the checkpoint loads with weights_only and rebuilds the model without the config tree

@@ -6,7 +6,9 @@ import platform
 import subprocess
 from pathlib import Path
 
+import gymnasium
 import mujoco
+import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +32,11 @@ def git_state() -> dict[str, str | bool]:
 
 
 def versions() -> dict[str, str]:
+    """The versions that can move results: physics, learning and array libraries."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "mujoco": mujoco.__version__,
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
     }
