@@ -23,7 +23,8 @@ from experiments.configs import ConfigError
 from worldmodel.data.episodes import DatasetError
 from worldmodel.folder_lock import FolderInUse
 from worldmodel.training.checkpoint import CheckpointError
-from worldmodel.training.trainer import Interrupted, TrainingError
+from worldmodel.training.stop_signals import Interrupted
+from worldmodel.training.trainer import TrainingError
 from worldmodel.training.windows import MemoryBudgetError
 
 T = TypeVar("T")
@@ -97,6 +98,7 @@ def exit_on_user_error(app: Callable[..., T]) -> Callable[..., T]:
             sys.exit(2)
         except Interrupted as stopped:
             print(f"stopped: {stopped}", file=sys.stderr)
+            stopped.hand_over()  # a scheduler's preemption handler requeues and exits here
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -309,6 +311,49 @@ def test_sigterm_checkpoints_the_step_it_stopped_at_and_the_resume_matches(tmp_p
         f"{stopped / 'last.pt'} written; run the same command again to resume"
     )
     resumed_matches_uninterrupted(tiny_data_dir, tmp_path, stopped, common)
+
+
+def submitit_job_process(launcher: psutil.Process) -> psutil.Process | None:
+    """The process running the submitit job under a multirun launched with submitit_local."""
+    for child in launcher.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "submitit.core._submit" in " ".join(child.cmdline()):
+                return child
+    return None
+
+
+def test_submitit_preemption_checkpoints_requeues_and_resumes(tmp_path, tiny_data_dir):
+    common = ["logger=disabled", "train.steps=60", "train.checkpoint_every=25", "eval.every=10"]
+    sweep = tmp_path / "sweep"
+    cmd = train_cmd(tiny_data_dir, tmp_path / "unused", *common, "seed=0")
+    cmd[3:3] = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+    cmd.append(f"hydra.sweep.dir={sweep}")
+    run_dir = sweep / "data=tiny,seed=0,task=press_button,train.checkpoint_every=25,train=tiny"
+    metrics = run_dir / "metrics.jsonl"
+    launcher = psutil.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and '"step": 30' in metrics.read_text()):
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.02)
+    job = submitit_job_process(launcher)
+    job.send_signal(signal.SIGUSR2)  # what submitit sends a job before preemption or timeout
+    output, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, output[-3000:]
+    log = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    stopped = re.search(
+        r"stopped: stopped by SIGUSR2 after step (\d+) of 60: checkpoint (\S+) "
+        r"written; handed to the job scheduler's handler",
+        log,
+    )
+    assert stopped, log[-3000:]
+    assert 30 <= int(stopped[1]) < 60 and stopped[2] == str(run_dir / "last.pt")
+    assert "Requeued job" in log  # submitit restarted the job, which resumed from the checkpoint
+    assert f"resuming {run_dir} from step {stopped[1]}" in log
+    whole = tmp_path / "whole"
+    run(train_cmd(tiny_data_dir, whole, *common, "seed=0"))
+    expected = without_timing(read_metrics(whole / "metrics.jsonl"))
+    assert without_timing(read_metrics(metrics)) == expected
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 60
 
 
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_data_dir):

@@ -18,10 +18,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from worldmodel.training.distributed import DistInfo, mean_over_processes
 from worldmodel.training.optim import lr_factor, make_optimizer, make_scheduler
 from worldmodel.training.resume import good_checkpoint, resume_from_hint
 from worldmodel.training.run_logger import RunLogger
+from worldmodel.training.stop_signals import Interrupted, StopRequests, stop_requests
 from worldmodel.training.windows import WindowSet
 
 DATA_STREAM, CHUNK_STREAM, FLOPS_STREAM, NOISE_STREAM = 0, 1, 2, 1000
@@ -59,33 +58,6 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     """A CPU generator that is a pure function of (seed, step, stream)."""
     state = np.random.SeedSequence([seed, step, stream]).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT stopped training after a step; its checkpoint was written."""
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-@contextlib.contextmanager
-def stop_requests() -> Iterator[list[str]]:
-    """Yields a list that gets the name of a SIGTERM or SIGINT received inside the block
-    (the handlers only record it, so the step in progress finishes); the previous handlers
-    are back after it. Outside the main thread, where Python cannot catch signals, nothing
-    is caught."""
-    received: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    for s in STOP_SIGNALS:
-        signal.signal(s, lambda number, _frame: received.append(signal.Signals(number).name))
-    try:
-        yield received
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 @dataclass
@@ -319,19 +291,28 @@ class Trainer:
                 saved = step % config.checkpoint_every == 0 or step == config.steps
                 if saved and self.dist.is_main:
                     self.save()
-                if stop:
+                if stop.received:
                     bar.close()
-                    self._stop(stop[0], saved)
+                    self._stop(stop, saved)
         bar.close()
         return progress
 
-    def _stop(self, signal_name: str, saved: bool) -> None:
+    def _stop(self, stop: StopRequests, saved: bool) -> None:
         """Checkpoint the step just finished (unless ``saved``) and raise ``Interrupted``."""
         if not saved and self.dist.is_main:
             self.save()
+        number = stop.received[0]
+        handed_over = stop.owner(number) is not None
+        then = (
+            "handed to the job scheduler's handler, which requeues the job to resume from it"
+            if handed_over
+            else "run the same command again to resume"
+        )
         raise Interrupted(
-            f"stopped by {signal_name} after step {self.progress.step} of {self.config.steps}: "
-            f"checkpoint {self.last_checkpoint} written; run the same command again to resume"
+            f"stopped by {number.name} after step {self.progress.step} of {self.config.steps}: "
+            f"checkpoint {self.last_checkpoint} written; {then}",
+            number,
+            handed_over,
         )
 
     def _axes(self) -> dict[str, float]:

@@ -1,0 +1,77 @@
+"""Signals that stop training cleanly: SIGTERM, SIGINT and a scheduler's preemption signal.
+
+Inside :func:`stop_requests` the handlers only record a signal, so the step in progress
+finishes and gets its checkpoint. A preemption signal whose handler a scheduler installed
+(submitit's SIGUSR2: checkpoint and requeue) is handed back to that handler after the
+checkpoint, with :meth:`Interrupted.hand_over`, so the job is requeued and resumes from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  # submitit's name for its preemption signal
+DEFAULT_PREEMPT_SIGNAL = "USR2"
+
+
+def preemption_signal() -> signal.Signals | None:
+    """The scheduler's preemption signal if a Python handler owns it (submitit installs one
+    in every job it runs), else None: an unowned SIGUSR2 keeps its default meaning."""
+    name = os.environ.get(PREEMPT_SIGNAL_ENV, DEFAULT_PREEMPT_SIGNAL)
+    number = getattr(signal, f"SIG{name}", None)
+    return number if number is not None and callable(signal.getsignal(number)) else None
+
+
+@dataclass
+class StopRequests:
+    """The signals received inside :func:`stop_requests` and the handlers they replaced."""
+
+    received: list[signal.Signals] = field(default_factory=list)
+    previous: dict[signal.Signals, Any] = field(default_factory=dict)
+
+    def owner(self, number: signal.Signals) -> Any:
+        """The handler that gets ``number`` back after the checkpoint, or None: a scheduler's
+        preemption handler does; SIGTERM and SIGINT end the run here."""
+        return None if number in STOP_SIGNALS else self.previous.get(number)
+
+
+class Interrupted(Exception):
+    """A stop signal ended training after a step; its checkpoint was written."""
+
+    def __init__(self, message: str, number: signal.Signals, handed_over: bool) -> None:
+        super().__init__(message)
+        self.number = number
+        self.handed_over = handed_over
+
+    def hand_over(self) -> None:
+        """Deliver the signal again to the handler it was taken from (called once the
+        previous handlers are back): submitit requeues the job and exits."""
+        if self.handed_over:
+            signal.raise_signal(self.number)
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[StopRequests]:
+    """Record stop signals inside the block instead of acting on them; the previous handlers
+    are back after it. Outside the main thread, where Python cannot catch signals, nothing
+    is caught."""
+    requests = StopRequests()
+    if threading.current_thread() is not threading.main_thread():
+        yield requests
+        return
+    numbers = [*STOP_SIGNALS, *filter(None, [preemption_signal()])]
+    requests.previous = {number: signal.getsignal(number) for number in numbers}
+    for number in numbers:
+        signal.signal(number, lambda n, _frame: requests.received.append(signal.Signals(n)))
+    try:
+        yield requests
+    finally:
+        for number, handler in requests.previous.items():
+            signal.signal(number, handler)
