@@ -14,9 +14,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shlex
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from worldmodel.tokenizer.training import train_conv_ae
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from worldmodel.training.distributed import init_distributed
 from worldmodel.training.resume import RunConfigChanged
+from worldmodel.training.stop_signals import STOP_SIGNALS, Interrupted, stop_requests
 
 register_configs()
 
@@ -224,14 +226,28 @@ class RunJob:
     threads: int  # torch threads of the run's training and evaluation
 
 
-def train_and_evaluate(job: RunJob) -> str | None:
-    """Train (or resume) and evaluate one run; returns the error line of a failed run."""
-    try:
-        train_run(job.spec, job.run_dir, job.overrides, job.preset.steps)
-        evaluate_run(job.run_dir, job.preset, job.wandb, job.threads)
-    except USER_ERRORS as exc:
-        return str(exc)
-    return None
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one run's job ended, as a worker process reports it."""
+
+    error: str | None = None  # the one-line error of a failed run
+    checkpointed: bool = False  # a stop signal ended its training at a checkpoint
+    stop_signal: str | None = None  # the stop signal received during the job, if any
+
+
+def train_and_evaluate(job: RunJob) -> JobOutcome:
+    """Train (or resume) and evaluate one run. A stop signal during training ends it at a
+    checkpoint of the step in progress; during evaluation, the evaluation finishes first."""
+    with stop_requests() as stop:
+        try:
+            train_run(job.spec, job.run_dir, job.overrides, job.preset.steps)
+            if not stop.received:
+                evaluate_run(job.run_dir, job.preset, job.wandb, job.threads)
+        except USER_ERRORS as exc:
+            return JobOutcome(error=str(exc))
+        except Interrupted as stopped:
+            return JobOutcome(checkpointed=True, stop_signal=stopped.number.name)
+    return JobOutcome(stop_signal=stop.received[0].name if stop.received else None)
 
 
 def jobs_and_threads(requested: int, preset: ScalePreset) -> tuple[int, int]:
@@ -244,35 +260,73 @@ def jobs_and_threads(requested: int, preset: ScalePreset) -> tuple[int, int]:
     return max(1, cores // threads), threads
 
 
+def start_worker(threads: int) -> None:
+    """A worker between jobs ignores stop signals (its jobs catch them), so a signal never
+    kills a worker and breaks the pool."""
+    torch.set_num_threads(threads)
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+
+
 def run_jobs(todo: list[RunJob], jobs: int, threads: int, desc: str) -> dict[str, str]:
     """Every job, ``jobs`` at a time in spawned processes (1: in this process); returns the
     failed runs' folders and their errors. Runs are seeded, so their numbers do not depend
-    on ``jobs``."""
+    on ``jobs``. SIGTERM or SIGINT stops the runs in progress at a checkpoint (workers get
+    the SIGTERM too), starts no new one and raises ``Interrupted``."""
     failures: dict[str, str] = {}
+    outcomes: list[JobOutcome] = []
     progress = tqdm(total=len(todo), desc=desc, unit="run")
 
-    def record(job: RunJob, error: str | None) -> None:
-        if error is not None:
-            failures[job.spec.folder] = error
-            print(f"error: {job.spec.folder}: {error}", file=sys.stderr)
-        progress.update()
+    def record(job: RunJob, outcome: JobOutcome) -> None:
+        outcomes.append(outcome)
+        if outcome.error is not None:
+            failures[job.spec.folder] = outcome.error
+            print(f"error: {job.spec.folder}: {outcome.error}", file=sys.stderr)
+        if not outcome.checkpointed:
+            progress.update()
 
-    if jobs == 1:
-        for job in todo:
-            record(job, train_and_evaluate(job))
-    else:
-        context = multiprocessing.get_context("spawn")  # no fork of a process holding GL state
-        with ProcessPoolExecutor(
-            jobs,
-            mp_context=context,
-            initializer=torch.set_num_threads,
-            initargs=(threads,),
-        ) as pool:
-            futures = {pool.submit(train_and_evaluate, job): job for job in todo}
-            for future in as_completed(futures):
-                record(futures[future], future.result())
+    with stop_requests() as stop:
+        if jobs == 1:
+            for job in todo:
+                record(job, train_and_evaluate(job))
+                if stop.received or outcome_signal(outcomes):
+                    break
+        else:
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding GL
+            with ProcessPoolExecutor(
+                jobs, mp_context=context, initializer=start_worker, initargs=(threads,)
+            ) as pool:
+                pending = {pool.submit(train_and_evaluate, job): job for job in todo}
+                forwarded = False
+                while pending:
+                    done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        record(pending.pop(future), future.result())
+                    if stop.received or outcome_signal(outcomes):
+                        for future in [f for f in pending if f.cancel()]:
+                            del pending[future]
+                        if stop.received and not forwarded:
+                            for child in multiprocessing.active_children():
+                                os.kill(child.pid, signal.SIGTERM)
+                            forwarded = True
     progress.close()
+    name = stop.received[0].name if stop.received else outcome_signal(outcomes)
+    if name is not None:
+        checkpointed = sum(outcome.checkpointed for outcome in outcomes)
+        raise Interrupted(
+            f"stopped by {name}: {checkpointed} runs checkpointed in training, "
+            f"{len(outcomes) - checkpointed} of {len(todo)} finished or failed; run the same "
+            "command again to resume",
+            signal.Signals[name],
+            handed_over=False,
+        )
     return failures
+
+
+def outcome_signal(outcomes: list[JobOutcome]) -> str | None:
+    """The first stop signal a job received (a worker can be signalled directly, as SLURM
+    signals every process of a job)."""
+    return next((o.stop_signal for o in outcomes if o.stop_signal), None)
 
 
 def run_sweep(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) -> dict[str, str]:

@@ -2,8 +2,10 @@
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -38,6 +40,9 @@ SECTIONS += ("## Convergence", "## Validation loss", "## Rollout drift")
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory, tiny_data_dir):
+    """The micro reproduction, stopped by SIGTERM once its first runs train, then run again
+    to the end; returns the folder, the finished run and the stopped run's exit code and
+    stderr."""
     out_dir = tmp_path_factory.mktemp("reproduce")
     cmd = [
         sys.executable,
@@ -48,13 +53,37 @@ def micro(tmp_path_factory, tiny_data_dir):
         f"out_dir={out_dir}",
         "jobs=2",  # two runs at a time in worker processes; the re-run below uses jobs=1
     ]
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while not any("train/loss" in p.read_text() for p in out_dir.glob("runs/**/metrics.jsonl")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # to the parent only, as `kill` sends it
+    _, stopped_stderr = process.communicate(timeout=600)
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    return out_dir, result
+    return out_dir, result, (process.returncode, stopped_stderr.decode())
+
+
+def test_sigterm_stops_the_runs_at_a_checkpoint_and_the_same_command_resumes(micro):
+    out_dir, result, (code, stderr) = micro
+    assert code == 3, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"stopped: stopped by SIGTERM: \d+ runs checkpointed in training, \d+ of 4 finished or "
+        r"failed; run the same command again to resume",
+        last,
+    ), last
+    assert "resuming" in result.stderr  # the re-run continued the stopped runs
+    runs = load_runs(out_dir).runs
+    for run in runs:
+        steps = [row["step"] for row in run.metrics if "train/loss/total" in row]
+        assert steps == sorted(set(steps)) and steps[-1] == run.steps  # nothing lost or twice
 
 
 def test_micro_reproduction_writes_every_section_and_figure(micro):
-    out_dir, result = micro
+    out_dir, result, _ = micro
     report = (out_dir / "REPORT.md").read_text()
     assert f"report: {out_dir / 'REPORT.md'}" in result.stdout
     for section in SECTIONS:
@@ -74,7 +103,7 @@ def test_micro_reproduction_writes_every_section_and_figure(micro):
 
 
 def test_claim_numbers_come_from_the_runs(micro):
-    out_dir, _ = micro
+    out_dir, _, _ = micro
     runs = load_runs(out_dir).runs
     report = (out_dir / "REPORT.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| Randomized success"))
@@ -89,7 +118,7 @@ def test_claim_numbers_come_from_the_runs(micro):
 
 
 def test_a_second_invocation_reuses_finished_runs(micro):
-    out_dir, _ = micro
+    out_dir, _, _ = micro
     before = {p: p.stat().st_mtime_ns for p in out_dir.glob("runs/**/last.pt")}
     cmd = [sys.executable, "-m", "experiments.reproduce", "scale=micro", f"out_dir={out_dir}"]
     cmd.append("jobs=1")
@@ -101,7 +130,7 @@ def test_a_second_invocation_reuses_finished_runs(micro):
 def test_a_run_of_an_older_preset_names_the_fix(micro):
     """A folder trained with another version of the preset is refused with out_dir as the fix,
     and the run is left as it was."""
-    out_dir, _ = micro
+    out_dir, _, _ = micro
     run_dir = out_dir / "runs" / "single_step/press_button_randomized/fps12.5/seed0"
     overrides = json.loads((run_dir / "run.json").read_text())["overrides"]
     before = (run_dir / "last.pt").read_bytes()
