@@ -3,6 +3,7 @@ the latent cache and the factory's errors. Real frames come from the project's c
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 import envs  # noqa: F401  (selects the GL backend before anything imports mujoco)
 from experiments import train_tokenizer
 from worldmodel.data.collection import CollectionJob, run_collection
-from worldmodel.data.episodes import EpisodeFile
+from worldmodel.data.episodes import DatasetError, EpisodeFile
 from worldmodel.tokenizer import (
     ConvAETokenizer,
     PatchTokenizer,
@@ -210,6 +211,23 @@ def test_cache_is_reused_and_keyed_by_checkpoint(trained, dataset, tmp_path):
     patch_cache = encode_dataset(PatchTokenizer(["head"], SIZE), dataset, tmp_path / "cache")
     assert patch_cache not in (cache, other_cache)
     assert load_cached_latents(patch_cache, 0).shape[1:] == (16, 192)
+
+
+def test_a_damaged_cache_is_one_line_naming_it_and_the_fix(dataset, tmp_path):
+    cache = encode_dataset(PatchTokenizer(["head"], SIZE), dataset, tmp_path / "cache")
+    with h5py.File(cache, "r") as f:
+        address = h5py.h5o.get_info(f["episodes/ep_000001"].id).addr
+    with open(cache, "r+b") as f:  # garbage over an episode's object header
+        f.seek(address)
+        f.write(np.random.default_rng(0).bytes(64))
+    with pytest.raises(DatasetError) as info:
+        load_cached_latents(cache, 1)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{cache}: unreadable latent cache")
+    assert message.endswith("delete it; the next run encodes the dataset again")
+    cache.write_bytes(cache.read_bytes()[:100])  # cut short, as a full disk leaves it
+    with pytest.raises(DatasetError, match="unreadable latent cache .* delete it"):
+        load_cached_latents(cache, 0)
 
 
 # ---------------------------------------------------------------- factory and CLI

@@ -397,7 +397,8 @@ def _collect_hint(path: Path, attrs: Mapping[str, Any] | None = None) -> str:
     return hint
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (h5py's can run to several)."""
     text = str(exc).strip().strip("'\"")  # KeyError quotes its message
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -440,7 +441,7 @@ def _open_checked(path: Path) -> h5py.File:
             _check_episode(path, f"episodes/{name}", f["episodes"][name], root)
     except HDF5_DAMAGE as exc:
         f.close()
-        raise DatasetError(path, f"unreadable HDF5 metadata ({_first_line(exc)})", rerun) from exc
+        raise DatasetError(path, f"unreadable HDF5 metadata ({first_line(exc)})", rerun) from exc
     except BaseException:
         f.close()
         raise
@@ -566,7 +567,7 @@ class EpisodeFile:
         try:
             yield
         except HDF5_DAMAGE as exc:
-            problem = f"{group.name} has unreadable data, corrupt ({_first_line(exc)})"
+            problem = f"{group.name} has unreadable data, corrupt ({first_line(exc)})"
             fix = f"delete it and re-run {_collect_hint(self.path)}"
             raise DatasetError(self.path, problem, fix) from exc
 

@@ -25,10 +25,17 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from worldmodel.data.episodes import EpisodeFile, fps_stride
+from worldmodel.data.episodes import (
+    HDF5_DAMAGE,
+    DatasetError,
+    EpisodeFile,
+    first_line,
+    fps_stride,
+)
 from worldmodel.tokenizer.base import Tokenizer
 
 CACHE_SCHEMA_VERSION = 1
+REBUILD = "delete it; the next run encodes the dataset again"
 
 
 def dataset_fingerprint(dataset_path: str | os.PathLike) -> dict[str, Any]:
@@ -125,16 +132,24 @@ class LatentCache:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._file = h5py.File(self.path, "r")
-        self.attrs: dict[str, Any] = dict(self._file.attrs)
+        try:
+            self._file = h5py.File(self.path, "r")
+            self.attrs: dict[str, Any] = dict(self._file.attrs)
+        except HDF5_DAMAGE as exc:
+            raise self._damaged(exc) from exc
         if self.attrs.get("schema_version") != CACHE_SCHEMA_VERSION:
             self._file.close()
-            raise ValueError(
-                f"{self.path}: latent cache schema {self.attrs.get('schema_version')}, this code "
-                f"reads {CACHE_SCHEMA_VERSION} - delete it; encode_dataset rebuilds it"
+            raise DatasetError(
+                self.path,
+                f"latent cache schema {self.attrs.get('schema_version')}, this code reads "
+                f"{CACHE_SCHEMA_VERSION}",
+                REBUILD,
             )
         self.num_episodes = int(self.attrs["num_episodes"])
         self.control_hz = float(self.attrs["control_hz"])
+
+    def _damaged(self, exc: BaseException) -> DatasetError:
+        return DatasetError(self.path, f"unreadable latent cache ({first_line(exc)})", REBUILD)
 
     def latents(self, episode_index: int, fps: float | None = None) -> Tensor:
         """(F, N, C) float32: all T+1 frames, or frames 0, s, 2s, ... at ``fps`` (s = hz/fps).
@@ -145,12 +160,15 @@ class LatentCache:
             raise IndexError(
                 f"episode_index={episode_index}: {self.path} has {self.num_episodes} episodes"
             )
-        data = self._file["episodes"][f"ep_{episode_index:06d}"]
-        if fps is None:
-            return torch.from_numpy(data[()])
-        stride = fps_stride(self.control_hz, fps)
-        intervals = (len(data) - 1) // stride  # a trailing partial stride is dropped
-        return torch.from_numpy(data[0 : intervals * stride + 1 : stride])
+        try:
+            data = self._file["episodes"][f"ep_{episode_index:06d}"]
+            if fps is None:
+                return torch.from_numpy(data[()])
+            stride = fps_stride(self.control_hz, fps)
+            intervals = (len(data) - 1) // stride  # a trailing partial stride is dropped
+            return torch.from_numpy(data[0 : intervals * stride + 1 : stride])
+        except HDF5_DAMAGE as exc:
+            raise self._damaged(exc) from exc
 
     def close(self) -> None:
         self._file.close()
