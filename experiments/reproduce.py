@@ -197,7 +197,7 @@ def train_run(spec: RunSpec, run_dir: Path, overrides: list[str], steps: int) ->
     cfg = compose_app(CONF_DIR, "train", overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
-        run_training(train_config_from(cfg), run_dir, resolved, spec.variant, overrides)
+        run_training(train_config_from(cfg), run_dir, resolved, spec.heads, overrides)
     except RunConfigChanged as exc:
         raise ConfigError(
             f"{run_dir} holds a run of another version of this scale's preset "

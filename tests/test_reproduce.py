@@ -140,6 +140,30 @@ def test_a_run_of_an_older_preset_names_the_fix(micro):
     assert (run_dir / "last.pt").read_bytes() == before
 
 
+def test_a_depth_curve_run_records_its_heads_preset_apart_from_its_variant(micro, tmp_path):
+    """The depth curve pools D = 0 and the next_forcing heads at every D, found by the heads
+    preset that run.json records, not by the variant's name."""
+    out_dir, _, _ = micro
+    source = out_dir / "runs" / "next_forcing/press_button_randomized/fps12.5/seed0"
+    overrides = json.loads((source / "run.json").read_text())["overrides"]
+    overrides = [o for o in overrides if not o.startswith(("variant=", "train.steps=", "eval."))]
+    overrides += ["variant=next_forcing_d2", "heads.depths=2", "train.steps=1", "eval.every=0"]
+    spec = reproduce.RunSpec(
+        "next_forcing_d2",
+        "press_button",
+        "randomized",
+        12.5,
+        0,
+        "next_forcing",
+        ("heads.depths=2",),
+    )
+    reproduce.train_run(spec, tmp_path / "run", overrides, steps=1)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (info["heads"], info["variant"]) == ("next_forcing", "next_forcing_d2")
+    (run,) = load_runs(tmp_path, require_eval=False).runs
+    assert (run.heads, run.mcp_depths) == ("next_forcing", 2)
+
+
 @pytest.mark.parametrize(
     "requested, preset_threads, expected",
     [(0, 1, (8, 1)), (0, 3, (2, 3)), (0, None, (1, 8)), (3, None, (3, 2)), (2, 1, (2, 1))],
