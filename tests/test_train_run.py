@@ -165,6 +165,16 @@ def test_a_lost_last_checkpoint_is_never_a_silent_restart(tmp_path, tiny_data_di
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
     assert [r["train/step"] for r in history_rows(run_dir)] == [r["step"] for r in again]
 
+    # every checkpoint deleted: the history past the first one is refused too, and kept
+    for checkpoint in run_dir.glob("*.pt"):
+        checkpoint.unlink()
+    error = failed(train_cmd(tiny_data_dir, run_dir, *common))
+    assert "holds the history of a run (metrics.jsonl to step 10) but no checkpoint" in error
+    assert read_metrics(run_dir / "metrics.jsonl") == again
+    (run_dir / "metrics.jsonl").unlink()  # as the line says: then it trains again from step 0
+    run(train_cmd(tiny_data_dir, run_dir, *common))
+    assert without_timing(read_metrics(run_dir / "metrics.jsonl")) == without_timing(rows)
+
 
 def test_the_advice_after_a_diverged_run_is_one_command_that_works(tmp_path, tiny_data_dir):
     # no hydra.run.dir: Hydra names the folders after the overrides, as a user's runs are

@@ -3,7 +3,8 @@ checkpoint of its folder (``resume_from``: a rewind) or from another run's check
 (``resume_from`` outside the folder: a fork into this folder, with changed training keys).
 
 The checks keep what is written: a folder holding a run with another config, a folder whose
-``step_<n>.pt`` outlive a deleted ``last.pt``, and a fork into a folder that holds another run
+``step_<n>.pt`` outlive a deleted ``last.pt``, a folder whose ``metrics.jsonl`` outlives every
+checkpoint, and a fork into a folder that holds another run
 are refused with one line naming the command that works.
 """
 
@@ -142,7 +143,20 @@ def start_point(
             f"from the newest with {resume_from_hint(kept[0])}, or choose another folder with "
             "hydra.run.dir=<dir>"
         )
-    return None
+    logged, first_checkpoint = _last_logged_step(run_dir), resolved["train"]["checkpoint_every"]
+    if first_checkpoint and logged >= first_checkpoint:  # its checkpoints were deleted
+        raise CheckpointError(
+            f"{run_dir} holds the history of a run ({METRICS_FILE} to step {logged}) but no "
+            f"checkpoint to continue it from; to train it again from step 0 delete "
+            f"{run_dir / METRICS_FILE}, or choose another folder with hydra.run.dir=<dir>"
+        )
+    return None  # a run killed before its first checkpoint starts again
+
+
+def _last_logged_step(run_dir: Path) -> int:
+    """The last step ``run_dir``'s metrics.jsonl logged, 0 if it has none."""
+    path = run_dir / METRICS_FILE
+    return max((int(row["step"]) for row in read_metrics(path)), default=0) if path.is_file() else 0
 
 
 def _load(path: Path, fallback: Path | None = None) -> dict[str, Any]:
