@@ -23,7 +23,7 @@ from experiments.configs import ConfigError
 from worldmodel.data.episodes import DatasetError
 from worldmodel.folder_lock import FolderInUse
 from worldmodel.training.checkpoint import CheckpointError
-from worldmodel.training.stop_signals import Interrupted
+from worldmodel.training.stop_signals import Interrupted, stop_at_once
 from worldmodel.training.trainer import TrainingError
 from worldmodel.training.windows import MemoryBudgetError
 
@@ -45,7 +45,7 @@ FILE_SYSTEM_FIXES = {
     errno.EPERM: "make it writable or write elsewhere",
     errno.EROFS: "it is on a read-only file system: write elsewhere",
 }
-EXIT_INTERRUPTED = 3  # a training stopped by a signal, checkpointed: run it again to resume
+EXIT_INTERRUPTED = 3  # an app stopped by a signal, its files whole: run it again to continue
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 APPS_CONF_DIR = CONF_DIR / "apps"  # apps whose keys are plain values (conf/apps/README.md)
 
@@ -84,12 +84,14 @@ def exit_on_user_error(app: Callable[..., T]) -> Callable[..., T]:
     file-system writes (``os_error_line``); inside a
     multirun (``-m``) raise ``JobFailed`` instead, so Hydra marks only this job failed. A
     training stopped by SIGTERM or SIGINT prints ``stopped: <one line>`` and exits
-    ``EXIT_INTERRUPTED``: its checkpoint is written and the same command resumes it."""
+    ``EXIT_INTERRUPTED``: its checkpoint is written and the same command resumes it; so does
+    any app stopped at another point (``stop_at_once``)."""
 
     @functools.wraps(app)
     def wrapper(*args, **kwargs):
         try:
-            return app(*args, **kwargs)
+            with stop_at_once():
+                return app(*args, **kwargs)
         except (*USER_ERRORS, OSError) as error:
             message = os_error_line(error) if isinstance(error, OSError) else str(error)
             print(f"error: {message}", file=sys.stderr)

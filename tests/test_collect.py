@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from envs.env import TabletopEnv
+from experiments.cli import EXIT_INTERRUPTED
 from experiments.configs import CollectConfig, ConfigError, register_configs
 from worldmodel.data.collection import CollectionJob, run_collection
 from worldmodel.data.episodes import EpisodeFile, finished_parts
@@ -77,20 +78,29 @@ def test_two_workers_collect_the_same_dataset_as_one(tmp_path):
             np.testing.assert_array_equal(a.episode(i).images["head"], b.episode(i).images["head"])
 
 
-def test_kill_then_resume_keeps_finished_episodes(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_kill_then_resume_keeps_finished_episodes(tmp_path, stop):
+    """SIGKILL leaves no word; SIGTERM and Ctrl-C stop with one line and exit 3."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         collect_cmd(tmp_path, "episodes=6"),
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     parts_dir = tmp_path / f"{TASK}_clean.parts"
     deadline = time.time() + 120
     while len(finished_parts(parts_dir)) < 2 and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(stop)
+    _, stderr = process.communicate()
+    if stop != signal.SIGKILL:
+        assert process.returncode == EXIT_INTERRUPTED, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1] == (
+            f"stopped: stopped by {stop.name}: every file written so far is complete; run the "
+            "same command again to continue"
+        )
     done_before = finished_parts(parts_dir)
     assert len(done_before) >= 2, "collection produced no part before the kill"
     assert not (tmp_path / f"{TASK}_clean.h5").exists()

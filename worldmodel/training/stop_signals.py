@@ -4,6 +4,9 @@ Inside :func:`stop_requests` the handlers only record a signal, so the step in p
 finishes and gets its checkpoint. A preemption signal whose handler a scheduler installed
 (submitit's SIGUSR2: checkpoint and requeue) is handed back to that handler after the
 checkpoint, with :meth:`Interrupted.hand_over`, so the job is requeued and resumes from it.
+Outside that block, inside :func:`stop_at_once` (an app's setup: datasets, caches, the model),
+a stop signal raises :class:`Interrupted` where the program is: every file is written whole
+(temporary file, then rename), so what is written stays complete and the command continues.
 """
 
 from __future__ import annotations
@@ -74,4 +77,31 @@ def stop_requests() -> Iterator[StopRequests]:
         yield requests
     finally:
         for number, handler in requests.previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def stop_at_once() -> Iterator[None]:
+    """SIGTERM and SIGINT raise ``Interrupted`` at once inside the block (``stop_requests``
+    nested in it takes them over); nothing is caught outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupted(number: int, _frame: Any) -> None:
+        name = signal.Signals(number).name
+        raise Interrupted(
+            f"stopped by {name}: every file written so far is complete; run the same command "
+            "again to continue",
+            signal.Signals(number),
+            handed_over=False,
+        )
+
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    for number in STOP_SIGNALS:
+        signal.signal(number, raise_interrupted)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
             signal.signal(number, handler)
