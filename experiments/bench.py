@@ -167,6 +167,7 @@ def bench_train(args: argparse.Namespace) -> str:
 def bench_evaluate(args: argparse.Namespace) -> str:
     spec = EvalBenchSpec(
         model=args.model,
+        tokenizer=args.tokenizer,
         cameras=tuple(args.cameras.split(",")),
         image_size=(args.image_size, args.image_size),
         episodes=args.episodes,
@@ -241,7 +242,10 @@ def main(argv: list[str] | None = None) -> None:
         "evaluate", help="closed-loop evaluation throughput, standard vs mcp_parallel"
     )
     evaluate.add_argument("--model", default="tiny", help="model preset: tiny, small, base")
-    evaluate.add_argument("--cameras", default="head", help="comma-separated cameras")
+    evaluate.add_argument(
+        "--tokenizer", default="patch", choices=("patch", "state"), help="pixel or state track"
+    )
+    evaluate.add_argument("--cameras", default="head", help="comma-separated cameras (patch)")
     evaluate.add_argument("--image-size", type=int, default=32)
     evaluate.add_argument("--episodes", type=int, default=4)
     evaluate.add_argument("--max-steps", type=int, default=200, help="control steps per episode")

@@ -5,7 +5,9 @@ random policy never succeeds, so every episode runs the full ``max_steps``) acts
 loop through the real evaluation code (``evaluate_closed_loop`` with ``WorldModelPolicy``,
 MuJoCo physics and rendering), once per inference mode, interleaved over ``repeats`` so that
 machine load affects both modes alike, at each batch size B (``batch_size`` episodes in
-lockstep, one batched world-model pass; ``evaluate_closed_loop``). Reported per (B, mode),
+lockstep, one batched world-model pass; ``evaluate_closed_loop``), on the pixel track
+(``tokenizer="patch"``: the cameras rendered every control step) or the state track
+(``tokenizer="state"``: no cameras, one scene-state token per frame). Reported per (B, mode),
 medians over repeats:
 
 - episodes per minute, end to end (physics, rendering, tokenizer and model), counted as
@@ -27,14 +29,16 @@ from dataclasses import dataclass
 
 import torch
 
-from envs.env import CONTROL_HZ
+from envs.env import CONTROL_HZ, TabletopEnv
 from worldmodel.data.collection import EVAL_SEED_BASE
 from worldmodel.data.episodes import fps_stride
 from worldmodel.evaluation.closed_loop import ClosedLoopResult, evaluate_closed_loop
 from worldmodel.evaluation.policies import WorldModelPolicy
 from worldmodel.heads import WorldModelWithHeads, heads_preset
 from worldmodel.model import ModelConfig, model_preset
+from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.tokenizer.patch import PatchTokenizer
+from worldmodel.tokenizer.state import StateTokenizer
 
 MODES = ("standard", "mcp_parallel")
 ACTION_DIM = 14
@@ -43,6 +47,7 @@ ACTION_DIM = 14
 @dataclass(frozen=True)
 class EvalBenchSpec:
     model: str = "tiny"
+    tokenizer: str = "patch"  # patch: pixel track (cameras); state: state track (no cameras)
     task: str = "press_button"
     cameras: tuple[str, ...] = ("head",)
     image_size: tuple[int, int] = (32, 32)
@@ -66,7 +71,7 @@ class ModeResult:
     passes_per_chunk: dict[str, float]
 
 
-def make_model(spec: EvalBenchSpec, tokenizer: PatchTokenizer) -> WorldModelWithHeads:
+def make_model(spec: EvalBenchSpec, tokenizer: Tokenizer) -> WorldModelWithHeads:
     config = ModelConfig(
         **model_preset(spec.model),
         K=spec.K,
@@ -79,10 +84,20 @@ def make_model(spec: EvalBenchSpec, tokenizer: PatchTokenizer) -> WorldModelWith
     return WorldModelWithHeads(config, heads_preset("next_forcing")).eval()
 
 
+def make_tokenizer(spec: EvalBenchSpec) -> Tokenizer:
+    """The bench's tokenizer; the state track's statistics are the identity (random weights)."""
+    if spec.tokenizer == "patch":
+        return PatchTokenizer(spec.cameras, spec.image_size, patch=spec.patch)
+    if spec.tokenizer == "state":
+        names = TabletopEnv(spec.task, "clean", cameras=()).scene_state.names
+        return StateTokenizer(names, [0.0] * len(names), [1.0] * len(names))
+    raise ValueError(f"tokenizer {spec.tokenizer!r}: use patch or state")
+
+
 def run_mode(
     spec: EvalBenchSpec,
     model: WorldModelWithHeads,
-    tokenizer: PatchTokenizer,
+    tokenizer: Tokenizer,
     mode: str,
     batch_size: int = 1,
 ) -> tuple[ClosedLoopResult, float]:
@@ -103,7 +118,7 @@ def run_mode(
         "clean",
         seeds,
         max_steps=spec.max_steps,
-        cameras=spec.cameras,
+        cameras=tokenizer.cameras,
         image_size=spec.image_size,
         batch_size=batch_size,
     )
@@ -111,7 +126,7 @@ def run_mode(
 
 
 def run_eval_bench(spec: EvalBenchSpec) -> list[ModeResult]:
-    tokenizer = PatchTokenizer(spec.cameras, spec.image_size, patch=spec.patch)
+    tokenizer = make_tokenizer(spec)
     model = make_model(spec, tokenizer)
     cases = [(b, mode) for b in spec.batch_sizes for mode in MODES]
     samples: dict[tuple[int, str], list[tuple[ClosedLoopResult, float]]] = {c: [] for c in cases}
@@ -141,9 +156,14 @@ def eval_table(spec: EvalBenchSpec, results: list[ModeResult]) -> str:
     """Markdown rows per (B, mode), the mcp_parallel / standard ratios per B and each B's
     episodes/min over B=1's (when B=1 was measured)."""
     by_case = {(r.batch_size, r.mode): r for r in results}
+    track = (
+        f"cameras {list(spec.cameras)} at {spec.image_size[0]}x{spec.image_size[1]} "
+        f"(patch {spec.patch})"
+        if spec.tokenizer == "patch"
+        else "state track (no cameras, one state token per frame)"
+    )
     lines = [
-        f"model `{spec.model}` + next_forcing heads, {spec.task}, cameras {list(spec.cameras)} "
-        f"at {spec.image_size[0]}x{spec.image_size[1]} (patch {spec.patch}), fps {spec.fps:g}, "
+        f"model `{spec.model}` + next_forcing heads, {spec.task}, {track}, fps {spec.fps:g}, "
         f"K={spec.K}, {spec.steps} Euler steps, {spec.episodes} episodes x {spec.max_steps} "
         f"steps, median of {spec.repeats}",
         "",

@@ -29,3 +29,13 @@ def test_eval_bench_measures_both_modes():
     table = eval_table(spec, results)
     assert table.count("| mcp_parallel / standard |") == 2 and table.count("\n| ") == 7
     assert "| 2 | standard |" in table and table.splitlines()[5].endswith("| 1.00x |")
+
+
+def test_eval_bench_runs_the_state_track_without_cameras():
+    spec = EvalBenchSpec(tokenizer="state", episodes=2, max_steps=12, steps=1, repeats=1)
+    standard, parallel = run_eval_bench(spec)
+    assert standard.passes_per_chunk["video"] == pytest.approx(spec.steps)
+    assert parallel.episodes_per_minute > 0 and standard.policy_steps_per_second > 0
+    assert "state track (no cameras, one state token per frame)" in eval_table(
+        spec, [standard, parallel]
+    )
