@@ -13,6 +13,7 @@ from worldmodel.training.checkpoint import CheckpointError, load_checkpoint, sav
 from worldmodel.training.config import TrainLoopConfig
 from worldmodel.training.distributed import DistInfo
 from worldmodel.training.optim import lr_factor
+from worldmodel.training.resume import good_checkpoint
 from worldmodel.training.run_logger import RunLogger, read_metrics, truncate_metrics, wandb_run_id
 from worldmodel.training.trainer import Trainer, TrainingError, step_generator
 from worldmodel.training.windows import (
@@ -234,6 +235,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert f"the last good checkpoint is {tmp_path / 'step_0000002.pt'} (step 2)" in message
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
     assert not (tmp_path / "step_0000006.pt").exists()
+    # a fork of step 2 that fails before a checkpoint of its own goes back to its source
+    fork, source = tmp_path / "fork", tmp_path / "step_0000002.pt"
+    fork.mkdir()
+    assert good_checkpoint(fork, 4, forked_from=source) == (source, 2)
+    assert good_checkpoint(fork, 3, forked_from=source) is None  # step 2's weights failed
+    assert good_checkpoint(fork, 4) is None
 
 
 def test_episode_start_windows_are_oversampled_as_configured():

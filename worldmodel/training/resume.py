@@ -95,11 +95,15 @@ def finite_weights(payload: dict[str, Any]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in weights)
 
 
-def good_checkpoint(run_dir: Path, failed_step: int) -> tuple[Path, int] | None:
+def good_checkpoint(
+    run_dir: Path, failed_step: int, forked_from: Path | None = None
+) -> tuple[Path, int] | None:
     """The newest checkpoint of ``run_dir`` to go back to after a non-finite step
     ``failed_step``: finite weights, and followed by at least one finite step (the weights of
-    step ``failed_step - 1`` are the ones that failed). None if there is no such file."""
-    for path in kept_checkpoints(run_dir) or [run_dir / LAST_CHECKPOINT]:  # files that stay
+    step ``failed_step - 1`` are the ones that failed); for a fork with none of its own yet,
+    the checkpoint it was forked from. None if there is no such file."""
+    own = kept_checkpoints(run_dir) or [run_dir / LAST_CHECKPOINT]  # files that stay
+    for path in [*own, *filter(None, [forked_from])]:
         try:
             payload = load_checkpoint(path)
         except CheckpointError:

@@ -237,7 +237,8 @@ class Trainer:
         """What to do after non-finite values at ``step``: fork the last good checkpoint with a
         lower learning rate (into a new folder: Hydra names it after the changed key)."""
         lower = f"train.lr={self.config.lr / 10:.3g}"
-        good = good_checkpoint(self.run_dir, step)
+        forked = self.checkpoint_extra.get("forked_from")
+        good = good_checkpoint(self.run_dir, step, Path(forked["checkpoint"]) if forked else None)
         if good is None:
             return f"no good checkpoint yet: start again with {lower} or more train.warmup_steps"
         path, good_step = good
