@@ -25,6 +25,8 @@ from worldmodel.training.checkpoint import LAST_CHECKPOINT, CheckpointError, loa
 from worldmodel.training.run_logger import METRICS_FILE, read_metrics
 
 # Keys a resumed run may change; any other difference to the checkpoint's config is refused.
+# conf/train.yaml's exclude_keys leave exactly these out of a run folder's name, so a re-run
+# that changes them resumes in its folder (held together by tests/test_run_identity.py).
 RESUMABLE_KEYS = ("name", "variant", "resume", "resume_from", "logger", "eval", "train.steps")
 RESUMABLE_KEYS += ("train.device", "train.threads", "train.log_every", "data.auto_collect")
 RESUMABLE_KEYS += ("data.collect_workers", "data.dir", "data.cache_dir", "data.max_memory_gb")
