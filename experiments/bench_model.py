@@ -12,7 +12,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -233,7 +233,3 @@ def markdown_table(results: list[VariantResult], shape: BenchShape, device: str)
             + " |"
         )
     return "\n".join(lines)
-
-
-def results_as_dicts(results: list[VariantResult]) -> list[dict]:
-    return [asdict(r) for r in results]

@@ -1,6 +1,6 @@
 """Rectified-flow (flow matching) maths: noising, targets, timestep tables, loss weights.
 
-Pure torch functions, no module state. Conventions (DESIGN.md section 1):
+Pure torch functions, no module state. Conventions:
 
 - ``sigma`` is the noise level (the flow time ``t``): ``sigma = 0`` is data, ``sigma = 1`` is
   pure noise; ``x_sigma = (1 - sigma) * x0 + sigma * noise``.

@@ -42,7 +42,6 @@ NOISY_VIDEO = 0
 CLEAN_VIDEO = 1
 NOISY_ACTION = 2
 CLEAN_ACTION = 3
-KIND_NAMES = ("noisy_video", "clean_video", "noisy_action", "clean_action")
 SEQUENCE_ORDER = (NOISY_VIDEO, CLEAN_VIDEO, NOISY_ACTION, CLEAN_ACTION)
 
 
@@ -101,16 +100,6 @@ def concat_layouts(layouts: list[TokenLayout]) -> TokenLayout:
 def sequence_layout(num_chunks: int, K: int, N: int) -> TokenLayout:
     """The training sequence ``[noisy video | clean video | noisy action | clean action]``."""
     return concat_layouts([block_layout(kind, 0, num_chunks, K, N) for kind in SEQUENCE_ORDER])
-
-
-def block_slices(num_chunks: int, K: int, N: int) -> dict[int, slice]:
-    """Where each block lies in the training sequence, keyed by token kind."""
-    slices, start = {}, 0
-    for kind in SEQUENCE_ORDER:
-        length = num_chunks * tokens_per_chunk(kind, K, N)
-        slices[kind] = slice(start, start + length)
-        start += length
-    return slices
 
 
 def may_attend(
