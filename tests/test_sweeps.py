@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments.cli import CONF_DIR
 from tests.test_train_config import compose_train
@@ -48,7 +50,14 @@ def test_sweep_runs_every_job_and_a_failing_one_does_not_stop_the_others(
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*")))
-def test_committed_sweeps_list_their_axes(experiment):
-    text = (CONF_DIR / "experiment" / f"{experiment}.yaml").read_text()
-    assert "sweeper:" in text and "seed:" in text
-    assert compose_train(f"experiment={experiment}").name == experiment
+def test_committed_sweeps_compose_at_every_value_of_every_axis(experiment):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", [f"experiment={experiment}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    axes = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    values = {axis.key_or_group: list(axis.sweep_string_iterator()) for axis in axes}
+    assert len(values["seed"]) >= 2, "a sweep runs several seeds"
+    for key, options in values.items():
+        for option in options:
+            config = compose_train(f"experiment={experiment}", f"{key}={option}")
+            assert config.name == experiment

@@ -105,10 +105,15 @@ def test_bad_config_gives_one_line_error(overrides, expected, capsys):
     assert expected in err
 
 
-def test_good_sweep_passes_the_check():
-    check_overrides(
-        "train", ["-m", "heads=single_step,next_forcing", "seed=0,1"], train_config_from
-    )
+def test_a_sweep_is_checked_value_by_value(capsys):
+    good = ["-m", "heads=single_step,next_forcing", "seed=0,1"]
+    assert check_overrides("train", good, train_config_from) is None
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as stop:
+        check_overrides("train", [*good, "fps=12.5,13"], train_config_from)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "13" in err
 
 
 def test_cli_rejects_bad_key_before_any_work(tmp_path):
@@ -133,8 +138,10 @@ def test_resume_refuses_a_different_config():
     assert config_differences(old, new) == ["model.dim"]
 
 
-def test_config_error_is_a_value_error_for_callers():
-    assert issubclass(ConfigError, ValueError)
+def test_a_config_error_reaches_callers_as_a_value_error():
+    with pytest.raises(ValueError, match="blocks_per_depth=5 is not valid") as error:
+        compose_train("heads=next_forcing", "heads.blocks_per_depth=5")
+    assert isinstance(error.value, ConfigError)
 
 
 @pytest.mark.parametrize(
