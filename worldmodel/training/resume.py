@@ -105,7 +105,7 @@ def good_checkpoint(
     step ``failed_step - 1`` are the ones that failed); for a fork with none of its own yet,
     the checkpoint it was forked from. None if there is no such file."""
     own = kept_checkpoints(run_dir) or [run_dir / LAST_CHECKPOINT]  # files that stay
-    for path in [*own, *filter(None, [forked_from])]:
+    for path in [*own, forked_from] if forked_from else own:
         try:
             payload = load_checkpoint(path)
         except CheckpointError:

@@ -61,32 +61,37 @@ class Interrupted(Exception):
 
 
 @contextlib.contextmanager
+def _handling(numbers: list[signal.Signals], handler: Any) -> Iterator[dict[signal.Signals, Any]]:
+    """``handler`` for ``numbers`` inside the block, the previous handlers (yielded) after it.
+    Outside the main thread, where Python cannot catch signals, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    previous = {number: signal.getsignal(number) for number in numbers}
+    for number in numbers:
+        signal.signal(number, handler)
+    try:
+        yield previous
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+@contextlib.contextmanager
 def stop_requests() -> Iterator[StopRequests]:
     """Record stop signals inside the block instead of acting on them; the previous handlers
-    are back after it. Outside the main thread, where Python cannot catch signals, nothing
-    is caught."""
+    are back after it. Outside the main thread nothing is caught."""
     requests = StopRequests()
-    if threading.current_thread() is not threading.main_thread():
-        yield requests
-        return
     numbers = [*STOP_SIGNALS, *filter(None, [preemption_signal()])]
-    requests.previous = {number: signal.getsignal(number) for number in numbers}
-    for number in numbers:
-        signal.signal(number, lambda n, _frame: requests.received.append(signal.Signals(n)))
-    try:
+    record = lambda n, _frame: requests.received.append(signal.Signals(n))  # noqa: E731
+    with _handling(numbers, record) as requests.previous:
         yield requests
-    finally:
-        for number, handler in requests.previous.items():
-            signal.signal(number, handler)
 
 
 @contextlib.contextmanager
 def stop_at_once() -> Iterator[None]:
     """SIGTERM and SIGINT raise ``Interrupted`` at once inside the block (``stop_requests``
     nested in it takes them over); nothing is caught outside the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def raise_interrupted(number: int, _frame: Any) -> None:
         name = signal.Signals(number).name
@@ -97,11 +102,5 @@ def stop_at_once() -> Iterator[None]:
             handed_over=False,
         )
 
-    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    for number in STOP_SIGNALS:
-        signal.signal(number, raise_interrupted)
-    try:
+    with _handling(list(STOP_SIGNALS), raise_interrupted):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
