@@ -90,7 +90,7 @@ class RunSpec:
             f"train.steps={preset.steps}",
             f"eval.every={preset.eval_every}",
             "eval.closed_loop=true",
-            f"eval.episodes={preset.eval_episodes}",
+            f"eval.episodes={preset.curve_episodes}",
             f"data.episodes={preset.data_episodes}",
             f"data.eval_episodes={preset.eval_episodes}",
             f"data.dir={data_dir}",

@@ -49,7 +49,7 @@ class ScalePreset:
     steps: int  # training steps of every run
     eval_every: int  # closed-loop success every this many steps: the convergence curve
     early_step: int  # where "relative improvement at 5k steps" is read at this scale
-    eval_episodes: int  # closed-loop episodes per evaluation (expert-checked seeds)
+    eval_episodes: int  # closed-loop episodes of the final evaluation (expert-checked seeds)
     data_episodes: int  # training episodes collected per (task, setting)
     # > 0: train a conv_ae tokenizer (C=8 channels per token) for this many steps on each
     # (task, setting) dataset and train the world models on its latents; 0: the tokenizer of
@@ -60,6 +60,9 @@ class ScalePreset:
     # more experiments.train overrides of one variant's runs (e.g. its heads.depths)
     variant_overrides: dict[str, list[str]] = field(default_factory=dict)
     depth_curve: DepthCurve | None = None  # extra runs: success against the MCP depth
+    # closed-loop episodes of each periodic evaluation during training (the convergence
+    # curve); None: eval_episodes. At most eval_episodes (the seeds collected).
+    periodic_eval_episodes: int | None = None
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -75,6 +78,12 @@ class ScalePreset:
             )
         if self.early_step % self.eval_every:
             raise ConfigError(f"early_step={self.early_step} must be an evaluation step")
+        periodic = self.periodic_eval_episodes
+        if periodic is not None and not 0 < periodic <= self.eval_episodes:
+            raise ConfigError(
+                f"periodic_eval_episodes={periodic}: need 0 < periodic_eval_episodes <= "
+                f"eval_episodes={self.eval_episodes} (the evaluation seeds collected)"
+            )
         for variant in self.variant_overrides:
             check_choice("variant_overrides", variant, self.variants)
         if isinstance(self.depth_curve, dict):
@@ -97,6 +106,11 @@ class ScalePreset:
     @property
     def baseline(self) -> str:
         return self.variants[0]
+
+    @property
+    def curve_episodes(self) -> int:
+        """Closed-loop episodes of each periodic evaluation during training."""
+        return self.periodic_eval_episodes or self.eval_episodes
 
     @property
     def threads(self) -> int | None:
