@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from conf import CONF_DIR
 from experiments.configs import ConfigError
 from worldmodel.data.episodes import DatasetError
 from worldmodel.folder_lock import FolderInUse
@@ -46,7 +47,6 @@ FILE_SYSTEM_FIXES = {
     errno.EROFS: "it is on a read-only file system: write elsewhere",
 }
 EXIT_INTERRUPTED = 3  # an app stopped by a signal, its files whole: run it again to continue
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 APPS_CONF_DIR = CONF_DIR / "apps"  # apps whose keys are plain values (conf/apps/README.md)
 
 

@@ -9,15 +9,15 @@ sweep, not one run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from conf import CONF_DIR
 from envs.scene import SETTINGS
 from envs.tasks import TASKS
 from experiments.configs import ConfigError, check_choice
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "conf" / "reproduce"
+PRESET_DIR = CONF_DIR / "reproduce"
 PAPERS = ("next_forcing",)
 
 

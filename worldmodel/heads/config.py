@@ -25,13 +25,13 @@ window, ``loss/mcp{k}`` is exactly 0 for k >= num_chunks (no target inside the w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from conf import CONF_DIR
 from worldmodel.model.config import ModelConfig
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "heads"
+PRESET_DIR = CONF_DIR / "heads"
 KINDS = ("none", "mcp", "linear")
 # Paper weights of depths 1..3; a 4th depth (our sweep axis, not in the paper) gets 0.05.
 DEFAULT_LOSS_WEIGHTS = (0.5, 0.2, 0.1, 0.05)

@@ -7,13 +7,13 @@ the width/depth keys; ``ModelConfig(**model_preset("tiny"), K=..., ...)`` fills 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from conf import CONF_DIR
 from worldmodel.model.actions import ACTION_NORMS, ACTION_SPACES
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+PRESET_DIR = CONF_DIR / "model"
 
 
 @dataclass
