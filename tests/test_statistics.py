@@ -188,6 +188,7 @@ def test_pairs_for_power_by_hand():
     # an effect ten times the spread needs no more than the minimum of two pairs
     assert pairs_for_power([1.0, 1.1, 0.9]) == 2
     assert pairs_for_power([-0.1, 0.1]) is None  # no effect to detect
+    assert pairs_for_power([0.3, -0.1, -0.2]) is None  # a mean of 0 up to rounding
     with pytest.raises(ValueError, match="at least 2"):
         pairs_for_power([0.2])
     with pytest.raises(ValueError, match="power=1"):

@@ -203,8 +203,8 @@ def pairs_for_power(
 ) -> int | None:
     """Paired samples a two-sided test at ``confidence`` needs to detect the measured mean
     difference with probability ``power``, from the measured spread (normal approximation):
-    ``n = ((z_(1 - alpha/2) + z_power) * sd / |mean|)^2``. None when the mean is 0 (no effect
-    to detect); at least 2."""
+    ``n = ((z_(1 - alpha/2) + z_power) * sd / |mean|)^2``. None when the mean is 0 up to
+    rounding (no effect to detect); at least 2."""
     _check_confidence(confidence)
     if not 0 < power < 1:
         raise ValueError(f"power={power} is not valid; must be in (0, 1)")
@@ -212,7 +212,7 @@ def pairs_for_power(
     if d.size < 2:
         raise ValueError(f"differences has {d.size} values; the spread needs at least 2")
     mean, sd = float(d.mean()), float(d.std(ddof=1))
-    if mean == 0:
+    if math.isclose(mean, 0.0, abs_tol=1e-12):  # e.g. 0.3 - 0.1 - 0.2 != 0 in floats
         return None
     z = NormalDist().inv_cdf(0.5 + confidence / 2) + NormalDist().inv_cdf(power)
     return max(2, math.ceil((z * sd / abs(mean)) ** 2))
