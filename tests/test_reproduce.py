@@ -220,8 +220,9 @@ def test_the_depth_curve_adds_runs_of_each_depth_to_the_main_ones(tmp_path):
 def test_periodic_evaluations_can_use_fewer_episodes_than_the_final_one(tmp_path):
     preset = scale_preset("next_forcing", "micro_state")
     fields = preset.__dict__ | {"eval_episodes": 4, "periodic_eval_episodes": 2}
-    spec = reproduce.run_specs(ScalePreset(**fields))[0]
-    overrides = spec.overrides(ScalePreset(**fields), "reproduce_test", tmp_path, "disabled")
+    preset_with_fewer = ScalePreset(**fields)
+    spec = reproduce.run_specs(preset_with_fewer)[0]
+    overrides = spec.overrides(preset_with_fewer, "reproduce_test", tmp_path, "disabled")
     cfg = reproduce.compose_app(CONF_DIR, "train", overrides)
     assert (cfg.eval.episodes, cfg.data.eval_episodes) == (2, 4)
     with pytest.raises(ConfigError, match=r"periodic_eval_episodes=5: need 0 <"):
