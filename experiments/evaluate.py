@@ -22,7 +22,8 @@ Suites (``suites=[...]``, all by default):
 
 Writes ``eval.json`` (schema ``EVAL_SCHEMA_VERSION``) and the files into ``out_dir``
 (default ``<run folder>/eval/step_<n>``); the evaluation of a run's final checkpoint is also
-copied to ``<run folder>/eval.json``, which the aggregation reads. Logged to wandb when
+copied to ``<run folder>/eval.json``, which the aggregation reads, when the run has none
+(``replace_run_eval=true``: also when it has one). Logged to wandb when
 ``logger.mode`` is not ``disabled``.
 """
 
@@ -321,9 +322,25 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
         results["files"]["figures"] += results["diagnose"]["figures"]
     atomic.write_json(out_dir / "eval.json", results)
     if trained.step == trained.checkpoint["config"]["train"]["steps"]:
-        atomic.write_json(run_dir / "eval.json", results)
+        record_run_evaluation(run_dir / "eval.json", out_dir / "eval.json", results, config)
     log_evaluation(config, results, outcomes, out_dir)
     return results
+
+
+def record_run_evaluation(
+    path: Path, written: Path, results: dict[str, Any], config: EvaluateConfig
+) -> None:
+    """The final checkpoint's evaluation becomes the run's ``eval.json`` unless the run has one
+    already: an evaluation with other suites or episodes never silently replaces the one a
+    sweep or reproduction made (``replace_run_eval=true`` does)."""
+    if path.is_file() and not config.replace_run_eval:
+        print(
+            f"kept {path} (the run's evaluation, which the aggregation reads); this one is "
+            f"{written}; pass replace_run_eval=true to make it the run's",
+            file=sys.stderr,
+        )
+        return
+    atomic.write_json(path, results)
 
 
 def log_evaluation(

@@ -37,6 +37,9 @@ class EvaluateConfig:
     checkpoint: str = ""  # a train checkpoint (last.pt or step_<n>.pt); required
     suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))  # subset of SUITES
     out_dir: str | None = None  # default: <run folder>/eval/step_<n>
+    # true: the final checkpoint's evaluation replaces an existing <run folder>/eval.json (the
+    # run's evaluation, which the aggregation reads); false keeps it
+    replace_run_eval: bool = False
     setting: str | None = None  # closed-loop setting; default: the run's
     episodes: int = 20  # closed-loop episodes: the first stored evaluation seeds
     workers: int = 1  # closed-loop worker processes (1 and N give the same per-seed results)

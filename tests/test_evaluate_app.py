@@ -102,6 +102,20 @@ def test_evaluate_a_subset_of_suites(trained_run, tmp_path):
     assert report["drift"] and len(report["files"]["figures"]) == 4
 
 
+def test_a_later_evaluation_keeps_the_runs_eval_json_unless_told(trained_run, tmp_path):
+    run_eval = trained_run / "eval.json"
+    run_eval.write_text(json.dumps({"made_by": "a sweep"}))
+    other = ("suites=[closed_loop]", "episodes=1", "modes=[standard]", "threads=1")
+    result = evaluate(trained_run, *other, f"out_dir={tmp_path / 'kept'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(run_eval.read_text()) == {"made_by": "a sweep"}
+    assert "replace_run_eval=true" in result.stderr
+    assert json.loads((tmp_path / "kept" / "eval.json").read_text())["closed_loop"]
+    replaced = evaluate(trained_run, *other, "replace_run_eval=true", f"out_dir={tmp_path}")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert json.loads(run_eval.read_text()) == json.loads((tmp_path / "eval.json").read_text())
+
+
 def test_diagnose_writes_action_skill_oracle_loop_and_figures(trained_run, tmp_path):
     result = evaluate(trained_run, "suites=[diagnose]", f"out_dir={tmp_path}", "threads=1")
     assert result.returncode == 0, result.stderr[-3000:]
