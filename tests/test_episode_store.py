@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from worldmodel import atomic
 from worldmodel.data.episodes import (
     SCHEMA_VERSION,
     DatasetError,
@@ -126,7 +127,7 @@ def test_round_trip_is_bit_identical(tmp_path: Path) -> None:
         assert images.compression_opts == 1
         assert f["episodes/ep_000001"].attrs["length"] == 9
     assert not (tmp_path / "handover_block_clean_parts").exists()
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [p for p in tmp_path.iterdir() if atomic.is_temp(p)]
 
 
 def test_finished_parts_ignores_tmp_and_consolidate_appends(tmp_path: Path) -> None:
@@ -138,7 +139,7 @@ def test_finished_parts_ignores_tmp_and_consolidate_appends(tmp_path: Path) -> N
     new = [make_record(12, 5), make_record(13, 7)]
     write_episode_part(parts_dir, 3, new[1])
     write_episode_part(parts_dir, 2, new[0])
-    (parts_dir / "ep_000004.h5.tmp").write_bytes(b"half-written episode")
+    atomic.temp_path(parts_dir / "ep_000004.h5").write_bytes(b"half-written episode")
     parts = finished_parts(parts_dir)
     assert list(parts) == [2, 3]
     assert parts[2].name == "ep_000002.h5"
@@ -190,7 +191,7 @@ def test_failed_consolidation_keeps_previous_file(tmp_path: Path, break_part) ->
         consolidate([good, bad], out, root_attrs())  # fails after copying the good part
 
     assert digest(out) == before
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [p for p in tmp_path.iterdir() if atomic.is_temp(p)]
     with EpisodeFile(out) as ds:
         np.testing.assert_array_equal(ds.seeds, [0])
 
@@ -221,18 +222,19 @@ def test_sigkill_during_consolidation_keeps_previous_file(tmp_path: Path) -> Non
     child.join(timeout=30)
     assert child.exitcode == -signal.SIGKILL
 
-    tmp = out.with_name(out.name + ".tmp")
-    assert tmp.exists()  # left behind by the kill, never read
+    (tmp,) = [p for p in tmp_path.iterdir() if atomic.is_temp(p)]  # left by the kill, never read
     assert digest(out) == before
     with EpisodeFile(out) as ds:
         np.testing.assert_array_equal(ds.seeds, [0])
     with pytest.raises(DatasetError, match="temporary file"):
         EpisodeFile(tmp)
 
-    consolidate(parts, out, root_attrs())  # a re-run overwrites the stray tmp file
-    assert not tmp.exists()
+    consolidate(parts, out, root_attrs())  # a re-run writes its own temporary file
     with EpisodeFile(out) as ds:
         np.testing.assert_array_equal(ds.seeds, [0, 1])
+    assert tmp.exists()  # what the collection removes under the dataset's lock
+    assert atomic.remove_stale_temps(tmp_path, stem="other_dataset") == []
+    assert atomic.remove_stale_temps(tmp_path, stem=out.stem) == [tmp] and not tmp.exists()
 
 
 def _break_schema(path: Path) -> None:

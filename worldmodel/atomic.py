@@ -1,6 +1,7 @@
 """Atomic file writes: write ``.<stem>.tmp<pid><suffix>`` beside the target, then rename it.
 
-A reader (or a resumed run) sees either the old file or the new one, never a partial one. A
+A reader (or a resumed run) sees either the old file or the new one, never a partial one, and
+after a power loss the new file's data and its name are on disk (file and folder synced). A
 failed write (a full disk, a read-only folder) raises ``OSError`` naming the target file.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,28 +17,48 @@ from typing import IO, Any
 
 import torch
 
-TMP_MARK = ".tmp"  # temporary files are .<stem>.tmp<pid><suffix>
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.tmp\d+(?P<suffix>\.[^.]*)?$")  # .<stem>.tmp<pid><suffix>
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temporary file that this process writes ``path`` to (same suffix: same format)."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+
+
+def is_temp(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a writer's temporary file (of this or another, killed, process)."""
+    return _TEMP_NAME.match(Path(path).name) is not None
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path to write; renamed to ``path`` on success, removed on error."""
+    """Yields a temporary path to write; on success it is synced and renamed to ``path`` (and
+    the folder synced), on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")  # keeps the format
+    tmp = temp_path(path)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_synced(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
     except (OSError, RuntimeError) as exc:  # torch.save wraps a failed write in RuntimeError
         cause = _os_error_in(exc)
         if cause is None:
@@ -75,10 +97,15 @@ def copy(source: str | os.PathLike, path: str | os.PathLike) -> Path:
         return _write_synced(path, lambda out: out.write(f.read()))
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike, stem: str | None = None) -> list[Path]:
     """Delete the temporary files that writers killed mid-write left in ``folder`` (not its
-    subfolders); only safe while this process alone writes there (``folder_lock``)."""
-    stale = [p for p in Path(folder).glob(f".*{TMP_MARK}[0-9]*") if p.is_file()]
+    subfolders; only those of ``stem`` when given); only safe while this process alone writes
+    there (``folder_lock``)."""
+    stale = [
+        p
+        for p in Path(folder).glob(".*.tmp*")
+        if p.is_file() and is_temp(p) and (stem is None or _TEMP_NAME.match(p.name)["stem"] == stem)
+    ]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

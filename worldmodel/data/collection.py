@@ -9,7 +9,7 @@ episodes in flight; the parts are consolidated into one HDF5 file at the end.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from envs.env import CONTROL_HZ, PHYSICS_DT, TabletopEnv
 from envs.expert import ScriptedExpert
 from envs.state import state_names
 from envs.tasks import make_task
+from worldmodel import atomic
 from worldmodel.data.episodes import (
     DatasetError,
     EpisodeFile,
@@ -160,24 +161,29 @@ def _worker_pool(job: CollectionJob) -> Iterator[Callable]:
         yield pool.imap
 
 
-def _first_successes(
-    run: Callable[[list[int]], Iterable[tuple[int, bool]]],
+def _solved_seeds(
+    imap: Callable,
+    solve: Callable[[int], tuple[int, bool]],
     candidates: Iterator[int],
-    needed: int,
-    batch: int,
-    progress: tqdm,
+    wanted: int,
+    have: int,
+    workers: int,
+    desc: str,
+    unit: str,
 ) -> tuple[list[int], list[int]]:
-    """Run seeds in ordered batches until ``needed`` succeed; (first successes, failures)."""
+    """Run ``solve`` on candidate seeds in ordered batches over the workers until ``wanted -
+    have`` succeed, with a progress bar from ``have``; (first successes, failures)."""
     successes: list[int] = []
     failures: list[int] = []
-    while len(successes) < needed:
-        seeds = [next(candidates) for _ in range(batch)]
-        for seed, solved in run(seeds):
-            (successes if solved else failures).append(seed)
-            progress.update(int(solved))
-            progress.set_postfix(skipped=len(failures))
-            if len(successes) >= needed:
-                break
+    with tqdm(total=wanted, initial=have, desc=desc, unit=unit) as progress:
+        while len(successes) < wanted - have:
+            seeds = [next(candidates) for _ in range(2 * workers)]
+            for seed, solved in imap(solve, seeds):
+                (successes if solved else failures).append(seed)
+                progress.update(int(solved))
+                progress.set_postfix(skipped=len(failures))
+                if len(successes) >= wanted - have:
+                    break
     return successes, failures
 
 
@@ -190,6 +196,7 @@ def run_collection(job: CollectionJob) -> CollectionResult:
     per dataset (a second one stops with ``FolderInUse``)."""
     lock = job.out_path.parent / f".{job.out_path.stem}.lock"
     with exclusive(lock, f"dataset {job.out_path}"):
+        atomic.remove_stale_temps(job.out_path.parent, stem=job.out_path.stem)  # a killed run's
         return _collect(job)
 
 
@@ -222,36 +229,28 @@ def _collect(job: CollectionJob) -> CollectionResult:
     with _worker_pool(job) as imap:
         new_seeds: list[int] = []
         if needed > len(resumed):
-            candidates = (s for s in _count(job.seed_start) if s not in known)
-            with tqdm(
-                total=needed,
-                initial=len(resumed),
-                desc=f"collect {job.task}/{job.setting}",
-                unit="ep",
-            ) as progress:
-                new_seeds, failures = _first_successes(
-                    lambda seeds: imap(_collect_seed, seeds),
-                    candidates,
-                    needed - len(resumed),
-                    2 * job.workers,
-                    progress,
-                )
+            new_seeds, failures = _solved_seeds(
+                imap,
+                _collect_seed,
+                (s for s in _count(job.seed_start) if s not in known),
+                needed,
+                len(resumed),
+                job.workers,
+                f"collect {job.task}/{job.setting}",
+                "ep",
+            )
             skipped |= set(failures)
         if len(eval_seeds) < job.eval_episodes:
-            candidates = (s for s in _count(EVAL_SEED_BASE) if s not in set(eval_seeds))
-            with tqdm(
-                total=job.eval_episodes,
-                initial=len(eval_seeds),
-                desc="check eval seeds",
-                unit="seed",
-            ) as progress:
-                checked, _ = _first_successes(
-                    lambda seeds: imap(_check_eval_seed, seeds),
-                    candidates,
-                    job.eval_episodes - len(eval_seeds),
-                    2 * job.workers,
-                    progress,
-                )
+            checked, _ = _solved_seeds(
+                imap,
+                _check_eval_seed,
+                (s for s in _count(EVAL_SEED_BASE) if s not in set(eval_seeds)),
+                job.eval_episodes,
+                len(eval_seeds),
+                job.workers,
+                "check eval seeds",
+                "seed",
+            )
             eval_seeds = sorted(eval_seeds + checked)
 
     keep = sorted(resumed + new_seeds)[: max(needed, 0)]

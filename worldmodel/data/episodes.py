@@ -25,6 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from worldmodel import atomic
 from worldmodel.command_line import override
 
 SCHEMA_VERSION = 2
@@ -55,7 +56,6 @@ _ARRAY_DTYPES = {
     "action": np.float32,
 }
 _PART_NAME = re.compile(r"^ep_(\d{6})\.h5$")
-_TMP_SUFFIX = ".tmp"
 
 
 # What h5py raises for damaged internals: OSError for data, KeyError for an object header
@@ -219,7 +219,7 @@ def _strided(
 
 
 def write_episode_part(parts_dir: Path, index: int, record: EpisodeRecord) -> Path:
-    """Write one episode to ``parts_dir/ep_{index:06d}.h5`` atomically (tmp file + rename)."""
+    """Write one episode to ``parts_dir/ep_{index:06d}.h5`` atomically (``worldmodel.atomic``)."""
     if index < 0:
         raise ValueError(f"index: expected >= 0, got {index}")
     parts_dir = Path(parts_dir)
@@ -231,7 +231,7 @@ def write_episode_part(parts_dir: Path, index: int, record: EpisodeRecord) -> Pa
 
 
 def finished_parts(parts_dir: Path) -> dict[int, Path]:
-    """Complete part files by episode index, in index order; ``*.tmp`` leftovers are ignored."""
+    """Complete part files by episode index, in index order; temporary leftovers are ignored."""
     parts_dir = Path(parts_dir)
     if not parts_dir.is_dir():
         return {}
@@ -244,12 +244,12 @@ def finished_parts(parts_dir: Path) -> dict[int, Path]:
 
 
 def remove_parts(parts_dir: Path) -> None:
-    """Delete part files and ``*.tmp`` leftovers, then the directory if nothing else is in it."""
+    """Delete part files and temporary leftovers, then the directory if nothing else is in it."""
     parts_dir = Path(parts_dir)
     if not parts_dir.is_dir():
         return
     for path in parts_dir.iterdir():
-        if _PART_NAME.match(path.name) or path.name.endswith(_TMP_SUFFIX):
+        if _PART_NAME.match(path.name) or atomic.is_temp(path):
             path.unlink()
     if not any(parts_dir.iterdir()):
         parts_dir.rmdir()
@@ -260,7 +260,8 @@ def consolidate(parts: Sequence[Path], out_path: Path, attrs: Mapping[str, Any])
 
     ``attrs`` become the root attributes (replacing existing ones; the caller merges e.g.
     ``skipped_seeds``). Episodes are renumbered ``ep_000000``.. in order. Everything is
-    written to ``out_path.name + '.tmp'`` and renamed, so a kill leaves ``out_path`` as it was.
+    written to a temporary file and renamed (``worldmodel.atomic``), so a kill leaves
+    ``out_path`` as it was.
     """
     out_path = Path(out_path)
     root = _root_attrs(attrs)
@@ -359,25 +360,9 @@ def _write_record(group: h5py.Group, record: EpisodeRecord) -> None:
 
 @contextmanager
 def _atomic_h5(final: Path) -> Iterator[h5py.File]:
-    """Yield a new HDF5 file at ``final + '.tmp'``; on success fsync and rename it to ``final``."""
-    tmp = final.with_name(final.name + _TMP_SUFFIX)
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(final.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Yield a new HDF5 file that becomes ``final`` when the block succeeds."""
+    with atomic.atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
+        yield f
 
 
 # ---------------------------------------------------------------- reading
@@ -406,7 +391,7 @@ def first_line(exc: BaseException) -> str:
 def _open_h5(path: Path) -> h5py.File:
     """Open an existing, finished HDF5 file read-only, or raise DatasetError."""
     rerun = f"delete it and re-run {_collect_hint(path)}"
-    if path.name.endswith(_TMP_SUFFIX):
+    if atomic.is_temp(path):
         raise DatasetError(path, "is a temporary file of an unfinished write", rerun)
     if not path.is_file():
         raise DatasetError(path, "file not found", f"collect it with {_collect_hint(path)}")

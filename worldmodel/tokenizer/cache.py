@@ -3,8 +3,8 @@
 The cache file ``<cache_dir>/<dataset stem>.<tokenizer name>.<key>.h5`` is keyed by the
 dataset file (resolved path, size, mtime) and the tokenizer's ``identity()`` (sha256 of its
 config and every weight and buffer, so a different conv_ae checkpoint gives a different key;
-for ``patch`` the config alone). It is written to a tmp file and renamed, so a file present
-under its final name is complete and is reused as is.
+for ``patch`` the config alone). It is written atomically (``worldmodel.atomic``), so a file
+present under its final name is complete and is reused as is.
 
 Layout: root attrs (``CACHE_SCHEMA_VERSION``, dataset and tokenizer identity, ``control_hz``,
 ``cameras``, ``tokens_per_frame``, ``latent_dim``, ``num_episodes``) and one float32 dataset
@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from worldmodel import atomic
 from worldmodel.data.episodes import (
     HDF5_DAMAGE,
     DatasetError,
@@ -75,12 +76,14 @@ def encode_dataset(
     out = cache_path(tokenizer, dataset_path, cache_dir)
     if out.is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     was_training = tokenizer.training
     tokenizer.eval()
     try:
-        with EpisodeFile(dataset_path) as dataset, h5py.File(tmp, "w") as cache:
+        with (
+            atomic.atomic_path(out) as tmp,
+            EpisodeFile(dataset_path) as dataset,
+            h5py.File(tmp, "w") as cache,
+        ):
             _check_dataset(tokenizer, dataset)
             cache.attrs.update(
                 schema_version=CACHE_SCHEMA_VERSION,
@@ -111,9 +114,7 @@ def encode_dataset(
                     for s in range(0, frames, batch_size)
                 ]  # each (b, N, C)
                 episodes.create_dataset(f"ep_{i:06d}", data=np.concatenate(latents))
-        os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
         tokenizer.train(was_training)
     return out
 

@@ -9,9 +9,7 @@ PSNR of predicting every held-out image by its camera's mean training image.
 
 from __future__ import annotations
 
-import math
 import os
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +25,9 @@ from tqdm import tqdm
 from worldmodel.data.episodes import DatasetError, EpisodeFile
 from worldmodel.tokenizer.base import psnr
 from worldmodel.tokenizer.conv_ae import ConvAETokenizer, save_conv_ae
+from worldmodel.training.config import TrainLoopConfig
+from worldmodel.training.optim import lr_factor
+from worldmodel.training.provenance import git_state
 
 
 @dataclass
@@ -89,15 +90,6 @@ def _to_model(images: Tensor, device: torch.device) -> Tensor:
     return images.to(device).permute(0, 3, 1, 2).float() / 255.0
 
 
-def _lr_at(step: int, steps: int, lr: float) -> float:
-    """Linear warm-up over 5% of the steps, then cosine decay to 10% of ``lr``."""
-    warmup = max(1, steps // 20)
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
 @torch.no_grad()
 def _reconstruct(model: ConvAETokenizer, images: Tensor, batch_size: int) -> Tensor:
     """(M, H, W, 3) uint8 -> (M, H, W, 3) float reconstructions in [0, 1], on CPU."""
@@ -116,20 +108,6 @@ def _latent_stats(model: ConvAETokenizer, images: Tensor, batch_size: int) -> tu
     grids = [model.encode_raw(_to_model(b, device)).cpu() for b in images.split(batch_size)]
     flat = torch.cat(grids).double().transpose(0, 1).flatten(1)  # (C, M*h*w)
     return flat.mean(1).float(), flat.std(1).clamp_min(1e-6).float()
-
-
-def _git_state() -> dict[str, Any]:
-    """{"git_commit": hash or "", "git_dirty": bool} of the checkout holding this file."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False
-        )
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD")
-    return {"git_commit": commit, "git_dirty": bool(commit and git("status", "--porcelain"))}
 
 
 def _open_datasets(
@@ -209,12 +187,13 @@ def train_conv_ae(
 
     model = ConvAETokenizer(cameras, image_size, latent_dim, downsample, width).to(device_)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    schedule = TrainLoopConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20))  # 5%
     losses = []
     model.train()
     bar = tqdm(range(steps), desc="train conv_ae", unit="step", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, steps, lr)
+            group["lr"] = lr * lr_factor(step, schedule)
         index = torch.from_numpy(rng.integers(0, len(train.images), size=batch_size))
         x = _to_model(train.images[index], device_)  # (B, 3, H, W)
         recon = model.decode_raw(model.encode_raw(x))
@@ -263,5 +242,13 @@ def train_conv_ae(
         "held_out_last": held_out_last,
         "frame_fps": frame_fps,
     }
-    out = save_conv_ae(model.cpu(), out_path, metrics=metrics, training=training, **_git_state())
+    git = git_state()
+    out = save_conv_ae(
+        model.cpu(),
+        out_path,
+        metrics=metrics,
+        training=training,
+        git_commit=git["commit"],
+        git_dirty=git["dirty"],
+    )
     return {**metrics, "out_path": str(out)}
