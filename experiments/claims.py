@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +28,9 @@ from worldmodel.evaluation.statistics import (
     bootstrap_ci,
     convergence_speedup,
     mean_curve,
+    paired_relative_improvement_ci,
     pairs_for_power,
-    relative_improvement,
+    resampled_ci,
     value_at,
 )
 
@@ -159,24 +160,10 @@ def relative_improvement_claim(
     if base_sr.mean() == 0:
         verdict = NOT_REPRODUCED if var_sr.mean() == 0 else INCONCLUSIVE
         return Claim(claim, paper, ours, verdict, "the baseline's success is 0: undefined ratio")
-    interval = _bootstrap_ratio(base_sr, var_sr)
+    interval = paired_relative_improvement_ci(base_sr, var_sr)
     ours += f": {_fmt(interval, unit='%')}"
     verdict = interval_verdict(interval, 0.0)
     return Claim(claim, paper, ours, verdict, "interval of the relative improvement vs 0")
-
-
-def _bootstrap_ratio(base: np.ndarray, variant: np.ndarray, reps: int = 10000) -> Interval:
-    """Percentile bootstrap over pairs of relative_improvement(mean variant, mean base)."""
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(base), size=(reps, len(base)))
-    b, v = base[idx].mean(1), variant[idx].mean(1)
-    ok = b > 0
-    values = (v[ok] - b[ok]) / b[ok]
-    point = relative_improvement(float(variant.mean()), float(base.mean()))
-    if not len(values):
-        return Interval(point, point, point)
-    low, high = np.percentile(values, [2.5, 97.5])
-    return Interval(point, float(low), float(high))
 
 
 BUDGETS = {  # convergence compared at equal ...: the metrics key of its running total
@@ -247,7 +234,8 @@ def convergence_claim(
     if point.speedup is None:
         verdict = NOT_REPRODUCED if point.variant_steps_to_target is None else INCONCLUSIVE
         return Claim(claim, paper, ours, verdict, point.reason or "speedup undefined")
-    interval = _bootstrap_speedup(len(curves), speedup, point.speedup)
+    # a resample where the variant never reaches the target counts as 0x
+    interval = resampled_ci(len(curves), lambda c: speedup(c).speedup or 0.0, point.speedup)
     ours += f": {interval.point:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
     verdict = interval_verdict(interval, 1.0)
     return Claim(claim, paper, ours, verdict, "interval of the speedup vs 1x")
@@ -255,17 +243,6 @@ def convergence_claim(
 
 def _steps(value: float | None) -> str:
     return "never (not reached)" if value is None else f"step {value:g}"
-
-
-def _bootstrap_speedup(n: int, speedup: Callable, point: float, reps: int = 1000) -> Interval:
-    """Resample pairs; a resample where the variant never reaches the target counts as 0x."""
-    rng = np.random.default_rng(0)
-    values = []
-    for _ in range(reps):
-        result = speedup(rng.integers(0, n, size=n).tolist())
-        values.append(result.speedup if result.speedup is not None else 0.0)
-    low, high = np.percentile(values, [2.5, 97.5])
-    return Interval(point, float(low), float(high))
 
 
 def speed_claim(runs: Sequence[Run], variant: str) -> Claim:

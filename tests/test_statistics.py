@@ -10,9 +10,11 @@ from worldmodel.evaluation.statistics import (
     convergence_speedup,
     iqm,
     mean_curve,
+    paired_relative_improvement_ci,
     pairs_for_power,
     reach_step,
     relative_improvement,
+    resampled_ci,
     stratified_bootstrap_iqm,
     value_at,
     wilson_interval,
@@ -326,3 +328,22 @@ def test_mean_curve_rejects_bad_input():
         mean_curve([([0, 10], [1.0, 2.0]), ([5, 15], [1.0, 2.0])])
     with pytest.raises(ValueError, match=r"curves\[1\] values has length 1"):
         mean_curve([([0, 10], [1.0, 2.0]), ([0, 10], [1.0])])
+
+
+def test_paired_relative_improvement_ci_skips_resamples_with_a_zero_baseline():
+    same = paired_relative_improvement_ci([0.5, 0.5, 0.5], [0.75, 0.75, 0.75])
+    assert same == Interval(0.5, 0.5, 0.5)
+    # resamples of pair 0 alone have a baseline mean of 0: left out, not counted as +inf
+    mixed = paired_relative_improvement_ci([0.0, 0.5], [0.5, 0.5])
+    assert mixed.point == pytest.approx(1.0) and mixed.low == 0.0 and mixed.high == 1.0
+    with pytest.raises(ValueError, match="must be pairs"):
+        paired_relative_improvement_ci([0.5, 0.5], [0.5])
+
+
+def test_resampled_ci_bounds_a_statistic_of_resampled_units():
+    x = np.array([1.0, 2.0, 3.0, 10.0])
+    interval = resampled_ci(len(x), lambda idx: float(np.max(x[idx])), point=10.0)
+    assert interval.point == 10.0 and 1.0 <= interval.low < interval.high == 10.0
+    assert resampled_ci(3, lambda idx: 2.0, point=2.0) == Interval(2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="n=0"):
+        resampled_ci(0, lambda idx: 0.0, point=0.0)

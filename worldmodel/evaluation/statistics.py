@@ -163,6 +163,52 @@ def bootstrap_ci(
     return _percentile_interval(float(statistic(x)), replicates, confidence)
 
 
+def resampled_ci(
+    n: int,
+    statistic: Callable[[list[int]], float],
+    point: float,
+    reps: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Percentile-bootstrap interval of a statistic that is not a numpy reduction (e.g. the
+    convergence speed-up of mean curves): ``statistic`` gets the indices of one resample of
+    the ``n`` units (seeds, pairs), drawn with replacement, ``reps`` times."""
+    if n < 1:
+        raise ValueError(f"n={n} is not valid; must be >= 1")
+    _check_reps(reps)
+    _check_confidence(confidence)
+    rng = np.random.default_rng(seed)
+    replicates = [statistic(rng.integers(0, n, size=n).tolist()) for _ in range(reps)]
+    return _percentile_interval(point, np.asarray(replicates, dtype=float), confidence)
+
+
+def paired_relative_improvement_ci(
+    base: npt.ArrayLike,
+    variant: npt.ArrayLike,
+    reps: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Percentile-bootstrap interval of :func:`relative_improvement` of the variant's mean
+    over the baseline's, resampling pairs (one per seed). Resamples whose baseline mean is 0
+    (ratio undefined) are left out; the point with no width when every one is."""
+    b, v = _sample("base", base), _sample("variant", variant)
+    if b.size != v.size:
+        raise ValueError(f"base has {b.size} values, variant {v.size}; must be pairs")
+    _check_reps(reps)
+    _check_confidence(confidence)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, b.size, size=(reps, b.size))  # (reps, n)
+    base_means, variant_means = b[idx].mean(1), v[idx].mean(1)  # (reps,) each
+    defined = base_means > 0
+    ratios = (variant_means[defined] - base_means[defined]) / base_means[defined]
+    point = relative_improvement(float(v.mean()), float(b.mean()))
+    if not ratios.size:
+        return Interval(point, point, point)
+    return _percentile_interval(point, ratios, confidence)
+
+
 def iqm(values: npt.ArrayLike) -> float:
     """Interquartile mean of the flattened values, as ``scipy.stats.trim_mean(x, 0.25)``.
 
