@@ -31,11 +31,11 @@ import torch
 
 from envs.env import CONTROL_HZ, TabletopEnv
 from worldmodel.data.collection import EVAL_SEED_BASE
-from worldmodel.data.episodes import fps_stride
 from worldmodel.evaluation.closed_loop import ClosedLoopResult, evaluate_closed_loop
 from worldmodel.evaluation.policies import WorldModelPolicy
 from worldmodel.heads import WorldModelWithHeads, heads_preset
 from worldmodel.model import ModelConfig, model_preset
+from worldmodel.timing import fps_stride
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.tokenizer.patch import PatchTokenizer
 from worldmodel.tokenizer.state import StateTokenizer

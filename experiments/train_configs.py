@@ -21,10 +21,10 @@ from envs.env import CONTROL_HZ
 from envs.scene import CAMERA_ALIASES, SETTINGS
 from envs.tasks import TASKS
 from experiments.configs import ConfigError, check_choice
-from worldmodel.data.episodes import fps_stride
 from worldmodel.heads.config import HeadsConfig
 from worldmodel.inference.session import check_context, chunks_per_step
 from worldmodel.model.config import ModelConfig
+from worldmodel.timing import fps_stride
 from worldmodel.tokenizer.factory import TokenizerConfig
 from worldmodel.training.config import TrainLoopConfig
 

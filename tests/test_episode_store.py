@@ -18,11 +18,11 @@ from worldmodel.data.episodes import (
     EpisodeRecord,
     consolidate,
     finished_parts,
-    fps_stride,
     remove_parts,
     stride_episode,
     write_episode_part,
 )
+from worldmodel.timing import fps_stride
 
 CAMERAS = ["front", "wrist"]
 H, W = 8, 8

@@ -27,6 +27,7 @@ import numpy as np
 
 from worldmodel import atomic
 from worldmodel.command_line import override
+from worldmodel.timing import fps_stride
 
 SCHEMA_VERSION = 2
 SETTINGS = ("clean", "randomized")
@@ -149,18 +150,6 @@ class StridedEpisode:
     action: np.ndarray  # (N, s, J): action[n] runs between frame n and frame n+1
     success: bool
     first_success_step: int  # in control steps, -1 if never
-
-
-def fps_stride(control_hz: float, fps: float) -> int:
-    """Control steps per kept frame; ValueError unless control_hz / fps is a positive integer."""
-    stride = control_hz / fps if fps > 0 else 0.0
-    if stride < 1 or not np.isclose(stride, round(stride), rtol=0, atol=1e-9):
-        examples = ", ".join(f"{control_hz / k:g}" for k in (1, 2, 4, 5, 10))
-        raise ValueError(
-            f"fps={fps:g}: control_hz / fps must be a positive integer "
-            f"(valid fps are {control_hz:g} / k, e.g. {examples})"
-        )
-    return round(stride)
 
 
 def stride_episode(record: EpisodeRecord, *, control_hz: float, fps: float) -> StridedEpisode:

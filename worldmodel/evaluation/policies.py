@@ -40,7 +40,6 @@ from torch import Tensor
 
 from envs.env import ACTION_DIM, CONTROL_HZ, TabletopEnv
 from envs.expert import ScriptedExpert
-from worldmodel.data.episodes import fps_stride
 from worldmodel.inference.session import (
     InferenceSession,
     check_context,
@@ -48,6 +47,7 @@ from worldmodel.inference.session import (
     chunks_per_step,
 )
 from worldmodel.model.world_model import WorldModel
+from worldmodel.timing import fps_stride
 from worldmodel.tokenizer.base import Tokenizer
 
 

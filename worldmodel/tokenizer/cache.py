@@ -31,8 +31,8 @@ from worldmodel.data.episodes import (
     DatasetError,
     EpisodeFile,
     first_line,
-    fps_stride,
 )
+from worldmodel.timing import fps_stride
 from worldmodel.tokenizer.base import Tokenizer
 
 CACHE_SCHEMA_VERSION = 1

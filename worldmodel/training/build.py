@@ -12,10 +12,10 @@ import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from worldmodel.data.episodes import fps_stride
 from worldmodel.heads.config import HeadsConfig
 from worldmodel.heads.modules import WorldModelWithHeads
 from worldmodel.model.config import ModelConfig
+from worldmodel.timing import fps_stride
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.tokenizer.factory import TokenizerConfig
 from worldmodel.training.checkpoint import load_checkpoint
