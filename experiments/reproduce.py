@@ -11,6 +11,7 @@ the others go on.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shlex
@@ -40,7 +41,7 @@ from experiments.configs import ConfigError, register_configs
 from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
 from experiments.report import write_report
 from experiments.reproduce_configs import ReproduceConfig, ScalePreset, scale_preset
-from experiments.run_folders import load_runs
+from experiments.run_folders import CONFIG_FILE, EVAL_FILE, load_runs
 from experiments.train import (
     collect_command,
     collect_config,
@@ -53,7 +54,7 @@ from worldmodel.data.collection import dataset_path
 from worldmodel.tokenizer.training import train_conv_ae
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from worldmodel.training.distributed import init_distributed
-from worldmodel.training.resume import RunConfigChanged
+from worldmodel.training.resume import RunConfigChanged, config_differences
 from worldmodel.training.stop_signals import STOP_SIGNALS, Interrupted, stop_requests
 
 register_configs()
@@ -154,9 +155,23 @@ def compose_app(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:
 
 
 def finished_step(run_dir: Path) -> int | None:
-    """The step of the run folder's last checkpoint, or None without one."""
+    """The step the run folder's training reached: its last checkpoint's, else its final
+    evaluation's (a run kept without its checkpoints, e.g. its small files committed or copied
+    to another machine, counts as trained), or None."""
     path = run_dir / LAST_CHECKPOINT
-    return int(load_checkpoint(path)["step"]) if path.is_file() else None
+    if path.is_file():
+        return int(load_checkpoint(path)["step"])
+    evaluation = run_dir / EVAL_FILE
+    return json.loads(evaluation.read_text()).get("step") if evaluation.is_file() else None
+
+
+def check_same_run(run_dir: Path, resolved: dict) -> None:
+    """``RunConfigChanged`` unless the finished run in ``run_dir`` was trained with
+    ``resolved`` (its ``config.yaml``; the keys a resume may change aside)."""
+    trained = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
+    changed = config_differences(trained, resolved)
+    if changed:
+        raise RunConfigChanged(run_dir, changed)
 
 
 def tokenizer_checkpoint(dataset: Path) -> Path:
@@ -192,11 +207,12 @@ def ensure_tokenizer(preset: ScalePreset, overrides: list[str]) -> list[str]:
 
 
 def train_run(spec: RunSpec, run_dir: Path, overrides: list[str], steps: int) -> None:
-    if finished_step(run_dir) == steps:
-        return
     cfg = compose_app(CONF_DIR, "train", overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
+        if finished_step(run_dir) == steps:
+            check_same_run(run_dir, resolved)
+            return
         run_training(train_config_from(cfg), run_dir, resolved, spec.heads, overrides)
     except RunConfigChanged as exc:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,27 @@ def test_a_run_of_an_older_preset_names_the_fix(micro):
     with pytest.raises(ConfigError, match=r"another version .* \(train.lr\); pass out_dir="):
         reproduce.train_run(spec, run_dir, [*overrides, "train.lr=0.5"], steps=7)
     assert (run_dir / "last.pt").read_bytes() == before
+
+
+def test_a_run_kept_without_its_checkpoints_counts_as_trained(micro, tmp_path):
+    """A finished run's small files (config.yaml, metrics.jsonl, run.json, eval.json), e.g.
+    committed to carry a reproduction over to another machine, are not trained again; one of
+    another preset is refused as with its checkpoint."""
+    out_dir, _, _ = micro
+    source = out_dir / "runs" / "single_step/press_button_randomized/fps12.5/seed0"
+    run_dir = tmp_path / "seed0"
+    run_dir.mkdir()
+    for name in ("config.yaml", "metrics.jsonl", "run.json", "eval.json"):
+        shutil.copy(source / name, run_dir / name)
+    overrides = json.loads((run_dir / "run.json").read_text())["overrides"]
+    steps = json.loads((run_dir / "eval.json").read_text())["step"]
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    spec = reproduce.RunSpec("single_step", "press_button", "randomized", 12.5, 0, "single_step")
+    assert reproduce.finished_step(run_dir) == steps
+    reproduce.train_run(spec, run_dir, overrides, steps)
+    assert not list(run_dir.glob("*.pt")) and (run_dir / "metrics.jsonl").read_bytes() == metrics
+    with pytest.raises(ConfigError, match=r"another version .* \(train.lr\)"):
+        reproduce.train_run(spec, run_dir, [*overrides, "train.lr=0.5"], steps)
 
 
 def test_a_depth_curve_run_records_its_heads_preset_apart_from_its_variant(micro, tmp_path):
