@@ -322,18 +322,20 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
         results["files"]["figures"] += results["diagnose"]["figures"]
     atomic.write_json(out_dir / "eval.json", results)
     if trained.step == trained.checkpoint["config"]["train"]["steps"]:
-        record_run_evaluation(run_dir / "eval.json", out_dir / "eval.json", results, config)
+        record_run_evaluation(
+            run_dir / "eval.json", out_dir / "eval.json", results, config.replace_run_eval
+        )
     log_evaluation(config, results, outcomes, out_dir)
     return results
 
 
 def record_run_evaluation(
-    path: Path, written: Path, results: dict[str, Any], config: EvaluateConfig
+    path: Path, written: Path, results: dict[str, Any], replace: bool
 ) -> None:
     """The final checkpoint's evaluation becomes the run's ``eval.json`` unless the run has one
     already: an evaluation with other suites or episodes never silently replaces the one a
     sweep or reproduction made (``replace_run_eval=true`` does)."""
-    if path.is_file() and not config.replace_run_eval:
+    if path.is_file() and not replace:
         print(
             f"kept {path} (the run's evaluation, which the aggregation reads); this one is "
             f"{written}; pass replace_run_eval=true to make it the run's",

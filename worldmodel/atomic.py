@@ -101,11 +101,8 @@ def remove_stale_temps(folder: str | os.PathLike, stem: str | None = None) -> li
     """Delete the temporary files that writers killed mid-write left in ``folder`` (not its
     subfolders; only those of ``stem`` when given); only safe while this process alone writes
     there (``folder_lock``)."""
-    stale = [
-        p
-        for p in Path(folder).glob(".*.tmp*")
-        if p.is_file() and is_temp(p) and (stem is None or _TEMP_NAME.match(p.name)["stem"] == stem)
-    ]
+    named = ((p, _TEMP_NAME.match(p.name)) for p in Path(folder).iterdir())
+    stale = [p for p, m in named if m and p.is_file() and stem in (None, m["stem"])]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

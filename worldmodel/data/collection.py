@@ -173,16 +173,17 @@ def _solved_seeds(
 ) -> tuple[list[int], list[int]]:
     """Run ``solve`` on candidate seeds in ordered batches over the workers until ``wanted -
     have`` succeed, with a progress bar from ``have``; (first successes, failures)."""
+    needed = wanted - have
     successes: list[int] = []
     failures: list[int] = []
     with tqdm(total=wanted, initial=have, desc=desc, unit=unit) as progress:
-        while len(successes) < wanted - have:
+        while len(successes) < needed:
             seeds = [next(candidates) for _ in range(2 * workers)]
             for seed, solved in imap(solve, seeds):
                 (successes if solved else failures).append(seed)
                 progress.update(int(solved))
                 progress.set_postfix(skipped=len(failures))
-                if len(successes) >= wanted - have:
+                if len(successes) >= needed:
                     break
     return successes, failures
 
