@@ -65,7 +65,8 @@ class TabletopEnv(gym.Env):
         self.randomizer = scene.SceneRandomizer(self.model)
         self.arms = {side: robot.arm_ids(self.model, side) for side in robot.SIDES}
         self.scene_state = SceneState(self.task.state_parts, self.arms)
-        self.control_dt = 1.0 / CONTROL_HZ
+        self.control_hz = float(CONTROL_HZ)  # control steps per second (actions executed)
+        self.control_dt = 1.0 / self.control_hz
         self.substeps = round(self.control_dt / self.model.opt.timestep)
         robot_dofs = np.concatenate([np.r_[a.dof, a.finger_dof] for a in self.arms.values()])
         self.object_dofs = np.setdiff1d(np.arange(self.model.nv), robot_dofs)

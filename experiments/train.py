@@ -25,7 +25,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from envs.env import CONTROL_HZ
 from experiments.cli import check_overrides, exit_on_user_error, to_config
 from experiments.collect import job_from_config
 from experiments.configs import CollectConfig, ConfigError, register_configs
@@ -126,8 +125,14 @@ def model_config_for(config: TrainConfig, dataset: Path, tokenizer: Tokenizer) -
     """The run's model config with the keys derived from the tokenizer, fps and dataset."""
     with EpisodeFile(dataset) as episodes:
         action_dim = int(episodes.actions_at_fps(0, config.fps).shape[-1])
+        control_hz = episodes.control_hz
     return derive_model_config(
-        config.model, tokenizer, config.fps, action_dim, CONTROL_HZ, config.data.window_frames
+        config.model,
+        tokenizer,
+        config.fps,
+        action_dim,
+        control_hz,
+        config.data.window_frames,
     )
 
 

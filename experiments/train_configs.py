@@ -9,7 +9,7 @@ divides the control rate, the window holds a chunk, ...) before any work starts.
 Model keys derived from the data are not config keys a user sets: ``tokens_per_frame`` and
 ``latent_dim`` come from the tokenizer, ``action_dim`` from the dataset and
 ``actions_per_frame`` = control rate / ``fps`` and ``train_window_frames`` from
-``data.window_frames`` (``worldmodel/training/build.py``).
+``data.window_frames`` (``worldmodel/training/build.py``); a run that sets one is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from worldmodel.inference.session import check_context, chunks_per_step
 from worldmodel.model.config import ModelConfig
 from worldmodel.timing import fps_stride
 from worldmodel.tokenizer.factory import TokenizerConfig
+from worldmodel.training.build import DERIVED_MODEL_KEYS, derived_keys_set
 from worldmodel.training.config import TrainLoopConfig
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -160,6 +161,12 @@ def check_train_config(config: TrainConfig) -> None:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     model, data = config.model, config.data
+    if user_set := derived_keys_set(model):
+        key = user_set[0]
+        raise ConfigError(
+            f"model.{key}={getattr(model, key)} is derived from {DERIVED_MODEL_KEYS[key]}, "
+            f"not set; remove the model.{key} override"
+        )
     if not data.cameras and config.tokenizer.name != "state":
         raise ConfigError(
             f"data.cameras=[] leaves tokenizer={config.tokenizer.name} no images to encode; "

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.env import ACTION_DIM, CONTROL_HZ, TabletopEnv
+from envs.env import ACTION_DIM, TabletopEnv
 from envs.expert import ScriptedExpert
 from worldmodel.inference.session import (
     InferenceSession,
@@ -189,9 +189,11 @@ class RandomPolicy:
 def _check_parts(env: TabletopEnv, model: WorldModel, tokenizer: Tokenizer, fps: float) -> None:
     """ValueError unless env, tokenizer and model fit together at ``fps``."""
     cfg = model.config
-    if fps_stride(CONTROL_HZ, fps) != cfg.actions_per_frame:
+    stride = fps_stride(env.control_hz, fps)
+    if stride != cfg.actions_per_frame:
         raise ValueError(
-            f"fps={fps:g} gives {fps_stride(CONTROL_HZ, fps)} actions per frame, the model "
+            f"fps={fps:g} gives {stride} actions per frame at the env's "
+            f"{env.control_hz:g} Hz, the model "
             f"has actions_per_frame={cfg.actions_per_frame}; pass the fps it was trained at"
         )
     if cfg.action_dim != ACTION_DIM:

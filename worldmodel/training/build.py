@@ -2,7 +2,8 @@
 
 The model keys that follow from the data are derived here, once: ``tokens_per_frame`` and
 ``latent_dim`` from the tokenizer, ``action_dim`` from the dataset, ``actions_per_frame`` =
-control rate / fps, ``train_window_frames`` from the training windows. A checkpoint's
+the dataset's control rate / fps, ``train_window_frames`` from the training windows
+(``DERIVED_MODEL_KEYS``; a run that sets one is refused). A checkpoint's
 ``build`` entry holds the derived configs, so evaluation needs nothing but the checkpoint.
 """
 
@@ -19,6 +20,21 @@ from worldmodel.timing import fps_stride
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.tokenizer.factory import TokenizerConfig
 from worldmodel.training.checkpoint import load_checkpoint
+
+# model keys derived at build -> where they come from (the refusal of a user-set one names it)
+DERIVED_MODEL_KEYS = {
+    "tokens_per_frame": "the tokenizer",
+    "latent_dim": "the tokenizer",
+    "action_dim": "the dataset",
+    "actions_per_frame": "fps and the dataset's control rate",
+    "train_window_frames": "data.window_frames",
+}
+
+
+def derived_keys_set(model: ModelConfig) -> list[str]:
+    """The derived keys of ``model`` that differ from their defaults (a user set them)."""
+    defaults = ModelConfig()
+    return [key for key in DERIVED_MODEL_KEYS if getattr(model, key) != getattr(defaults, key)]
 
 
 def derive_model_config(
