@@ -33,7 +33,8 @@ from omegaconf import OmegaConf
 
 from experiments.bench_model import BenchShape, bare_train_step, synthetic_batch, timed_steps
 from experiments.cli import CONF_DIR
-from experiments.train import ensure_dataset, model_config_for, run_training, train_config_from
+from experiments.collect import ensure_dataset
+from experiments.train import model_config_for, run_training, train_config_from
 from experiments.train_configs import TrainConfig
 from worldmodel.heads import WorldModelWithHeads
 from worldmodel.heads.config import HeadsConfig

@@ -1,15 +1,24 @@
-"""Collect expert datasets: ``python -m experiments.collect task=handover_block setting=clean``."""
+"""Collect expert datasets: ``python -m experiments.collect task=handover_block setting=clean``.
+
+Also the training side's view of its dataset: the collection a run's config asks for, the
+command that makes it, and ``ensure_dataset`` (collects a missing one, checks a present one).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import exit_on_user_error, to_config
-from experiments.configs import CollectConfig, register_configs
-from worldmodel.data.collection import CollectionJob, run_collection
+from experiments.configs import CollectConfig, ConfigError, register_configs
+from experiments.train_configs import TrainConfig
+from worldmodel.command_line import override
+from worldmodel.data.collection import CollectionJob, dataset_path, run_collection
+from worldmodel.data.episodes import COLLECT_COMMAND, DatasetError, EpisodeFile
+from worldmodel.training.distributed import DistInfo
 
 register_configs()
 
@@ -27,6 +36,62 @@ def job_from_config(config: CollectConfig, config_yaml: str = "") -> CollectionJ
         workers=config.workers,
         config_yaml=config_yaml,
     )
+
+
+def collect_config(config: TrainConfig) -> CollectConfig:
+    """What ``python -m experiments.collect`` would need to make this run's dataset."""
+    data = config.data
+    return CollectConfig(
+        task=config.task.name,
+        setting=config.task.setting,
+        episodes=data.episodes,
+        workers=data.collect_workers,
+        cameras=list(data.cameras),
+        image_size=list(data.image_size),
+        eval_episodes=data.eval_episodes,
+        data_dir=data.dir,
+    )
+
+
+def collect_command(config: CollectConfig) -> str:
+    return (
+        f"{COLLECT_COMMAND} task={config.task} setting={config.setting} "
+        f"episodes={config.episodes} eval_episodes={config.eval_episodes} "
+        f"cameras=[{','.join(config.cameras)}] "
+        f"image_size=[{config.image_size[0]},{config.image_size[1]}] "
+        f"{override('data_dir', config.data_dir)}"
+    )
+
+
+def ensure_dataset(config: TrainConfig, dist: DistInfo) -> Path:
+    """The dataset path; collected first when missing and ``data.auto_collect`` (rank 0)."""
+    data, collect = config.data, collect_config(config)
+    path = dataset_path(data.dir, config.task.name, config.task.setting)
+    if not path.exists():
+        if not data.auto_collect:
+            fix = f"collect it with: {collect_command(collect)} (or data.auto_collect=true)"
+            raise DatasetError(path, "not found", fix)
+        if dist.is_main:
+            run_collection(job_from_config(collect))
+        if dist.distributed:
+            torch.distributed.barrier()
+    with EpisodeFile(path) as dataset:
+        missing = [c for c in data.cameras if c not in dataset.cameras]
+        resized = data.cameras and list(dataset.image_size) != list(data.image_size)
+        if missing or resized:
+            raise DatasetError(
+                path,
+                f"has cameras {dataset.cameras} at {list(dataset.image_size)}, the run wants "
+                f"{data.cameras} at {data.image_size}",
+                f"set data.cameras/data.image_size to match, or collect into another data.dir: "
+                f"{collect_command(collect)}",
+            )
+        if dataset.num_episodes - data.val_episodes < 1:
+            raise ConfigError(
+                f"data.val_episodes={data.val_episodes} leaves no training episode of the "
+                f"{dataset.num_episodes} in {path}"
+            )
+    return path
 
 
 @exit_on_user_error

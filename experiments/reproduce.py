@@ -37,18 +37,13 @@ from experiments.cli import (
     exit_on_user_error,
     to_config,
 )
+from experiments.collect import collect_command, collect_config, ensure_dataset
 from experiments.configs import ConfigError, register_configs
 from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
 from experiments.report import write_report
 from experiments.reproduce_configs import ReproduceConfig, ScalePreset, scale_preset
 from experiments.run_folders import CONFIG_FILE, EVAL_FILE, load_runs
-from experiments.train import (
-    collect_command,
-    collect_config,
-    ensure_dataset,
-    run_training,
-    train_config_from,
-)
+from experiments.train import run_training, train_config_from
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
 from worldmodel.tokenizer.training import train_conv_ae

@@ -25,7 +25,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
+from omegaconf import OmegaConf
 
+from worldmodel import atomic
 from worldmodel.command_line import override
 from worldmodel.training.checkpoint import LAST_CHECKPOINT
 from worldmodel.training.run_logger import METRICS_FILE
@@ -44,6 +46,13 @@ SPEED_KEYS = ("chunks_per_second", "control_steps_per_second")  # of eval.json's
 
 SCOPE_RUN = "run"  # the run is left out of everything
 SCOPE_EVAL = "eval"  # training curves kept; closed-loop, drift and speed results missing
+
+
+def write_run_files(run_dir: Path, resolved: dict, run_info: dict[str, Any]) -> None:
+    """A training run's ``config.yaml`` (its resolved config) and ``run.json`` (provenance,
+    variant label, overrides), each written atomically."""
+    atomic.write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    atomic.write_json(run_dir / RUN_FILE, run_info)
 
 
 class RunFolderError(Exception):

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
@@ -26,22 +25,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_overrides, exit_on_user_error, to_config
-from experiments.collect import job_from_config
-from experiments.configs import CollectConfig, ConfigError, register_configs
+from experiments.collect import ensure_dataset
+from experiments.configs import ConfigError, register_configs
+from experiments.periodic_eval import periodic_evaluation
+from experiments.run_folders import write_run_files
 from experiments.train_configs import TrainConfig, check_train_config
 from worldmodel import atomic
-from worldmodel.command_line import override
-from worldmodel.data.collection import dataset_path, run_collection
-from worldmodel.data.episodes import COLLECT_COMMAND, DatasetError, EpisodeFile
-from worldmodel.evaluation.closed_loop import eval_seeds
-from worldmodel.evaluation.run_eval import (
-    closed_loop_metrics,
-    drift_episodes,
-    model_policy_factory,
-    rollout_video,
-    run_closed_loop,
-    video_twin,
-)
+from worldmodel.data.episodes import EpisodeFile
 from worldmodel.folder_lock import RUN_LOCK, exclusive
 from worldmodel.heads.modules import WorldModelWithHeads
 from worldmodel.model.config import ModelConfig
@@ -49,10 +39,9 @@ from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.training.build import RunBuild, derive_model_config
 from worldmodel.training.distributed import DistInfo, init_distributed, shutdown
 from worldmodel.training.provenance import git_state, versions
-from worldmodel.training.resume import StartPoint, start_history, start_point
+from worldmodel.training.resume import fork_record, start_history, start_point
 from worldmodel.training.run_logger import RunLogger
 from worldmodel.training.trainer import Progress, Trainer
-from worldmodel.training.validation import validation_losses
 from worldmodel.training.windows import WindowSet, fit_action_codec, load_episode_latents
 
 register_configs()
@@ -63,62 +52,6 @@ NOT_VARIANT_KEYS |= {"resume_from"}
 NOT_VARIANT_PREFIXES = ("task.", "data", "logger", "eval", "hydra", "train.steps", "train.device")
 NOT_VARIANT_PREFIXES += ("train.threads", "train.log_every", "train.checkpoint_every")
 NOT_VARIANT_PREFIXES += ("train.keep_checkpoints",)
-
-
-def collect_config(config: TrainConfig) -> CollectConfig:
-    """What ``python -m experiments.collect`` would need to make this run's dataset."""
-    data = config.data
-    return CollectConfig(
-        task=config.task.name,
-        setting=config.task.setting,
-        episodes=data.episodes,
-        workers=data.collect_workers,
-        cameras=list(data.cameras),
-        image_size=list(data.image_size),
-        eval_episodes=data.eval_episodes,
-        data_dir=data.dir,
-    )
-
-
-def collect_command(config: CollectConfig) -> str:
-    return (
-        f"{COLLECT_COMMAND} task={config.task} setting={config.setting} "
-        f"episodes={config.episodes} eval_episodes={config.eval_episodes} "
-        f"cameras=[{','.join(config.cameras)}] "
-        f"image_size=[{config.image_size[0]},{config.image_size[1]}] "
-        f"{override('data_dir', config.data_dir)}"
-    )
-
-
-def ensure_dataset(config: TrainConfig, dist: DistInfo) -> Path:
-    """The dataset path; collected first when missing and ``data.auto_collect`` (rank 0)."""
-    data, collect = config.data, collect_config(config)
-    path = dataset_path(data.dir, config.task.name, config.task.setting)
-    if not path.exists():
-        if not data.auto_collect:
-            fix = f"collect it with: {collect_command(collect)} (or data.auto_collect=true)"
-            raise DatasetError(path, "not found", fix)
-        if dist.is_main:
-            run_collection(job_from_config(collect))
-        if dist.distributed:
-            torch.distributed.barrier()
-    with EpisodeFile(path) as dataset:
-        missing = [c for c in data.cameras if c not in dataset.cameras]
-        resized = data.cameras and list(dataset.image_size) != list(data.image_size)
-        if missing or resized:
-            raise DatasetError(
-                path,
-                f"has cameras {dataset.cameras} at {list(dataset.image_size)}, the run wants "
-                f"{data.cameras} at {data.image_size}",
-                f"set data.cameras/data.image_size to match, or collect into another data.dir: "
-                f"{collect_command(collect)}",
-            )
-        if dataset.num_episodes - data.val_episodes < 1:
-            raise ConfigError(
-                f"data.val_episodes={data.val_episodes} leaves no training episode of the "
-                f"{dataset.num_episodes} in {path}"
-            )
-    return path
 
 
 def model_config_for(config: TrainConfig, dataset: Path, tokenizer: Tokenizer) -> ModelConfig:
@@ -185,6 +118,71 @@ def _train(
         torch.set_num_threads(config.train.threads)
     path = ensure_dataset(config, dist)
     start = start_point(run_dir, resolved, config.resume, config.resume_from)
+    parts = build_parts(config, path, dist)
+    git = git_state()
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if start is not None:
+            print(start_history(start, run_dir), file=sys.stderr)
+        variant = config.variant or variant_label(heads_name, overrides)
+        run_info = {"git": git, "versions": versions(), "argv": sys.argv, "heads": heads_name}
+        write_run_files(run_dir, resolved, {**run_info, "variant": variant, "overrides": overrides})
+    logger = RunLogger(
+        run_dir,
+        mode=config.logger.mode,
+        project=config.logger.project,
+        entity=config.logger.entity,
+        group=config.name,
+        job_type=heads_name,
+        tags=[config.task.name, f"fps={config.fps:g}", f"seed={config.seed}", git["commit"][:12]],
+        config={**resolved, "git": git, "versions": versions()},
+        init=config.logger.init,
+        resume_step=None if start is None else start.step,
+        active=dist.is_main,
+    )
+    evaluate = periodic_evaluation(
+        config, parts.build, parts.tokenizer, parts.val_set, logger, run_dir
+    )
+    trainer = Trainer(
+        parts.model,
+        parts.train_set,
+        config.train,
+        run_dir=run_dir,
+        logger=logger,
+        dist=dist,
+        seed=config.seed,
+        checkpoint_extra={
+            "config": resolved,
+            "build": parts.build.to_dict(),
+            "git": git,
+            **fork_record(start),
+        },
+        evaluate=evaluate,
+        eval_every=config.eval.every,
+        progress_bar=config.logger.progress,
+    )
+    if start is not None:
+        trainer.restore(start.payload)
+    try:
+        return trainer.fit()
+    finally:
+        logger.close()
+
+
+@dataclass
+class RunParts:
+    """What a run trains: the model (action codec fitted), its windows and how to rebuild it."""
+
+    build: RunBuild
+    tokenizer: Tokenizer  # the run's fitted tokenizer (encodes the windows, evaluates)
+    model: WorldModelWithHeads
+    train_set: WindowSet
+    val_set: WindowSet | None  # the held-out episodes' windows; None without any
+
+
+def build_parts(config: TrainConfig, path: Path, dist: DistInfo) -> RunParts:
+    """The tokenizer fitted on the training episodes, the episodes encoded into windows, and
+    the model built at ``config.seed`` with its action codec fitted to those episodes."""
     data = config.data
     with EpisodeFile(path) as dataset:
         total = dataset.num_episodes
@@ -193,17 +191,17 @@ def _train(
         tokenizer_config = config.tokenizer.fitted(path, train_count)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    build_tokenizer = tokenizer_config.build(data.cameras, data.image_size)
+    tokenizer = tokenizer_config.build(data.cameras, data.image_size)
     latents = load_episode_latents(
         path,
-        build_tokenizer,
+        tokenizer,
         config.fps,
         list(range(total)),
         data.cache_dir,
         data.max_memory_gb * 2**30,
         progress=config.logger.progress and dist.is_main,
     )
-    model_config = model_config_for(config, path, build_tokenizer)
+    model_config = model_config_for(config, path, tokenizer)
     if model_config.latent_dim >= model_config.dim and dist.is_main:
         print(
             f"warning: tokens of latent_dim={model_config.latent_dim} channels do not fit "
@@ -234,136 +232,7 @@ def _train(
         dataset=str(path),
         train_episodes=train_count,
     )
-    git = git_state()
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if start is not None:
-            print(start_history(start, run_dir), file=sys.stderr)
-        atomic.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        atomic.write_json(
-            run_dir / "run.json",
-            {
-                "git": git,
-                "versions": versions(),
-                "argv": sys.argv,
-                "heads": heads_name,
-                "variant": config.variant or variant_label(heads_name, overrides),
-                "overrides": overrides,
-            },
-        )
-    logger = RunLogger(
-        run_dir,
-        mode=config.logger.mode,
-        project=config.logger.project,
-        entity=config.logger.entity,
-        group=config.name,
-        job_type=heads_name,
-        tags=[config.task.name, f"fps={config.fps:g}", f"seed={config.seed}", git["commit"][:12]],
-        config={**resolved, "git": git, "versions": versions()},
-        init=config.logger.init,
-        resume_step=None if start is None else start.step,
-        active=dist.is_main,
-    )
-
-    evaluate = periodic_evaluation(config, build, build_tokenizer, val_set, logger, run_dir)
-
-    trainer = Trainer(
-        model,
-        train_set,
-        config.train,
-        run_dir=run_dir,
-        logger=logger,
-        dist=dist,
-        seed=config.seed,
-        checkpoint_extra={
-            "config": resolved,
-            "build": build.to_dict(),
-            "git": git,
-            **fork_record(start),
-        },
-        evaluate=evaluate,
-        eval_every=config.eval.every,
-        progress_bar=config.logger.progress,
-    )
-    if start is not None:
-        trainer.restore(start.payload)
-    try:
-        progress = trainer.fit()
-    finally:
-        logger.close()
-    return progress
-
-
-def fork_record(start: StartPoint | None) -> dict[str, Any]:
-    """What every checkpoint of a forked run says about its origin (none for other runs)."""
-    if start is None or start.forked_from is None:
-        return {}
-    return {"forked_from": start.forked_from}
-
-
-def periodic_evaluation(
-    config: TrainConfig,
-    build: RunBuild,
-    tokenizer: Tokenizer,
-    val_set: WindowSet | None,
-    logger: RunLogger,
-    run_dir: Path,
-) -> Callable[[WorldModelWithHeads, int], dict[str, Any]]:
-    """What runs every ``eval.every`` steps: validation losses per horizon, closed-loop
-    success on the dataset's evaluation seeds (``eval.closed_loop``) and a rollout video."""
-    ev = config.eval
-    seeds = eval_seeds(build.dataset)[: ev.episodes] if ev.closed_loop else []
-    video_episodes, twin = None, None
-    if ev.rollout_video:
-        frames = (1 + ev.rollout_horizon) * config.model.K
-        try:
-            video_episodes = drift_episodes(build, tokenizer, frames, 1, config.data.cache_dir)
-            twin = video_twin(tokenizer, build.task, build.setting)
-        except ValueError as exc:
-            print(f"warning: no rollout video: {exc}", file=sys.stderr)
-
-    def evaluate(module: WorldModelWithHeads, step: int) -> dict[str, Any]:
-        results: dict[str, Any] = {}
-        if val_set is not None:
-            batch = config.train.batch_size
-            results |= validation_losses(module, val_set, ev.val_windows, batch, config.seed)
-        if seeds:
-            factory = model_policy_factory(
-                module,
-                tokenizer,
-                config.fps,
-                ev.mode,
-                ev.video_steps,
-                ev.action_steps,
-                ev.context_chunks,
-            )
-            result = run_closed_loop(
-                factory,
-                build,
-                seeds,
-                needs_images=True,
-                workers=ev.workers,
-                max_steps=ev.max_steps or None,
-                batch_size=ev.batch_size,
-            )
-            results |= closed_loop_metrics(result)
-        if video_episodes is not None:
-            path = rollout_video(
-                module,
-                tokenizer,
-                video_episodes,
-                run_dir / "videos" / f"rollout_step_{step:07d}.mp4",
-                context_chunks=1,
-                horizon=ev.rollout_horizon,
-                steps=ev.video_steps or module.config.video_steps,
-                fps=config.fps,
-                seed=config.seed,
-                twin=twin,
-            )
-            logger.log_media("rollout/video", path, step)
-        return results
-
-    return evaluate
+    return RunParts(build, tokenizer, model, train_set, val_set)
 
 
 def train_config_from(cfg: DictConfig) -> TrainConfig:

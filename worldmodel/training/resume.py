@@ -224,3 +224,10 @@ def start_history(start: StartPoint, run_dir: Path) -> str:
         f"forking {start.path} (step {start.step}) into {run_dir}: its {len(kept)} metrics rows "
         f"up to step {start.step} copied"
     )
+
+
+def fork_record(start: StartPoint | None) -> dict[str, Any]:
+    """What every checkpoint of a forked run says about its origin (none for other runs)."""
+    if start is None or start.forked_from is None:
+        return {}
+    return {"forked_from": start.forked_from}
