@@ -13,8 +13,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import exit_on_user_error, to_config
-from experiments.configs import CollectConfig, ConfigError, register_configs
-from experiments.train_configs import TrainConfig
+from experiments.config.base import ConfigError
+from experiments.config.collect import CollectConfig
+from experiments.config.registry import register_configs
+from experiments.config.train import TrainConfig
 from worldmodel.command_line import override
 from worldmodel.data.collection import CollectionJob, dataset_path, run_collection
 from worldmodel.data.episodes import COLLECT_COMMAND, DatasetError, EpisodeFile

@@ -42,8 +42,9 @@ from omegaconf import DictConfig
 
 from envs.env import CONTROL_HZ
 from experiments.cli import APPS_CONF_DIR, check_overrides, exit_on_user_error, to_config
-from experiments.configs import ConfigError, register_configs
-from experiments.evaluate_configs import EvaluateConfig
+from experiments.config.base import ConfigError
+from experiments.config.evaluate import EvaluateConfig
+from experiments.config.registry import register_configs
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
 from worldmodel.data.episodes import EpisodeFile

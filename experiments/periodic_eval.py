@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.train_configs import TrainConfig
+from experiments.config.train import TrainConfig
 from worldmodel.evaluation.closed_loop import eval_seeds
 from worldmodel.evaluation.run_eval import (
     closed_loop_metrics,

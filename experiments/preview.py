@@ -19,7 +19,8 @@ from envs.expert import ScriptedExpert
 from envs.scene import CAMERA_ALIASES, SETTINGS
 from experiments.cli import exit_on_user_error, to_config
 from experiments.collect import job_from_config
-from experiments.configs import PreviewConfig, register_configs
+from experiments.config.collect import PreviewConfig
+from experiments.config.registry import register_configs
 from experiments.inspect import previews, summary
 from worldmodel.data.collection import run_collection
 from worldmodel.data.episodes import EpisodeFile

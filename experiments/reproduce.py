@@ -27,8 +27,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from experiments.aggregate import aggregate_sweep
-from experiments.claims import claims_table, next_forcing_claims
 from experiments.cli import (
     APPS_CONF_DIR,
     CONF_DIR,
@@ -38,11 +36,14 @@ from experiments.cli import (
     to_config,
 )
 from experiments.collect import collect_command, collect_config, ensure_dataset
-from experiments.configs import ConfigError, register_configs
+from experiments.config.base import ConfigError
+from experiments.config.registry import register_configs
+from experiments.config.reproduce import ReproduceConfig, ScalePreset, scale_preset
 from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
-from experiments.report import write_report
-from experiments.reproduce_configs import ReproduceConfig, ScalePreset, scale_preset
-from experiments.run_folders import CONFIG_FILE, EVAL_FILE, load_runs
+from experiments.results.aggregate import aggregate_sweep
+from experiments.results.claims import claims_table, next_forcing_claims
+from experiments.results.report import write_report
+from experiments.results.run_folders import CONFIG_FILE, EVAL_FILE, load_runs
 from experiments.train import run_training, train_config_from
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
@@ -442,7 +443,8 @@ def claims_header(
         f"({', '.join(preset.variants)} x tasks {', '.join(preset.tasks)} x settings "
         f"{', '.join(preset.settings)} x fps {', '.join(f'{f:g}' for f in preset.fps)} x seeds "
         f"{', '.join(map(str, preset.seeds))}; {preset.steps} steps each). Success in %, "
-        "intervals are 95% bootstraps over task-seed pairs; verdict rules: experiments/claims.py.",
+        "intervals are 95% bootstraps over task-seed pairs; "
+        "verdict rules: experiments/results/claims.py.",
     ]
     curve = preset.depth_curve
     if curve is not None:

@@ -1,7 +1,7 @@
 """Train a world model: ``python -m experiments.train task=handover_block heads=next_forcing``.
 
 Composes ``conf/train.yaml`` (groups task, data, tokenizer, model, heads, train, eval, logger,
-experiment; typed by ``experiments.train_configs.TrainConfig``), then builds the parts and
+experiment; typed by ``experiments.config.train.TrainConfig``), then builds the parts and
 hands them to ``worldmodel.training.Trainer``. The run folder (Hydra's output dir, named
 after the command's overrides) holds ``config.yaml``, ``run.json`` (git commit, dirty flag,
 versions), ``metrics.jsonl``, ``last.pt`` and ``step_<n>.pt`` checkpoints and the wandb
@@ -26,10 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_overrides, exit_on_user_error, to_config
 from experiments.collect import ensure_dataset
-from experiments.configs import ConfigError, register_configs
+from experiments.config.base import ConfigError
+from experiments.config.registry import register_configs
+from experiments.config.train import TrainConfig, check_train_config
 from experiments.periodic_eval import periodic_evaluation
-from experiments.run_folders import write_run_files
-from experiments.train_configs import TrainConfig, check_train_config
+from experiments.results.run_folders import write_run_files
 from worldmodel import atomic
 from worldmodel.data.episodes import EpisodeFile
 from worldmodel.folder_lock import RUN_LOCK, exclusive

@@ -6,17 +6,17 @@ import math
 
 import pytest
 
-from experiments.aggregate import (
+from experiments.aggregate import main
+from experiments.results.aggregate import (
     ACROSS_TASKS,
     LOSS,
     SPEEDUP,
     SUCCESS,
     Summary,
     aggregate_sweep,
-    main,
 )
-from experiments.claims import BUDGETS, convergence_claim
-from experiments.run_folders import RunFolderError, find_run_dirs, load_runs
+from experiments.results.claims import BUDGETS, convergence_claim
+from experiments.results.run_folders import RunFolderError, find_run_dirs, load_runs
 from tests.run_folder_factory import RunSpec, depth_specs, write_run, write_sweep
 from worldmodel.evaluation.statistics import wilson_interval
 

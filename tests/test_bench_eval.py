@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.bench_eval import EvalBenchSpec, eval_table, run_eval_bench
+from experiments.bench.evaluate import EvalBenchSpec, eval_table, run_eval_bench
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

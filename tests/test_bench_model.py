@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.bench_model import BenchShape, markdown_table, run_model_bench
+from experiments.bench.model import BenchShape, markdown_table, run_model_bench
 
 
 @pytest.mark.parametrize("actions", ["denoised", "given"])

@@ -2,8 +2,8 @@
 
 import json
 
-from experiments.bench import main
-from experiments.bench_tolerance import KINDS, run_tolerance_bench
+from experiments.bench.cli import main
+from experiments.bench.tolerance import KINDS, run_tolerance_bench
 
 
 def test_tolerance_bench_rows_and_json(tmp_path, capsys):

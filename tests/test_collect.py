@@ -16,7 +16,9 @@ from omegaconf import OmegaConf
 
 from envs.env import TabletopEnv
 from experiments.cli import EXIT_INTERRUPTED
-from experiments.configs import CollectConfig, ConfigError, register_configs
+from experiments.config.base import ConfigError
+from experiments.config.collect import CollectConfig
+from experiments.config.registry import register_configs
 from worldmodel.data.collection import CollectionJob, run_collection
 from worldmodel.data.episodes import EpisodeFile, finished_parts
 

@@ -49,7 +49,7 @@ def test_the_installed_package_reads_its_own_presets_and_configs(installed, tmp_
         "import conf, experiments, worldmodel\n"
         "from worldmodel.model.config import model_preset\n"
         "from worldmodel.heads.config import heads_preset\n"
-        "from experiments.reproduce_configs import scale_preset\n"
+        "from experiments.config.reproduce import scale_preset\n"
         "print(conf.CONF_DIR, experiments.__file__, worldmodel.__file__)\n"
         "print(model_preset('tiny')['dim'], heads_preset('next_forcing').depths,"
         " scale_preset('next_forcing', 'tiny').steps)\n"

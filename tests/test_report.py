@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import wandb
 
-from experiments.aggregate import aggregate_sweep
-from experiments.report import EMPTY, REPORT_FILE, SECTIONS, main, write_report
+from experiments.report import main
+from experiments.results.aggregate import aggregate_sweep
+from experiments.results.report import EMPTY, REPORT_FILE, SECTIONS, write_report
 from tests.run_folder_factory import COMMIT, RunSpec, depth_specs, write_sweep
 from tests.wandb_offline import history_rows
 

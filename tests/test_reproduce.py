@@ -13,7 +13,11 @@ import matplotlib.image
 import pytest
 
 from experiments import reproduce
-from experiments.claims import (
+from experiments.cli import CONF_DIR
+from experiments.config.base import ConfigError
+from experiments.config.reproduce import ScalePreset, scale_preset
+from experiments.reproduce import jobs_and_threads
+from experiments.results.claims import (
     INCONCLUSIVE,
     NOT_MEASURED,
     NOT_REPRODUCED,
@@ -24,11 +28,7 @@ from experiments.claims import (
     speed_claim,
     success_claim,
 )
-from experiments.cli import CONF_DIR
-from experiments.configs import ConfigError
-from experiments.reproduce import jobs_and_threads
-from experiments.reproduce_configs import ScalePreset, scale_preset
-from experiments.run_folders import load_runs
+from experiments.results.run_folders import load_runs
 from tests.run_folder_factory import RunSpec, write_sweep
 from worldmodel.evaluation.statistics import Interval
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.configs import register_configs
+from experiments.config.registry import register_configs
 from worldmodel.training.resume import RESUMABLE_KEYS
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

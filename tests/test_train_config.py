@@ -10,9 +10,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments.cli import CONF_DIR, check_overrides
-from experiments.configs import ConfigError
+from experiments.config.base import ConfigError
+from experiments.config.train import TrainConfig
 from experiments.train import train_config_from
-from experiments.train_configs import TrainConfig
 from worldmodel.command_line import override
 from worldmodel.training.resume import config_differences
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from conf import CONF_DIR
 from envs.scene import SETTINGS
 from envs.tasks import TASKS
-from experiments.configs import ConfigError, check_choice
+from experiments.config.base import ConfigError, check_choice
 
 PRESET_DIR = CONF_DIR / "reproduce"
 PAPERS = ("next_forcing",)

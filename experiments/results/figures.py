@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments.aggregate import (
+from experiments.results.aggregate import (
     ACROSS_TASKS,
     ALL_TASKS,
     CURVE_METRICS,

@@ -7,14 +7,14 @@ scene, cameras and controls. Prints a markdown table for BENCHMARKS.md.
 
 ``train``: samples per second of the full train app (``experiments.train.run_training``)
 against a bare loop with the same model and batch on synthetic tensors
-(``experiments/bench_train.py``); ``--out`` also writes the result as JSON.
+(``experiments/bench/train.py``); ``--out`` also writes the result as JSON.
 
 ``evaluate``: closed-loop evaluation throughput (episodes per minute, control steps per
 second, network passes per chunk) in ``standard`` and ``mcp_parallel`` mode, measured in one
-run (``experiments/bench_eval.py``).
+run (``experiments/bench/evaluate.py``).
 
 ``tolerance``: the scripted expert's success and progress per task under a constant bias or
-zero-mean noise on its arm-joint targets (``experiments/bench_tolerance.py``); ``--out`` also
+zero-mean noise on its arm-joint targets (``experiments/bench/tolerance.py``); ``--out`` also
 writes the result as JSON.
 """
 
@@ -22,114 +22,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import mujoco
 import torch
 
-from envs.env import TabletopEnv
-from envs.expert import ScriptedExpert
-from envs.rendering import make_renderer
-from envs.scene import CAMERA_ALIASES
 from envs.tasks import TASKS
-from experiments.bench_eval import EvalBenchSpec, eval_table, run_eval_bench
-from experiments.bench_model import VARIANTS, BenchShape, markdown_table, run_model_bench
-from experiments.bench_tolerance import MAGNITUDES, run_tolerance_bench, tolerance_table
-from experiments.bench_train import TrainBenchSpec, run_train_bench, train_table
-from worldmodel.data.collection import CollectionJob, run_collection
-from worldmodel.data.episodes import EpisodeFile
+from experiments.bench.collect import collect_table
+from experiments.bench.evaluate import EvalBenchSpec, eval_table, run_eval_bench
+from experiments.bench.model import VARIANTS, BenchShape, markdown_table, run_model_bench
+from experiments.bench.tolerance import MAGNITUDES, run_tolerance_bench, tolerance_table
+from experiments.bench.train import TrainBenchSpec, run_train_bench, train_table
 from worldmodel.training.provenance import git_state
 
 
-def bare_loop_steps_per_second(
-    task: str, setting: str, cameras: tuple[str, ...], size: tuple[int, int], seeds: range
-) -> float:
-    """mj_step x substeps + one render per camera per control step, replaying expert controls."""
-    env = TabletopEnv(task, setting, cameras=())
-    expert = ScriptedExpert(env)
-    renderer = make_renderer(env.model, *size)
-    controls, starts = [], []
-    for seed in seeds:  # record the expert's controls once, physics only
-        env.reset(seed=seed)
-        expert.reset()
-        starts.append(mujoco.MjData(env.model))
-        mujoco.mj_copyData(starts[-1], env.model, env.data)
-        episode = []
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(expert.act())
-            episode.append(env.data.ctrl.copy())
-            done = terminated or truncated
-        controls.append(episode)
-    steps, elapsed = 0, 0.0
-    for start, episode in zip(starts, controls, strict=True):
-        data = start
-        begin = time.perf_counter()
-        for ctrl in episode:
-            data.ctrl[:] = ctrl
-            mujoco.mj_step(env.model, data, nstep=env.substeps)
-            for camera in cameras:
-                renderer.update_scene(data, camera=CAMERA_ALIASES[camera])
-                renderer.render()
-        elapsed += time.perf_counter() - begin
-        steps += len(episode)
-    return steps / elapsed
-
-
-def harness_steps_per_second(
-    task: str,
-    setting: str,
-    cameras: tuple[str, ...],
-    size: tuple[int, int],
-    episodes: int,
-    workers: int,
-) -> float:
-    """Wall-clock control steps per second of a whole collection run (start-up included)."""
-    with tempfile.TemporaryDirectory() as data_dir:
-        job = CollectionJob(
-            task=task,
-            setting=setting,
-            episodes=episodes,
-            cameras=cameras,
-            image_size=size,
-            data_dir=Path(data_dir),
-            eval_episodes=0,
-            workers=workers,
-        )
-        begin = time.perf_counter()
-        result = run_collection(job)
-        elapsed = time.perf_counter() - begin
-        with EpisodeFile(result.out_path) as dataset:
-            steps = int(dataset.lengths.sum())
-    return steps / elapsed
-
-
 def bench_collect(args: argparse.Namespace) -> str:
-    cameras, size = tuple(args.cameras.split(",")), (args.size, args.size)
-    bare = bare_loop_steps_per_second(args.task, args.setting, cameras, size, range(args.episodes))
-    one = harness_steps_per_second(args.task, args.setting, cameras, size, args.episodes, 1)
-    two = harness_steps_per_second(args.task, args.setting, cameras, size, 2 * args.episodes, 2)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return "\n".join(
-        [
-            f"task {args.task}/{args.setting}, cameras {','.join(cameras)} "
-            f"at {args.size}x{args.size}, "
-            f"{args.episodes} episodes per worker; {platform.processor() or platform.machine()}, "
-            f"mujoco {mujoco.__version__}, commit {commit}",
-            "",
-            "| loop | control steps/s | vs bare loop | vs 1 worker |",
-            "|---|---:|---:|---:|",
-            f"| bare mj_step + Renderer.render | {bare:.0f} | 1.00 | |",
-            f"| harness, 1 worker | {one:.0f} | {one / bare:.2f} | 1.00 |",
-            f"| harness, 2 workers | {two:.0f} | {two / bare:.2f} | {two / one:.2f} |",
-        ]
-    )
+    cameras = tuple(args.cameras.split(","))
+    return collect_table(args.task, args.setting, cameras, args.size, args.episodes)
 
 
 def bench_model(args: argparse.Namespace) -> str:
@@ -192,7 +101,9 @@ def bench_tolerance(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.bench", description=__doc__.splitlines()[0]
+    )
     suites = parser.add_subparsers(dest="suite", required=True)
     collect = suites.add_parser("collect", help="collection throughput vs a bare loop")
     collect.add_argument("--task", default="handover_block")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from envs.scene import SETTINGS
-from experiments.configs import ConfigError, check_choice
-from experiments.train_configs import INFERENCE_MODES, LoggerConfig
+from experiments.config.base import ConfigError, check_choice
+from experiments.config.train import INFERENCE_MODES, LoggerConfig
 
 SUITES = ("closed_loop", "baselines", "drift", "speed", "videos", "diagnose")
 DEFAULT_SUITES = SUITES[:5]  # diagnose runs when asked for: suites=[diagnose]

@@ -1,6 +1,6 @@
 """The Next Forcing paper's headline claims beside our measurement, with a verdict.
 
-Every number is computed here from the run folders (``experiments.run_folders``): final
+Every number is computed here from the run folders (``experiments.results.run_folders``): final
 closed-loop success from each run's ``eval.json``, success at a training step from its
 periodic ``eval/success_rate`` rows, the inference speedup from ``eval.json``'s ``speed``.
 Comparisons pair runs of the same (task, setting, fps, seed); intervals are percentile
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experiments.run_folders import Run
+from experiments.results.run_folders import Run
 from worldmodel.evaluation.statistics import (
     Interval,
     bootstrap_ci,

@@ -1,30 +1,13 @@
-"""Typed configs of the Hydra apps, registered with Hydra's ConfigStore.
-
-Values are checked in ``__post_init__``, which runs when an app turns the composed config
-into its dataclass (``OmegaConf.to_object``): a bad value fails before any work, with one
-line naming the key and the valid choices. Unknown keys are rejected by Hydra itself.
-"""
+"""Typed configs of ``python -m experiments.collect`` and ``python -m experiments.preview``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hydra.core.config_store import ConfigStore
-
 from envs.scene import CAMERA_ALIASES, SETTINGS
 from envs.tasks import TASKS
+from experiments.config.base import ConfigError, check_choice
 from worldmodel.data.collection import EVAL_SEED_BASE
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key, the value and the valid choices."""
-
-
-def check_choice(key: str, value: object, valid) -> None:
-    if value not in valid:
-        raise ConfigError(
-            f"{key}={value!r} is not valid; choose one of: {', '.join(map(str, valid))}"
-        )
 
 
 @dataclass
@@ -75,17 +58,3 @@ class PreviewConfig:
     def __post_init__(self) -> None:
         for task in self.tasks:
             check_choice("tasks", task, sorted(TASKS))
-
-
-def register_configs() -> None:
-    store = ConfigStore.instance()
-    store.store(name="collect_schema", node=CollectConfig)
-    store.store(name="preview_schema", node=PreviewConfig)
-    # these modules import this one: register them late
-    from experiments.evaluate_configs import EvaluateConfig
-    from experiments.reproduce_configs import ReproduceConfig
-    from experiments.train_configs import TrainConfig
-
-    store.store(name="train_schema", node=TrainConfig)
-    store.store(name="evaluate_schema", node=EvaluateConfig)
-    store.store(name="reproduce_schema", node=ReproduceConfig)

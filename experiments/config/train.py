@@ -20,7 +20,7 @@ from typing import Any
 from envs.env import CONTROL_HZ
 from envs.scene import CAMERA_ALIASES, SETTINGS
 from envs.tasks import TASKS
-from experiments.configs import ConfigError, check_choice
+from experiments.config.base import ConfigError, check_choice
 from worldmodel.heads.config import HeadsConfig
 from worldmodel.inference.session import check_context, chunks_per_step
 from worldmodel.model.config import ModelConfig

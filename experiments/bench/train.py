@@ -31,11 +31,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.bench_model import BenchShape, bare_train_step, synthetic_batch, timed_steps
+from experiments.bench.model import BenchShape, bare_train_step, synthetic_batch, timed_steps
 from experiments.cli import CONF_DIR
 from experiments.collect import ensure_dataset
+from experiments.config.train import TrainConfig
 from experiments.train import model_config_for, run_training, train_config_from
-from experiments.train_configs import TrainConfig
 from worldmodel.heads import WorldModelWithHeads
 from worldmodel.heads.config import HeadsConfig
 from worldmodel.model import ModelConfig
