@@ -1,15 +1,11 @@
-"""The report of a sweep: ``REPORT.md`` with its tables and figures, optionally on wandb.
+"""``REPORT.md`` of a sweep (``python -m experiments.report``): its tables, figures and wandb run.
 
-    python -m experiments.report outputs/sweeps/nf_vs_baseline [--wandb offline|online|disabled]
-        [--baseline single_step] [--late-step S] [--bootstrap-reps N] [--no-eval]
-
-aggregates the sweep first (``experiments.aggregate``: ``<sweep>/aggregate/``), then writes
-``<sweep>/REPORT.md`` and its PNG figures under ``<sweep>/report/``. The header states the
-git commits and dirty flags of the runs and the runs left out. Every number of the tables
-and figures is read from the :class:`~experiments.aggregate.Summary`, so each can be traced
-in ``summary.json`` to its run folders. With ``--wandb offline|online`` the tables (as
-``wandb.Table``) and figures are also logged to one summary run (offline needs no network);
-a wandb failure is reported on stderr and never stops the report.
+``write_report`` writes ``<sweep>/REPORT.md`` and its PNG figures under ``<sweep>/report/``
+from a :class:`~experiments.results.aggregate.Summary`, so every number can be traced in
+``summary.json`` to its run folders; the header states the runs' git commits, dirty flags and
+the runs left out. With ``wandb_mode`` offline or online the tables (``wandb.Table``) and
+figures also go to one summary run; a wandb failure is reported on stderr and never stops
+the report.
 """
 
 from __future__ import annotations
