@@ -45,6 +45,7 @@ from experiments.cli import APPS_CONF_DIR, check_overrides, exit_on_user_error, 
 from experiments.config.base import ConfigError
 from experiments.config.evaluate import EvaluateConfig
 from experiments.config.registry import register_configs
+from experiments.results.eval_file import EVAL_FILE, EVAL_SCHEMA_VERSION, MODE_POLICIES
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
 from worldmodel.data.episodes import EpisodeFile
@@ -71,7 +72,6 @@ from worldmodel.training.windows import load_episode_latents
 
 register_configs()
 
-EVAL_SCHEMA_VERSION = 1
 DRIFT_FIGURES = (("latent_mse", "open_loop"), ("latent_mse", "autoregressive"))
 DRIFT_FIGURES += (("psnr", "open_loop"), ("ssim", "open_loop"))  # the pixel track
 DRIFT_FIGURES += (("object_position_mm", "open_loop"), ("object_position_mm", "autoregressive"))
@@ -160,14 +160,13 @@ def closed_loop_suite(
 
 def speed_suite(outcomes: dict[str, ClosedLoopResult]) -> dict[str, Any]:
     """Per mode speeds of this invocation's closed-loop runs, and their ratio."""
-    modes = {"standard": "model", "mcp_parallel": "model_mcp_parallel"}
     speed: dict[str, Any] = {
         mode: {
             "chunks_per_second": outcomes[key].chunks_per_second,
             "control_steps_per_second": outcomes[key].steps_per_second,
             "passes_per_chunk": outcomes[key].passes_per_chunk,
         }
-        for mode, key in modes.items()
+        for mode, key in MODE_POLICIES.items()
         if key in outcomes
     }
     both = "standard" in speed and "mcp_parallel" in speed
@@ -321,10 +320,10 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
     if "diagnose" in config.suites:
         results["diagnose"] = diagnose_suite(config, trained, out_dir)
         results["files"]["figures"] += results["diagnose"]["figures"]
-    atomic.write_json(out_dir / "eval.json", results)
+    atomic.write_json(out_dir / EVAL_FILE, results)
     if trained.step == trained.checkpoint["config"]["train"]["steps"]:
         record_run_evaluation(
-            run_dir / "eval.json", out_dir / "eval.json", results, config.replace_run_eval
+            run_dir / EVAL_FILE, out_dir / EVAL_FILE, results, config.replace_run_eval
         )
     log_evaluation(config, results, outcomes, out_dir)
     return results

@@ -42,8 +42,9 @@ from experiments.config.reproduce import ReproduceConfig, ScalePreset, scale_pre
 from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
 from experiments.results.aggregate import aggregate_sweep
 from experiments.results.claims import claims_table, next_forcing_claims
+from experiments.results.eval_file import EVAL_FILE
 from experiments.results.report import write_report
-from experiments.results.run_folders import CONFIG_FILE, EVAL_FILE, load_runs
+from experiments.results.run_folders import CONFIG_FILE, load_runs
 from experiments.train import run_training, train_config_from
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
@@ -219,7 +220,7 @@ def train_run(spec: RunSpec, run_dir: Path, overrides: list[str], steps: int) ->
 
 
 def evaluate_run(run_dir: Path, preset: ScalePreset, wandb: str, threads: int) -> None:
-    if (run_dir / "eval.json").is_file():
+    if (run_dir / EVAL_FILE).is_file():
         return
     overrides = [f"checkpoint={run_dir / LAST_CHECKPOINT}", *preset.evaluate]
     overrides += [f"episodes={preset.eval_episodes}", f"logger.mode={wandb}", f"threads={threads}"]

@@ -113,7 +113,7 @@ def test_claim_numbers_come_from_the_runs(micro):
         for run in runs
     )
     assert f"2 task-seed pairs, {episodes} episodes, fps 12.5" in row
-    speedups = [run.eval["speed"]["mcp_parallel_speedup"] for run in runs if run.eval["speed"]]
+    speedups = [run.eval.mcp_parallel_speedup for run in runs]
     speedups = [s for s in speedups if s is not None]
     assert f"{sum(speedups) / len(speedups):.2f}x" in report
 

@@ -34,13 +34,13 @@ from worldmodel.data.collection import EVAL_SEED_BASE
 from worldmodel.evaluation.closed_loop import ClosedLoopResult, evaluate_closed_loop
 from worldmodel.evaluation.policies import WorldModelPolicy
 from worldmodel.heads import WorldModelWithHeads, heads_preset
+from worldmodel.inference.session import MODES
 from worldmodel.model import ModelConfig, model_preset
 from worldmodel.timing import fps_stride
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.tokenizer.patch import PatchTokenizer
 from worldmodel.tokenizer.state import StateTokenizer
 
-MODES = ("standard", "mcp_parallel")
 ACTION_DIM = 14
 
 

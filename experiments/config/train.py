@@ -22,6 +22,7 @@ from envs.scene import CAMERA_ALIASES, SETTINGS
 from envs.tasks import TASKS
 from experiments.config.base import ConfigError, check_choice
 from worldmodel.heads.config import HeadsConfig
+from worldmodel.inference.session import MODES as INFERENCE_MODES
 from worldmodel.inference.session import check_context, chunks_per_step
 from worldmodel.model.config import ModelConfig
 from worldmodel.timing import fps_stride
@@ -30,7 +31,6 @@ from worldmodel.training.build import DERIVED_MODEL_KEYS, derived_keys_set
 from worldmodel.training.config import TrainLoopConfig
 
 WANDB_MODES = ("offline", "online", "disabled")
-INFERENCE_MODES = ("standard", "mcp_parallel")
 
 
 @dataclass

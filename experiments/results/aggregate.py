@@ -46,10 +46,10 @@ from typing import Any
 
 import numpy as np
 
+from experiments.results.eval_file import SPEED_KEYS, SPEED_MODES
 from experiments.results.run_folders import (
     AGGREGATE_DIR,
     SCOPE_EVAL,
-    SPEED_KEYS,
     GroupKey,
     Run,
     RunSet,
@@ -80,7 +80,6 @@ CURVE_METRICS = {SUCCESS: True, LOSS: False, "val/loss_action": False}
 CONVERGENCE_METRICS = (SUCCESS, LOSS)
 FINAL_LOSSES = (LOSS, "val/loss_action")
 CURVES_CSV_KEYS = ("eval/success_rate", "eval/successes", "eval/episodes")  # and every val/
-SPEED_MODES = ("standard", "mcp_parallel")
 SPEEDUP = "speed/mcp_parallel_speedup"
 POOLED_PREFIXES = ("success/", "speed/")  # quantities on a scale common to all tasks
 BUDGET_KEYS = ("perf/samples", "perf/flops", "perf/wall_seconds")  # running totals per step
@@ -226,15 +225,15 @@ def run_quantities(run: Run) -> dict[str, float]:
             values[f"final/{metric}"] = float(curve[1][-1])
     if run.eval is None:
         return values
-    for policy, result in run.eval["closed_loop"].items():
-        values[f"success/{policy}"] = result["successes"] / result["n"]
-    speed = run.eval.get("speed", {})
+    for policy, result in run.eval.closed_loop.items():
+        values[f"success/{policy}"] = result.successes / result.n
     for mode in SPEED_MODES:
+        speed = run.eval.speed.get(mode)
         for key in SPEED_KEYS:
-            if mode in speed and speed[mode].get(key) is not None:
-                values[f"speed/{mode}/{key}"] = float(speed[mode][key])
-    if speed.get("mcp_parallel_speedup") is not None:
-        values[SPEEDUP] = float(speed["mcp_parallel_speedup"])
+            if speed is not None and speed.value(key) is not None:
+                values[f"speed/{mode}/{key}"] = speed.value(key)
+    if run.eval.mcp_parallel_speedup is not None:
+        values[SPEEDUP] = run.eval.mcp_parallel_speedup
     return values
 
 
@@ -282,9 +281,9 @@ def _estimate(
     entry |= {"n_runs": len(runs), "seeds": sorted({run.seed for run in runs})}
     if quantity.startswith("success/"):
         policy = quantity.removeprefix("success/")
-        counts = [run.eval["closed_loop"][policy] for run in runs]
-        entry["successes"] = sum(int(c["successes"]) for c in counts)
-        entry["episodes"] = sum(int(c["n"]) for c in counts)
+        counts = [run.eval.closed_loop[policy] for run in runs]
+        entry["successes"] = sum(c.successes for c in counts)
+        entry["episodes"] = sum(c.n for c in counts)
     entry["runs"] = [run_set.relative(run.path) for run in runs]
     return entry
 
@@ -503,14 +502,7 @@ def depth_entries(
 # ------------------------------------------------------------------ drift
 def drift_curves(run: Run) -> dict[tuple[str, str, str], list[float]]:
     """(mode, regime, metric) -> mean over episodes per horizon, from the run's eval.json."""
-    if run.eval is None:
-        return {}
-    return {
-        (mode, regime, metric): [float(v) for v in values]
-        for mode, result in run.eval.get("drift", {}).items()
-        for regime, metrics in result["mean"].items()
-        for metric, values in metrics.items()
-    }
+    return {} if run.eval is None else run.eval.drift
 
 
 def drift_entries(
@@ -625,12 +617,12 @@ def success_rows(run_set: RunSet) -> list[dict[str, Any]]:
     for run in run_set.runs:
         if run.eval is None:
             continue
-        for policy, result in run.eval["closed_loop"].items():
-            successes, n = int(result["successes"]), int(result["n"])
+        for policy, result in run.eval.closed_loop.items():
+            successes, n = result.successes, result.n
             low, high = wilson_interval(successes, n, CONFIDENCE)
             rows.append(
                 _identity(run_set, run)
-                | {"step": run.eval["step"], "policy": policy, "n": n, "successes": successes}
+                | {"step": run.eval.step, "policy": policy, "n": n, "successes": successes}
                 | {"success_rate": successes / n, "wilson_low": low, "wilson_high": high}
                 | {"confidence": CONFIDENCE}
             )
@@ -650,16 +642,18 @@ def drift_rows(run_set: RunSet) -> list[dict[str, Any]]:
 def speed_rows(run_set: RunSet) -> list[dict[str, Any]]:
     rows = []
     for run in run_set.runs:
-        speed = {} if run.eval is None else run.eval.get("speed", {})
+        if run.eval is None:
+            continue
         for mode in SPEED_MODES:
-            if mode not in speed:
+            speed = run.eval.speed.get(mode)
+            if speed is None:
                 continue
             rows.append(
                 _identity(run_set, run)
                 | {"mode": mode}
-                | {key: speed[mode].get(key) for key in SPEED_KEYS}
-                | {"passes_per_chunk": json.dumps(speed[mode].get("passes_per_chunk"))}
-                | {"mcp_parallel_speedup": speed.get("mcp_parallel_speedup")}
+                | {key: speed.value(key) for key in SPEED_KEYS}
+                | {"passes_per_chunk": json.dumps(speed.passes_per_chunk)}
+                | {"mcp_parallel_speedup": run.eval.mcp_parallel_speedup}
             )
     return rows
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from experiments.results.eval_file import MODE_POLICIES
 from experiments.results.run_folders import Run
 from worldmodel.evaluation.statistics import (
     Interval,
@@ -68,10 +69,10 @@ def _pairs(
 
 def final_success(run: Run, policy: str = "model") -> tuple[float, int, int] | None:
     """(success rate, successes, episodes) of the run's final closed-loop evaluation."""
-    outcome = (run.eval or {}).get("closed_loop", {}).get(policy)
+    outcome = None if run.eval is None else run.eval.policy(policy)
     if outcome is None:
         return None
-    return outcome["success_rate"], outcome["successes"], outcome["n"]
+    return outcome.success_rate, outcome.successes, outcome.n
 
 
 def success_at(run: Run, step: float) -> float | None:
@@ -251,12 +252,12 @@ def speed_claim(runs: Sequence[Run], variant: str) -> Claim:
     paper = "~2x, success within 1-3 points"
     rows = [
         (
-            r.eval["speed"].get("mcp_parallel_speedup"),
-            final_success(r),
-            final_success(r, "model_mcp_parallel"),
+            r.eval.mcp_parallel_speedup,
+            final_success(r, MODE_POLICIES["standard"]),
+            final_success(r, MODE_POLICIES["mcp_parallel"]),
         )
         for r in runs
-        if r.variant == variant and r.eval and r.eval.get("speed")
+        if r.variant == variant and r.eval and r.eval.speed
     ]
     rows = [(s, a, b) for s, a, b in rows if s is not None and a is not None and b is not None]
     if not rows:

@@ -24,11 +24,11 @@ from experiments.results.aggregate import (
     ACROSS_TASKS,
     ALL_TASKS,
     CURVE_METRICS,
-    SPEED_MODES,
     SPEEDUP,
     SUCCESS,
     Summary,
 )
+from experiments.results.eval_file import SPEED_MODES
 from worldmodel.evaluation.drift import METRICS as DRIFT_METRICS
 from worldmodel.media import write_image
 

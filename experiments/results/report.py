@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config.train import WANDB_MODES, LoggerConfig
-from experiments.results.aggregate import ALL_TASKS, FINAL_LOSSES, SPEED_MODES, SPEEDUP, Summary
+from experiments.results.aggregate import ALL_TASKS, FINAL_LOSSES, SPEEDUP, Summary
+from experiments.results.eval_file import MODEL_POLICIES, SPEED_MODES
 from experiments.results.figures import Entry, FigureFile, report_figures, select, slices, tasks_of
 from experiments.results.run_folders import REPORT_DIR, SCOPE_EVAL
 from worldmodel import atomic
 
 REPORT_FILE = "REPORT.md"
-MODEL_POLICIES = ("model", "model_mcp_parallel")
 DRIFT_TABLE_METRIC = "latent_mse"
 SCOPES = {SCOPE_EVAL: "final success, drift, speed"}  # any other scope: everything
 

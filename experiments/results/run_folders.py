@@ -16,7 +16,6 @@ in the aggregate.
 from __future__ import annotations
 
 import json
-import math
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,14 @@ import numpy as np
 import yaml
 from omegaconf import OmegaConf
 
+from experiments.results.eval_file import (
+    EVAL_FILE,
+    EVAL_SCHEMA_VERSION,
+    EvalFileError,
+    EvalResult,
+    is_finite,
+    parse_eval,
+)
 from worldmodel import atomic
 from worldmodel.command_line import override
 from worldmodel.training.checkpoint import LAST_CHECKPOINT
@@ -34,15 +41,12 @@ from worldmodel.training.run_logger import METRICS_FILE
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
-EVAL_FILE = "eval.json"
-EVAL_SCHEMA_VERSION = 1
 AGGREGATE_DIR = "aggregate"  # written into the sweep folder by experiments.aggregate
 REPORT_DIR = "report"  # and the figures of experiments.report
 OUTPUT_DIRS = (AGGREGATE_DIR, REPORT_DIR)
 NOT_SEARCHED = ("wandb", *OUTPUT_DIRS)
 TRAIN_KEY = "train/loss/total"  # present in every training row
 CHECKED_PREFIXES = ("val/", "eval/")  # values the aggregate reads; must be finite
-SPEED_KEYS = ("chunks_per_second", "control_steps_per_second")  # of eval.json's speed modes
 
 SCOPE_RUN = "run"  # the run is left out of everything
 SCOPE_EVAL = "eval"  # training curves kept; closed-loop, drift and speed results missing
@@ -82,7 +86,7 @@ class Run:
     steps: int  # train.steps planned
     last_step: int  # step of the last training row (-1 if none)
     metrics: list[dict[str, Any]]
-    eval: dict[str, Any] | None
+    eval: EvalResult | None
     git_commit: str
     git_dirty: bool
     overrides: list[str]
@@ -239,7 +243,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
                 f"{path}:{number} has no integer 'step'; delete that line or re-run the training"
             )
         for key, value in row.items():
-            if key.startswith(CHECKED_PREFIXES) and not _finite(value):
+            if key.startswith(CHECKED_PREFIXES) and not is_finite(value):
                 raise RunFolderError(
                     f"{path}:{number} has {key}={value!r} at step {row['step']}, not a finite "
                     "number (the run diverged?); re-run it (e.g. with a lower train.lr) or "
@@ -251,7 +255,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def read_eval(folder: Path, steps: int) -> dict[str, Any]:
+def read_eval(folder: Path, steps: int) -> EvalResult:
     """The run's ``eval.json``, checked to be of the known schema and of its final step."""
     path = folder / EVAL_FILE
     fix = f"run python -m experiments.evaluate checkpoint={folder / LAST_CHECKPOINT}"
@@ -265,34 +269,10 @@ def read_eval(folder: Path, steps: int) -> dict[str, Any]:
         raise RunFolderError(
             f"{path} evaluates step {data.get('step')}, not the final step {steps}; {fix}"
         )
-    problem = _eval_problem(data)
-    if problem:
-        raise RunFolderError(f"{path} {problem}; {fix}")
-    return data
-
-
-def _eval_problem(data: dict[str, Any]) -> str | None:
-    """What in an ``eval.json`` the aggregate cannot read, or None."""
-    closed_loop = data.get("closed_loop")
-    if not isinstance(closed_loop, dict) or "model" not in closed_loop:
-        return "has no closed_loop.model result"
-    for policy, result in closed_loop.items():
-        n, successes = (
-            result.get(k) if isinstance(result, dict) else None for k in ("n", "successes")
-        )
-        if not (isinstance(n, int) and isinstance(successes, int) and 0 <= successes <= n > 0):
-            return f"has no valid closed_loop.{policy}.n and .successes"
-    for mode, result in data.get("drift", {}).items():
-        mean = result.get("mean") if isinstance(result, dict) else None
-        curves = [v for m in (mean or {}).values() for v in m.values()]
-        if not isinstance(mean, dict) or not all(c and all(map(_finite, c)) for c in curves):
-            return f"has no finite drift.{mode}.mean curves"
-    speed = data.get("speed", {})
-    values = [v.get(k) for v in speed.values() if isinstance(v, dict) for k in SPEED_KEYS]
-    values.append(speed.get("mcp_parallel_speedup"))
-    if not all(v is None or _finite(v) for v in values):
-        return "has a speed value that is not a finite number"
-    return None
+    try:
+        return parse_eval(data)
+    except EvalFileError as exc:
+        raise RunFolderError(f"{path} {exc}; {fix}") from None
 
 
 def unfinished_reason(run: Run) -> str:
@@ -305,11 +285,6 @@ def unfinished_reason(run: Run) -> str:
         f"{path} ends at step {run.last_step} of train.steps={run.steps} (unfinished); "
         f"continue it from {LAST_CHECKPOINT} with: {resume}{hint}"
     )
-
-
-def _finite(value: Any) -> bool:
-    """A finite number (the logger writes nan and inf as strings)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
