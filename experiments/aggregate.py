@@ -4,7 +4,7 @@
         [--baseline single_step] [--late-step S] [--bootstrap-reps N] [--no-eval]
 
 writes ``<sweep>/aggregate/``; what each file holds and the statistical rules are in
-``experiments.results.aggregate``.
+``experiments.results.aggregate`` and its parts.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.results.aggregate import DEFAULT_BASELINE, DEFAULT_REPS, Summary, aggregate_sweep
+from experiments.results.aggregate import aggregate_sweep
 from experiments.results.run_folders import AGGREGATE_DIR, RunFolderError
+from experiments.results.summary import DEFAULT_BASELINE, DEFAULT_REPS, Summary
 
 
 def _positive_int(text: str) -> int:

@@ -6,7 +6,7 @@
 aggregates the sweep first (``experiments.aggregate``: ``<sweep>/aggregate/``), then writes
 ``<sweep>/REPORT.md`` and its PNG figures under ``<sweep>/report/``. The header states the
 git commits and dirty flags of the runs and the runs left out. Every number of the tables
-and figures is read from the :class:`~experiments.results.aggregate.Summary`, so each can be traced
+and figures is read from the :class:`~experiments.results.summary.Summary`, so each can be traced
 in ``summary.json`` to its run folders. With ``--wandb offline|online`` the tables (as
 ``wandb.Table``) and figures are also logged to one summary run (offline needs no network);
 a wandb failure is reported on stderr and never stops the report.

@@ -7,16 +7,10 @@ import math
 import pytest
 
 from experiments.aggregate import main
-from experiments.results.aggregate import (
-    ACROSS_TASKS,
-    LOSS,
-    SPEEDUP,
-    SUCCESS,
-    Summary,
-    aggregate_sweep,
-)
+from experiments.results.aggregate import aggregate_sweep
 from experiments.results.claims import BUDGETS, convergence_claim
 from experiments.results.run_folders import RunFolderError, find_run_dirs, load_runs
+from experiments.results.summary import ACROSS_TASKS, LOSS, SPEEDUP, SUCCESS, Summary
 from tests.run_folder_factory import RunSpec, depth_specs, write_run, write_sweep
 from worldmodel.evaluation.statistics import wilson_interval
 

@@ -20,7 +20,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from experiments.results.aggregate import (
+from experiments.results.eval_file import SPEED_MODES
+from experiments.results.summary import (
     ACROSS_TASKS,
     ALL_TASKS,
     CURVE_METRICS,
@@ -28,7 +29,6 @@ from experiments.results.aggregate import (
     SUCCESS,
     Summary,
 )
-from experiments.results.eval_file import SPEED_MODES
 from worldmodel.evaluation.drift import METRICS as DRIFT_METRICS
 from worldmodel.media import write_image
 

@@ -1,7 +1,7 @@
 """``REPORT.md`` of a sweep (``python -m experiments.report``): its tables, figures and wandb run.
 
 ``write_report`` writes ``<sweep>/REPORT.md`` and its PNG figures under ``<sweep>/report/``
-from a :class:`~experiments.results.aggregate.Summary`, so every number can be traced in
+from a :class:`~experiments.results.summary.Summary`, so every number can be traced in
 ``summary.json`` to its run folders; the header states the runs' git commits, dirty flags and
 the runs left out. With ``wandb_mode`` offline or online the tables (``wandb.Table``) and
 figures also go to one summary run; a wandb failure is reported on stderr and never stops
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config.train import WANDB_MODES, LoggerConfig
-from experiments.results.aggregate import ALL_TASKS, FINAL_LOSSES, SPEEDUP, Summary
 from experiments.results.eval_file import MODEL_POLICIES, SPEED_MODES
 from experiments.results.figures import Entry, FigureFile, report_figures, select, slices, tasks_of
 from experiments.results.run_folders import REPORT_DIR, SCOPE_EVAL
+from experiments.results.summary import ALL_TASKS, FINAL_LOSSES, SPEEDUP, Summary
 from worldmodel import atomic
 
 REPORT_FILE = "REPORT.md"

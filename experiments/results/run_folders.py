@@ -133,6 +133,11 @@ class RunSet:
         """``path`` relative to the sweep folder, as reports print it."""
         return path.relative_to(self.sweep_dir).as_posix()
 
+    @property
+    def evaluated(self) -> list[Run]:
+        """The runs with a readable ``eval.json``."""
+        return [run for run in self.runs if run.eval is not None]
+
 
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
     """Every folder below ``sweep_dir`` (itself included) that holds ``config.yaml``, sorted."""

@@ -1,0 +1,121 @@
+"""Final numbers per run (success per policy, final losses, speeds), their mean over seeds
+per group and IQM across tasks, and the depth curve: ``Summary.estimates`` and ``.depth``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from experiments.results.eval_file import SPEED_KEYS, SPEED_MODES
+from experiments.results.run_folders import GroupKey, Run, RunSet
+from experiments.results.summary import (
+    ACROSS_TASKS,
+    FINAL_LOSSES,
+    PER_SEED,
+    POOLED_PREFIXES,
+    SPEEDUP,
+    Bootstrap,
+    pooled_groups,
+)
+from worldmodel.evaluation.statistics import Interval
+
+
+def run_quantities(run: Run) -> dict[str, float]:
+    """The final numbers of one run: ``success/<policy>``, ``final/<loss>`` and ``speed/...``."""
+    values = {}
+    for metric in FINAL_LOSSES:
+        curve = run.curve(metric)
+        if curve is not None:
+            values[f"final/{metric}"] = float(curve[1][-1])
+    if run.eval is None:
+        return values
+    for policy, result in run.eval.closed_loop.items():
+        values[f"success/{policy}"] = result.successes / result.n
+    for mode in SPEED_MODES:
+        speed = run.eval.speed.get(mode)
+        for key in SPEED_KEYS:
+            if speed is not None and speed.value(key) is not None:
+                values[f"speed/{mode}/{key}"] = speed.value(key)
+    if run.eval.mcp_parallel_speedup is not None:
+        values[SPEEDUP] = run.eval.mcp_parallel_speedup
+    return values
+
+
+def estimate_entries(
+    groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
+) -> list[dict[str, Any]]:
+    """Per group every quantity over seeds; then the IQM across tasks of the pooled ones."""
+    values = {run.path: run_quantities(run) for runs in groups.values() for run in runs}
+    entries = []
+    for key, runs in groups.items():
+        for quantity in sorted({q for run in runs for q in values[run.path]}):
+            members = [run for run in runs if quantity in values[run.path]]
+            interval = bootstrap.over_seeds([values[run.path][quantity] for run in members])
+            entry = _estimate(quantity, key._asdict(), PER_SEED, interval, members, run_set)
+            entries.append(entry)
+    for key, tasks in pooled_groups(groups).items():
+        members = [run for runs in tasks.values() for run in runs]
+        quantities = {
+            q for run in members for q in values[run.path] if q.startswith(POOLED_PREFIXES)
+        }
+        for quantity in sorted(quantities):
+            scores = {
+                task: [values[run.path][quantity] for run in runs if quantity in values[run.path]]
+                for task, runs in tasks.items()
+            }
+            scores = {task: s for task, s in scores.items() if s}
+            if len(scores) < 2:
+                continue
+            used = [run for run in members if quantity in values[run.path]]
+            interval = bootstrap.across_tasks(scores)
+            entry = _estimate(quantity, key._asdict(), ACROSS_TASKS, interval, used, run_set)
+            entries.append(entry | {"tasks": sorted(scores)})
+    return entries
+
+
+def _estimate(
+    quantity: str,
+    fields: dict[str, Any],
+    statistic: str,
+    interval: Interval,
+    runs: list[Run],
+    run_set: RunSet,
+) -> dict[str, Any]:
+    entry = {"quantity": quantity, **fields, "statistic": statistic, **interval.to_dict()}
+    entry |= {"n_runs": len(runs), "seeds": sorted({run.seed for run in runs})}
+    if quantity.startswith("success/"):
+        policy = quantity.removeprefix("success/")
+        counts = [run.eval.closed_loop[policy] for run in runs]
+        entry["successes"] = sum(c.successes for c in counts)
+        entry["episodes"] = sum(c.n for c in counts)
+    entry["runs"] = [run_set.relative(run.path) for run in runs]
+    return entry
+
+
+def depth_entries(
+    groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
+) -> list[dict[str, Any]]:
+    """Final success against the MCP depth D (0 = no heads) per (task, setting, fps) whose
+    runs have three or more depths, D=0 and the chained ``mcp`` heads only: mean over seeds
+    with its bootstrap interval, per D."""
+    slices: dict[tuple, dict[int, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for key, runs in groups.items():
+        for run in runs:
+            if run.eval is not None and (run.mcp_depths == 0 or run.heads == "next_forcing"):
+                slices[(key.task, key.setting, key.fps)][run.mcp_depths].append(run)
+    entries = []
+    for (task, setting, fps), by_depth in sorted(slices.items()):
+        if len(by_depth) < 3:
+            continue
+        for depth, runs in sorted(by_depth.items()):
+            values = [run_quantities(run)["success/model"] for run in runs]
+            entry = _estimate(
+                "success/model",
+                {"task": task, "setting": setting, "fps": fps},
+                PER_SEED,
+                bootstrap.over_seeds(values),
+                runs,
+                run_set,
+            )
+            entries.append(entry | {"depth": depth, "variants": sorted({r.variant for r in runs})})
+    return entries
