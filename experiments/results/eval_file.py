@@ -53,10 +53,6 @@ class EvalResult:
     def policy(self, policy: str) -> PolicyResult | None:
         return self.closed_loop.get(policy)
 
-    def mode_policy(self, mode: str) -> PolicyResult | None:
-        """The closed-loop result of the trained model run in inference ``mode``."""
-        return self.closed_loop.get(MODE_POLICIES[mode])
-
 
 class EvalFileError(ValueError):
     """What in an ``eval.json`` cannot be read (the message completes "<path> ...")."""
@@ -69,7 +65,7 @@ def parse_eval(data: dict[str, Any]) -> EvalResult:
         closed_loop=_closed_loop(data.get("closed_loop")),
         drift=_drift(data.get("drift", {})),  # checked in this order: the first problem is named
         speed=_speed(data.get("speed", {})),
-        mcp_parallel_speedup=_speedup(data.get("speed", {})),
+        mcp_parallel_speedup=_finite_or_none(data.get("speed", {}).get("mcp_parallel_speedup")),
     )
 
 
@@ -104,10 +100,6 @@ def _speed(speed: dict[str, Any]) -> dict[str, ModeSpeed]:
         values = {key: _finite_or_none(result.get(key)) for key in SPEED_KEYS}
         modes[mode] = ModeSpeed(**values, passes_per_chunk=result.get("passes_per_chunk"))
     return modes
-
-
-def _speedup(speed: dict[str, Any]) -> float | None:
-    return _finite_or_none(speed.get("mcp_parallel_speedup"))
 
 
 def _drift(drift: dict[str, Any]) -> dict[tuple[str, str, str], list[float]]:
