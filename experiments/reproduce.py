@@ -44,7 +44,7 @@ from experiments.results.aggregate import aggregate_sweep
 from experiments.results.claims import claims_table, next_forcing_claims
 from experiments.results.eval_file import EVAL_FILE
 from experiments.results.report import write_report
-from experiments.results.run_folders import CONFIG_FILE, load_runs
+from experiments.results.run_folders import load_runs, read_run_config
 from experiments.train import run_training, train_config_from
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
@@ -120,7 +120,7 @@ def run_specs(preset: ScalePreset) -> list[RunSpec]:
     curve = preset.depth_curve
     if curve is None:
         return specs
-    own = [o for o in preset.variant_overrides.get(curve.heads, []) if "heads.depths=" not in o]
+    own = [o for o in preset.variant_overrides.get(curve.heads, []) if "heads.mcp_depth=" not in o]
     return specs + [
         RunSpec(
             curve.variant(depth),
@@ -129,7 +129,7 @@ def run_specs(preset: ScalePreset) -> list[RunSpec]:
             float(curve.fps),
             int(seed),
             curve.heads,
-            (*own, f"heads.depths={depth}"),
+            (*own, f"heads.mcp_depth={depth}"),
         )
         for depth in curve.depths
         for seed in curve.seeds
@@ -165,8 +165,7 @@ def finished_step(run_dir: Path) -> int | None:
 def check_same_run(run_dir: Path, resolved: dict) -> None:
     """``RunConfigChanged`` unless the finished run in ``run_dir`` was trained with
     ``resolved`` (its ``config.yaml``; the keys a resume may change aside)."""
-    trained = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
-    changed = config_differences(trained, resolved)
+    changed = config_differences(read_run_config(run_dir), resolved)
     if changed:
         raise RunConfigChanged(run_dir, changed)
 

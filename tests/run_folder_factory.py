@@ -44,7 +44,7 @@ class RunSpec:
     chunks_per_second: float = 8.0  # standard inference
     mcp_parallel_speedup: float = 1.9
     flops_per_step: float = 1.2e9  # training cost (wall-clock follows it)
-    mcp_depths: int = 3  # D of every variant but single_step
+    mcp_depth: int = 3  # D of every variant but single_step
     last_step: int | None = None  # last training step logged; None = finished
     with_eval: bool = True
     cut_last_line: bool = False  # a final metrics line cut short by a kill
@@ -60,8 +60,8 @@ class RunSpec:
         return self.variant.split(",")[0]
 
     @property
-    def depths(self) -> int:
-        return 0 if self.heads == "single_step" else self.mcp_depths
+    def heads_mcp_depth(self) -> int:
+        return 0 if self.heads == "single_step" else self.mcp_depth
 
     @property
     def eval_steps(self) -> list[int]:
@@ -102,14 +102,14 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
 
 
 def depth_specs(successes: dict[int, tuple[int, ...]]) -> list[RunSpec]:
-    """D=0 is the baseline; D >= 1 are next_forcing runs told apart by heads.depths."""
+    """D=0 is the baseline; D >= 1 are next_forcing runs told apart by heads.mcp_depth."""
     return [
         RunSpec(
             variant="single_step" if depth == 0 else f"next_forcing,d{depth}",
             seed=seed,
             final_successes=count,
-            mcp_depths=depth,
-            extra_overrides=[] if depth == 0 else [f"heads.depths={depth}"],
+            mcp_depth=depth,
+            extra_overrides=[] if depth == 0 else [f"heads.mcp_depth={depth}"],
         )
         for depth, counts in successes.items()
         for seed, count in enumerate(counts)
@@ -125,8 +125,11 @@ def _config(spec: RunSpec) -> dict:
         "task": {"name": spec.task, "setting": spec.setting},
         "data": {"dir": "data", "episodes": 50, "val_episodes": 5, "window_frames": 8},
         "tokenizer": {"name": "patch", "patch": 8},
-        "model": {"dim": 64, "depth": 4, "heads": 4, "K": 2},
-        "heads": {"kind": "none" if spec.depths == 0 else "mcp", "depths": spec.depths},
+        "model": {"dim": 64, "num_blocks": 4, "heads": 4, "K": 2},
+        "heads": {
+            "kind": "none" if spec.heads_mcp_depth == 0 else "mcp",
+            "mcp_depth": spec.heads_mcp_depth,
+        },
         "train": {"steps": spec.steps, "batch_size": 8, "lr": 3e-4, "log_every": spec.log_every},
         "eval": {"every": spec.eval_every, "closed_loop": True, "episodes": spec.episodes},
         "logger": {"mode": "offline", "project": "worldmodel-bench"},
@@ -155,7 +158,7 @@ def _metrics(spec: RunSpec) -> list[dict]:
 def _train_row(spec: RunSpec, step: int) -> dict:
     video = 1.0 / (1.0 + step / 100)
     row = {"step": step, "train/loss/video": video, "train/loss/action": 0.5 * video}
-    mcp = {f"train/loss/mcp{k}": video * (1 + 0.2 * k) for k in range(1, spec.depths + 1)}
+    mcp = {f"train/loss/mcp{k}": video * (1 + 0.2 * k) for k in range(1, spec.heads_mcp_depth + 1)}
     total = 1.5 * video + sum(w * v for w, v in zip((0.5, 0.2, 0.1), mcp.values(), strict=False))
     return (
         row
@@ -180,7 +183,9 @@ def _budgets(spec: RunSpec, step: int) -> dict:
 
 
 def _eval_row(spec: RunSpec, step: int, success: float, loss: float) -> dict:
-    heads = {f"val/loss_video_h{k + 1}": loss * (1 + 0.2 * k) for k in range(1, spec.depths + 1)}
+    heads = {
+        f"val/loss_video_h{k + 1}": loss * (1 + 0.2 * k) for k in range(1, spec.heads_mcp_depth + 1)
+    }
     successes = round(success * spec.episodes)
     return {
         "step": step,
@@ -244,7 +249,7 @@ def eval_json(spec: RunSpec, folder: Path) -> dict:
         },
         "mcp_parallel_speedup": None,
     }
-    if spec.depths:
+    if spec.heads_mcp_depth:
         closed_loop["model_mcp_parallel"] = _closed_loop(spec, spec.final_successes, parallel)
         drift["mcp_parallel"] = _drift(spec, spec.drift_level * 1.2)
         drift["heads_dropped"] = _drift(spec, spec.drift_level)

@@ -130,7 +130,7 @@ def test_every_variant_trains_on_a_fixed_batch(name):
         opt.step()
         history.append(metrics)
     assert all(torch.isfinite(torch.tensor(m["loss/total"])) for m in history)
-    depths = heads_preset(name).depths
+    depths = heads_preset(name).mcp_depth
     assert set(history[0]) == {"loss/video", "loss/action", "loss/total"} | {
         f"loss/mcp{k}" for k in range(1, depths + 1)
     }
@@ -212,7 +212,7 @@ def test_depth_blocks_start_as_copies_of_the_last_backbone_blocks():
     model = WorldModelWithHeads(cfg, HeadsConfig(kind="mcp", blocks_per_depth=2))
     randomise(model)
     model.init_heads_from_backbone()
-    for depth in model.heads.depths:
+    for depth in model.heads.depth_modules:
         for block, source in zip(depth.blocks, model.blocks[-2:], strict=True):
             for (name, p), q in zip(block.named_parameters(), source.parameters(), strict=True):
                 assert torch.equal(p, q), name
@@ -220,8 +220,8 @@ def test_depth_blocks_start_as_copies_of_the_last_backbone_blocks():
     fresh = WorldModelWithHeads(
         cfg, HeadsConfig(kind="mcp", blocks_per_depth=5, init_from_backbone=False)
     )
-    assert len(fresh.heads.depths[0].blocks) == 5
-    assert (fresh.heads.depths[0].blocks[0].adaln[1].weight == 0).all()  # fresh AdaLN-zero
+    assert len(fresh.heads.depth_modules[0].blocks) == 5
+    assert (fresh.heads.depth_modules[0].blocks[0].adaln[1].weight == 0).all()  # fresh AdaLN-zero
 
 
 def test_fusion_and_linear_layers():
@@ -234,23 +234,26 @@ def test_fusion_and_linear_layers():
     last = make_heads(heads_preset("chain_last_layer"), cfg)
     assert last.fusion.layers == [3] and last.fusion.mlp is None
     assert make_heads(HeadsConfig(kind="mcp", fusion_layers=[0, -1]), cfg).fusion.layers == [0, 3]
-    assert make_heads(heads_preset("linear_every_third"), tiny_config(depth=7)).layers == [2, 5]
+    assert make_heads(heads_preset("linear_every_third"), tiny_config(num_blocks=7)).layers == [
+        2,
+        5,
+    ]
     assert make_heads(heads_preset("single_step"), cfg) is None
-    assert make_heads(HeadsConfig(kind="mcp", depths=0, loss_weights=[]), cfg) is None
+    assert make_heads(HeadsConfig(kind="mcp", mcp_depth=0, loss_weights=[]), cfg) is None
 
 
 def test_presets_and_ablation_overrides():
     for name in VARIANTS:
         heads_preset(name)
     nf = heads_preset("next_forcing")
-    assert (nf.depths, nf.blocks_per_depth, nf.mcp_shift, nf.weights) == (
+    assert (nf.mcp_depth, nf.blocks_per_depth, nf.mcp_shift, nf.weights) == (
         3,
         3,
         10.0,
         [0.5, 0.2, 0.1],
     )
-    assert HeadsConfig(kind="mcp", depths=1).weights == [0.5]
-    assert len(HeadsConfig(kind="mcp", depths=4).weights) == 4
+    assert HeadsConfig(kind="mcp", mcp_depth=1).weights == [0.5]
+    assert len(HeadsConfig(kind="mcp", mcp_depth=4).weights) == 4
     with pytest.raises(ValueError, match="next_forcing"):
         heads_preset("nope")
 
@@ -259,8 +262,8 @@ def test_presets_and_ablation_overrides():
     ("overrides", "field"),
     [
         ({"kind": "mtp"}, "kind"),
-        ({"depths": -1}, "depths"),
-        ({"depths": 5}, "depths"),
+        ({"mcp_depth": -1}, "mcp_depth"),
+        ({"mcp_depth": 5}, "mcp_depth"),
         ({"loss_weights": [0.5, 0.2]}, "loss_weights"),
         ({"loss_weights": [0.5, -0.2, 0.1]}, "loss_weights"),
         ({"mcp_shift": 0.0}, "mcp_shift"),

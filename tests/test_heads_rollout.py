@@ -57,7 +57,7 @@ def test_depth1_cached_equals_teacher_forced(attention_window):
         x0=future, noise=future, sigma=future_sigma, valid=torch.ones(B, F).bool(), noisy=future
     )
     h_0 = heads.fusion(out.noisy_video_hidden)
-    teacher, _ = heads.run_depth(model, heads.depths[0], h_0, draw, out)  # (B, F, N, C)
+    teacher, _ = heads.run_depth(model, heads.depth_modules[0], h_0, draw, out)  # (B, F, N, C)
 
     cache = model.init_cache(batch_size=B)
     head_cache = HeadCache(model, heads, cache)

@@ -51,7 +51,7 @@ def test_the_installed_package_reads_its_own_presets_and_configs(installed, tmp_
         "from worldmodel.heads.config import heads_preset\n"
         "from experiments.config.reproduce import scale_preset\n"
         "print(conf.CONF_DIR, experiments.__file__, worldmodel.__file__)\n"
-        "print(model_preset('tiny')['dim'], heads_preset('next_forcing').depths,"
+        "print(model_preset('tiny')['dim'], heads_preset('next_forcing').mcp_depth,"
         " scale_preset('next_forcing', 'tiny').steps)\n"
     )
     paths, values = run_installed(installed, tmp_path, "-c", code).splitlines()

@@ -23,7 +23,7 @@ def random_model(attention_window=None, train_window_frames=None) -> WorldModel:
     """A tiny float64 model whose every parameter is random (AdaLN-zero would hide bugs)."""
     torch.manual_seed(0)
     cfg = tiny_config(
-        depth=2,
+        num_blocks=2,
         tokens_per_frame=3,
         attention_window=attention_window,
         train_window_frames=train_window_frames,
@@ -182,6 +182,6 @@ def test_replace_video_swaps_imagined_video_for_real():
         teacher.append_video(video)
         teacher.append_actions(chunk_actions)
     assert closed.cache.segments == teacher.cache.segments
-    for layer in range(model.config.depth):
+    for layer in range(model.config.num_blocks):
         torch.testing.assert_close(closed.cache.keys[layer], teacher.cache.keys[layer])
         torch.testing.assert_close(closed.cache.values[layer], teacher.cache.values[layer])

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    return base_config(**{"depth": 2, "action_dim": 14, **overrides})
+    return base_config(**{"num_blocks": 2, "action_dim": 14, **overrides})
 
 
 def tiny_batch(cfg: ModelConfig, seed: int = 0) -> dict:
@@ -71,7 +71,7 @@ def test_hidden_states_for_mcp_heads():
     )
     hidden = result.outputs.noisy_video_hidden
     F = NUM_CHUNKS * cfg.K
-    assert len(hidden) == cfg.depth
+    assert len(hidden) == cfg.num_blocks
     assert all(h.shape == (B, F * cfg.tokens_per_frame, cfg.dim) for h in hidden)
     L = 2 * F * cfg.tokens_per_frame + 2 * F
     assert torch.equal(
@@ -271,7 +271,7 @@ def test_action_codec_travels_in_state_dict():
     ("overrides", "field"),
     [
         ({"dim": 30, "heads": 4}, "dim"),
-        ({"depth": 0}, "depth"),
+        ({"num_blocks": 0}, "num_blocks"),
         ({"attention_window": 0}, "attention_window"),
         ({"video_shift": 0.0}, "video_shift"),
         ({"noisy_history_prob": 1.5}, "noisy_history_prob"),
@@ -291,13 +291,13 @@ def test_presets():
     assert model_preset("tiny")["dim"] == 64
     assert model_preset("small") == {
         "dim": 256,
-        "depth": 6,
+        "num_blocks": 6,
         "heads": 8,
         "mlp_ratio": 4.0,
         "video_steps": 20,
         "action_steps": 50,
     }
-    assert model_preset("base")["depth"] == 24
+    assert model_preset("base")["num_blocks"] == 24
     for name in ("tiny", "small", "base"):
         ModelConfig(**model_preset(name))
     with pytest.raises(ValueError, match="tiny"):

@@ -41,7 +41,7 @@ def tiny_model(train_window_frames: int | None = None) -> WorldModelWithHeads:
         max_chunks=8,
         train_window_frames=train_window_frames,
     )
-    heads = HeadsConfig(kind="mcp", depths=1, blocks_per_depth=1)
+    heads = HeadsConfig(kind="mcp", mcp_depth=1, blocks_per_depth=1)
     model = WorldModelWithHeads(cfg, heads)
     randomise(model, 0.1)
     g = torch.Generator().manual_seed(2)
@@ -214,7 +214,7 @@ def test_sliding_context_restarts_from_the_recent_real_chunks(mode):
                 fresh.append_video(video)
                 fresh.append_actions(actions)
             assert len(committed) == session.context_chunks == 3 - (mode == "mcp_parallel") - 1
-            for layer in range(model.config.depth):
+            for layer in range(model.config.num_blocks):
                 keys = session.cache.keys[layer][:, :, : len(fresh.cache)]
                 assert torch.equal(keys, fresh.cache.keys[layer])
         frames = [obs]

@@ -169,7 +169,7 @@ def test_a_depth_curve_run_records_its_heads_preset_apart_from_its_variant(micro
     source = out_dir / "runs" / "next_forcing/press_button_randomized/fps12.5/seed0"
     overrides = json.loads((source / "run.json").read_text())["overrides"]
     overrides = [o for o in overrides if not o.startswith(("variant=", "train.steps=", "eval."))]
-    overrides += ["variant=next_forcing_d2", "heads.depths=2", "train.steps=1", "eval.every=0"]
+    overrides += ["variant=next_forcing_d2", "heads.mcp_depth=2", "train.steps=1", "eval.every=0"]
     spec = reproduce.RunSpec(
         "next_forcing_d2",
         "press_button",
@@ -177,13 +177,13 @@ def test_a_depth_curve_run_records_its_heads_preset_apart_from_its_variant(micro
         12.5,
         0,
         "next_forcing",
-        ("heads.depths=2",),
+        ("heads.mcp_depth=2",),
     )
     reproduce.train_run(spec, tmp_path / "run", overrides, steps=1)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert (info["heads"], info["variant"]) == ("next_forcing", "next_forcing_d2")
     (run,) = load_runs(tmp_path, require_eval=False).runs
-    assert (run.heads, run.mcp_depths) == ("next_forcing", 2)
+    assert (run.heads, run.mcp_depth) == ("next_forcing", 2)
 
 
 @pytest.mark.parametrize(
@@ -205,7 +205,7 @@ def depth_preset(**curve) -> ScalePreset:
     fields = {
         **preset.__dict__,
         "seeds": [0, 1],
-        "variant_overrides": {"next_forcing": ["heads.depths=1"]},
+        "variant_overrides": {"next_forcing": ["heads.mcp_depth=1"]},
     }
     default = dict(task=preset.tasks[0], setting=preset.settings[0], fps=preset.fps[0])
     return ScalePreset(
@@ -221,14 +221,14 @@ def test_the_depth_curve_adds_runs_of_each_depth_to_the_main_ones(tmp_path):
     assert len(main) == 2 * len(preset.tasks) * len(preset.fps) * 2
     assert [(s.variant, s.seed) for s in extra] == [("next_forcing_d2", 0), ("next_forcing_d4", 0)]
     nf = next(s for s in main if s.variant == "next_forcing")
-    assert nf.extra == ("heads.depths=1",)
-    assert extra[1].extra == ("heads.depths=4",)  # the main variant's depth is replaced
+    assert nf.extra == ("heads.mcp_depth=1",)
+    assert extra[1].extra == ("heads.mcp_depth=4",)  # the main variant's depth is replaced
     name, data = "reproduce_test", tmp_path / "data"
     for spec, depth in ((main[0], 0), (nf, 1), (extra[1], 4)):
         cfg = reproduce.compose_app(
             CONF_DIR, "train", spec.overrides(preset, name, data, "disabled")
         )
-        assert (cfg.heads.kind == "none" and depth == 0) or cfg.heads.depths == depth
+        assert (cfg.heads.kind == "none" and depth == 0) or cfg.heads.mcp_depth == depth
         assert cfg.variant == spec.variant
     order = [s.variant for s in sorted(specs, key=lambda s: reproduce.run_order(preset, s))]
     assert order[0] == "next_forcing" and order[len(main) - 1] == "single_step"

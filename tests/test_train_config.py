@@ -55,7 +55,7 @@ def test_every_group_option_composes_and_validates(group, option):
     if group == "task":
         assert config.task.name == option
     if group == "model":
-        assert config.model.dim > 0 and config.model.depth > 0
+        assert config.model.dim > 0 and config.model.num_blocks > 0
 
 
 def test_camera_less_data_needs_the_state_tokenizer():
@@ -65,8 +65,8 @@ def test_camera_less_data_needs_the_state_tokenizer():
 
 def test_defaults_and_overrides_reach_the_dataclasses():
     config = compose_train("heads=next_forcing", "model=small", "fps=50", "seed=3")
-    assert config.heads.kind == "mcp" and config.heads.depths == 3
-    assert (config.model.dim, config.model.depth) == (256, 6)
+    assert config.heads.kind == "mcp" and config.heads.mcp_depth == 3
+    assert (config.model.dim, config.model.num_blocks) == (256, 6)
     assert config.fps == 50.0 and config.seed == 3
     assert config.logger.mode == "offline"
 
@@ -81,7 +81,7 @@ BAD = [
     (["train.lr=-1"], "train.lr=-1.0 is not valid"),
     (["model.dim=63"], "model: dim=63 is not valid"),
     (["data.window_frames=1"], "model.K=2 is larger than the window data.window_frames=1"),
-    (["heads=next_forcing", "data.window_frames=4"], "heads.depths=3 needs windows"),
+    (["heads=next_forcing", "data.window_frames=4"], "heads.mcp_depth=3 needs windows"),
     (["eval.mode=mcp_parallel"], "eval.mode=mcp_parallel needs MCP heads"),
     (
         ["eval.context_chunks=4"],  # windows of 8 frames at K=2 hold 4 chunks, 1 of them new

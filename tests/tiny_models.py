@@ -8,7 +8,7 @@ from worldmodel.model import ModelConfig
 def tiny_config(**overrides) -> ModelConfig:
     keys = dict(
         dim=32,
-        depth=4,
+        num_blocks=4,
         heads=4,
         K=2,
         tokens_per_frame=4,

@@ -47,7 +47,7 @@ def bench_model(args: argparse.Namespace) -> str:
         batch=args.batch,
         horizon=args.horizon,
         denoise_steps=args.denoise_steps,
-        depth=args.depth,
+        num_blocks=args.blocks,
         blocks_per_depth=args.blocks_per_depth,
         actions=args.actions,
     )
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     model.add_argument("--threads", type=int, default=None)
     model.add_argument("--variants", default=",".join(VARIANTS))
-    model.add_argument("--depth", type=int, default=None, help="backbone blocks (default preset)")
+    model.add_argument("--blocks", type=int, default=None, help="backbone blocks (default preset)")
     model.add_argument(
         "--blocks-per-depth", type=int, default=None, help="MCP blocks per depth (default preset)"
     )

@@ -44,7 +44,7 @@ class BenchShape:
     actions_per_frame: int = 2  # 25 fps
     horizon: int = 8
     denoise_steps: int = 10
-    depth: int | None = None  # backbone blocks; None = the size preset's
+    num_blocks: int | None = None  # backbone blocks; None = the size preset's
     blocks_per_depth: int | None = None  # MCP blocks per depth; None = the heads preset's
     # "denoised": the backbone denoises each chunk's actions after its video (policy rollout);
     # "given": the true future actions are appended (open-loop video prediction)
@@ -62,7 +62,9 @@ class VariantResult:
 
 
 def model_config(shape: BenchShape) -> ModelConfig:
-    preset = model_preset(shape.size) | ({"depth": shape.depth} if shape.depth else {})
+    preset = model_preset(shape.size) | (
+        {"num_blocks": shape.num_blocks} if shape.num_blocks else {}
+    )
     return ModelConfig(
         **preset,
         K=shape.K,
@@ -205,7 +207,7 @@ def markdown_table(results: list[VariantResult], shape: BenchShape, device: str)
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu), None)
     lines = [
         f"size {shape.size}"
-        + (f" with depth {shape.depth}" if shape.depth else "")
+        + (f" with {shape.num_blocks} blocks" if shape.num_blocks else "")
         + (f", {shape.blocks_per_depth} MCP block(s) per depth" if shape.blocks_per_depth else "")
         + f", {shape.denoise_steps} denoising steps, actions {shape.actions}"
         f", batch {shape.batch}, window {shape.num_chunks} chunks x K={shape.K} "

@@ -57,7 +57,7 @@ class ScalePreset:
     conv_ae_steps: int = 0
     train: list[str] = field(default_factory=list)  # overrides of experiments.train
     evaluate: list[str] = field(default_factory=list)  # overrides of experiments.evaluate
-    # more experiments.train overrides of one variant's runs (e.g. its heads.depths)
+    # more experiments.train overrides of one variant's runs (e.g. its heads.mcp_depth)
     variant_overrides: dict[str, list[str]] = field(default_factory=dict)
     depth_curve: DepthCurve | None = None  # extra runs: success against the MCP depth
     # closed-loop episodes of each periodic evaluation during training (the convergence

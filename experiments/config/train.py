@@ -183,10 +183,11 @@ def check_train_config(config: TrainConfig) -> None:
             f"data.window_frames={data.window_frames} makes {chunks} chunks of K={model.K}, more "
             f"than model.max_chunks={model.max_chunks}"
         )
-    if config.heads.enabled and config.heads.depths >= chunks:
+    depth = config.heads.mcp_depth
+    if config.heads.enabled and depth >= chunks:
         raise ConfigError(
-            f"heads.depths={config.heads.depths} needs windows of more than {config.heads.depths} "
-            f"chunks, but data.window_frames={data.window_frames} // K={model.K} = {chunks}"
+            f"heads.mcp_depth={depth} needs windows of more than {depth} chunks, but "
+            f"data.window_frames={data.window_frames} // K={model.K} = {chunks}"
         )
     try:
         config.heads.validate(model)

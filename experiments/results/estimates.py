@@ -101,8 +101,8 @@ def depth_entries(
     slices: dict[tuple, dict[int, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for key, runs in groups.items():
         for run in runs:
-            if run.eval is not None and (run.mcp_depths == 0 or run.heads == "next_forcing"):
-                slices[(key.task, key.setting, key.fps)][run.mcp_depths].append(run)
+            if run.eval is not None and (run.mcp_depth == 0 or run.heads == "next_forcing"):
+                slices[(key.task, key.setting, key.fps)][run.mcp_depth].append(run)
     entries = []
     for (task, setting, fps), by_depth in sorted(slices.items()):
         if len(by_depth) < 3:

@@ -37,6 +37,7 @@ from experiments.results.eval_file import (
 from worldmodel import atomic
 from worldmodel.command_line import override
 from worldmodel.training.checkpoint import LAST_CHECKPOINT
+from worldmodel.training.renamed_keys import upgrade_config
 from worldmodel.training.run_logger import METRICS_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -90,7 +91,7 @@ class Run:
     git_commit: str
     git_dirty: bool
     overrides: list[str]
-    mcp_depths: int = 0  # MCP depths D of its heads (0: none, the single-step baseline)
+    mcp_depth: int = 0  # MCP depth D of its heads (0: none, the single-step baseline)
     versions: dict[str, str] = field(default_factory=dict)  # run.json: python, torch, mujoco, ...
 
     @property
@@ -191,7 +192,7 @@ def load_runs(sweep_dir: str | Path, require_eval: bool = True) -> RunSet:
 def read_run(folder: Path) -> Run:
     """A run folder's config, provenance and metrics (``eval`` left None; see
     :func:`read_eval`). Raises ``RunFolderError`` for a missing or unreadable file."""
-    config = _read_yaml(folder / CONFIG_FILE)
+    config = read_run_config(folder)
     info = _read_json(
         folder / RUN_FILE,
         f"re-run its training ({CONFIG_FILE} and it are written together at the start)",
@@ -214,14 +215,14 @@ def read_run(folder: Path) -> Run:
         git_commit=str(git.get("commit", "unknown")),
         git_dirty=bool(git.get("dirty", False)),
         overrides=[str(o) for o in info.get("overrides") or []],
-        mcp_depths=_mcp_depths(config.get("heads") or {}),
+        mcp_depth=_mcp_depth(config.get("heads") or {}),
         versions={str(k): str(v) for k, v in (info.get("versions") or {}).items()},
     )
 
 
-def _mcp_depths(heads: dict[str, Any]) -> int:
+def _mcp_depth(heads: dict[str, Any]) -> int:
     """D of a run's heads config: 0 without heads."""
-    return 0 if heads.get("kind", "none") == "none" else int(heads.get("depths", 0))
+    return 0 if heads.get("kind", "none") == "none" else int(heads.get("mcp_depth", 0))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -290,6 +291,11 @@ def unfinished_reason(run: Run) -> str:
         f"{path} ends at step {run.last_step} of train.steps={run.steps} (unfinished); "
         f"continue it from {LAST_CHECKPOINT} with: {resume}{hint}"
     )
+
+
+def read_run_config(folder: Path) -> dict[str, Any]:
+    """A run folder's resolved config (``config.yaml``) under today's key names."""
+    return upgrade_config(_read_yaml(folder / CONFIG_FILE))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

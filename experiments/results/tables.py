@@ -32,7 +32,7 @@ def run_record(run_set: RunSet, run: Run) -> dict[str, Any]:
         "has_eval": run.eval is not None,
         "git_commit": run.git_commit,
         "git_dirty": run.git_dirty,
-        "mcp_depths": run.mcp_depths,
+        "mcp_depth": run.mcp_depth,
     }
 
 

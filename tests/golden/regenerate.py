@@ -37,9 +37,9 @@ TRACKED = (  # parameters whose gradient |sum| is stored
     "video_head.out.weight",
     "action_head.out.0.weight",
     "heads.fusion.mlp.0.weight",
-    "heads.depths.0.proj.weight",
-    "heads.depths.0.blocks.2.attn.proj.weight",
-    "heads.depths.2.blocks.0.mlp.fc.weight",
+    "heads.depth_modules.0.proj.weight",
+    "heads.depth_modules.0.blocks.2.attn.proj.weight",
+    "heads.depth_modules.2.blocks.0.mlp.fc.weight",
 )
 
 

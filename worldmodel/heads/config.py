@@ -10,13 +10,13 @@ Presets live in ``conf/heads/<name>.yaml``; each paper ablation is one override 
     linear_every_third   linear  -               -       a Linear per (layer, depth)
 
 Next Forcing ablations: ``fusion_layers=[-1]`` (last-layer-only fusion),
-``init_from_backbone=false``, ``mcp_shift=5``, ``blocks_per_depth=1|5``, ``depths=1..4``.
+``init_from_backbone=false``, ``mcp_shift=5``, ``blocks_per_depth=1|5``, ``mcp_depth=1..4``.
 
 Layer indices count the backbone's blocks from 0 (``hidden_states[l]`` is the output of block
 ``l``) and may be negative like Python indices: ``-1`` is the last layer. The paper's layers
 4/12/20/30 of 30 are ``fusion_layers=[3, 11, 19, 29]``; the default (``None``) spreads
 ``num_fusion_layers`` evenly and ends at the last block (``spread_layers``: [7, 14, 21, 29]
-for depth 30, every block for the tiny depth 4).
+for 30 blocks, every block of the tiny model's 4).
 
 Depth k only gets a signal from windows of more than k chunks: with ``num_chunks`` chunks per
 window, ``loss/mcp{k}`` is exactly 0 for k >= num_chunks (no target inside the window).
@@ -41,14 +41,16 @@ DEFAULT_LOSS_WEIGHTS = (0.5, 0.2, 0.1, 0.05)
 class HeadsConfig:
     """Auxiliary multi-chunk prediction heads; names follow ``worldmodel/model/layout.py``.
 
-    Depth ``k`` (1..depths) predicts the video of chunk ``i + k`` at the noisy-video slots of
+    Depth ``k`` (1..mcp_depth) predicts the video of chunk ``i + k`` at the noisy-video slots of
     chunk ``i``; targets past the window or the episode end are masked out of its loss.
     """
 
     kind: str = "none"  # none | mcp (MCP modules, chained or parallel) | linear (linear heads)
-    depths: int = 3  # D: future chunks predicted (+1..+D); 0 = no heads
+    mcp_depth: int = 3  # D: future chunks predicted (+1..+D); 0 = no heads
     fusion_layers: list[int] | None = None  # mcp: layers fused into h_0; None = spread
-    num_fusion_layers: int = 4  # mcp: how many layers ``fusion_layers=None`` spreads over depth
+    num_fusion_layers: int = (
+        4  # mcp: how many layers ``fusion_layers=None`` spreads over the blocks
+    )
     chain: bool = True  # mcp: depth k>1 takes depth k-1's output (False: all take h_0)
     blocks_per_depth: int = 3  # mcp: transformer blocks of each depth
     init_from_backbone: bool = True  # mcp: blocks start as copies of the backbone's last blocks
@@ -62,12 +64,12 @@ class HeadsConfig:
         for key in ("num_fusion_layers", "blocks_per_depth", "layer_stride"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)} is not valid; must be >= 1")
-        if self.depths < 0:
-            raise ValueError(f"depths={self.depths} is not valid; must be >= 0")
-        if self.depths > len(DEFAULT_LOSS_WEIGHTS) and self.loss_weights is None:
+        if self.mcp_depth < 0:
+            raise ValueError(f"mcp_depth={self.mcp_depth} is not valid; must be >= 0")
+        if self.mcp_depth > len(DEFAULT_LOSS_WEIGHTS) and self.loss_weights is None:
             raise ValueError(
-                f"depths={self.depths} is not valid without explicit loss_weights; must be in "
-                f"0..{len(DEFAULT_LOSS_WEIGHTS)}"
+                f"mcp_depth={self.mcp_depth} is not valid without explicit loss_weights; must "
+                f"be in 0..{len(DEFAULT_LOSS_WEIGHTS)}"
             )
         if self.mcp_shift <= 0:
             raise ValueError(f"mcp_shift={self.mcp_shift} is not valid; must be > 0")
@@ -80,39 +82,39 @@ class HeadsConfig:
                 )
         if self.loss_weights is not None:
             self.loss_weights = [float(w) for w in self.loss_weights]
-            if len(self.loss_weights) != self.depths:
+            if len(self.loss_weights) != self.mcp_depth:
                 raise ValueError(
                     f"loss_weights={self.loss_weights} is not valid; needs one weight per "
-                    f"depth (depths={self.depths})"
+                    f"depth (mcp_depth={self.mcp_depth})"
                 )
             if any(w < 0 for w in self.loss_weights):
                 raise ValueError(f"loss_weights={self.loss_weights} is not valid; must be >= 0")
 
     @property
     def enabled(self) -> bool:
-        return self.kind != "none" and self.depths > 0
+        return self.kind != "none" and self.mcp_depth > 0
 
     @property
     def weights(self) -> list[float]:
         """w_1..w_D of the total loss ``L_video + L_action + sum_k w_k L_mcp_k``."""
         if self.loss_weights is not None:
             return list(self.loss_weights)
-        return list(DEFAULT_LOSS_WEIGHTS[: self.depths])
+        return list(DEFAULT_LOSS_WEIGHTS[: self.mcp_depth])
 
     def resolved_fusion_layers(self, model: ModelConfig) -> list[int]:
-        """Fusion layers as block indices 0..depth-1 (sorted as given; negatives resolved)."""
-        check_layers("fusion_layers", self.fusion_layers, model.depth)
+        """Fusion layers as block indices 0..num_blocks-1 (sorted as given; negatives resolved)."""
+        check_layers("fusion_layers", self.fusion_layers, model.num_blocks)
         if self.fusion_layers is None:
-            return spread_layers(model.depth, self.num_fusion_layers)
-        return [layer % model.depth for layer in self.fusion_layers]
+            return spread_layers(model.num_blocks, self.num_fusion_layers)
+        return [layer % model.num_blocks for layer in self.fusion_layers]
 
     def linear_layers(self, model: ModelConfig) -> list[int]:
         """Block indices of the linear heads: every ``layer_stride``-th layer (1-based)."""
-        layers = list(range(self.layer_stride - 1, model.depth, self.layer_stride))
+        layers = list(range(self.layer_stride - 1, model.num_blocks, self.layer_stride))
         if not layers:
             raise ValueError(
-                f"layer_stride={self.layer_stride} is not valid for a backbone of depth="
-                f"{model.depth}; must be <= {model.depth}"
+                f"layer_stride={self.layer_stride} is not valid for a backbone of num_blocks="
+                f"{model.num_blocks}; must be <= {model.num_blocks}"
             )
         return layers
 
@@ -120,35 +122,35 @@ class HeadsConfig:
         """Checks that need the backbone's size (called by ``make_heads``)."""
         if self.kind == "mcp":
             self.resolved_fusion_layers(model)
-            if self.init_from_backbone and self.blocks_per_depth > model.depth:
+            if self.init_from_backbone and self.blocks_per_depth > model.num_blocks:
                 raise ValueError(
                     f"blocks_per_depth={self.blocks_per_depth} is not valid with "
-                    f"init_from_backbone for a backbone of depth={model.depth}; must be <= "
-                    f"{model.depth}"
+                    f"init_from_backbone for a backbone of num_blocks={model.num_blocks}; must "
+                    f"be <= {model.num_blocks}"
                 )
         if self.kind == "linear":
             self.linear_layers(model)
 
 
-def check_layers(key: str, layers: list[int] | None, depth: int) -> None:
+def check_layers(key: str, layers: list[int] | None, num_blocks: int) -> None:
     if layers is None:
         return
-    bad = [layer for layer in layers if not -depth <= layer < depth]
+    bad = [layer for layer in layers if not -num_blocks <= layer < num_blocks]
     if bad:
         raise ValueError(
-            f"{key}={layers} is not valid; layer indices must be in {-depth}..{depth - 1} "
-            f"for a backbone of depth={depth}"
+            f"{key}={layers} is not valid; layer indices must be in {-num_blocks}.."
+            f"{num_blocks - 1} for a backbone of num_blocks={num_blocks}"
         )
-    if len({layer % depth for layer in layers}) != len(layers):
+    if len({layer % num_blocks for layer in layers}) != len(layers):
         raise ValueError(f"{key}={layers} is not valid; names the same layer twice")
 
 
-def spread_layers(depth: int, count: int) -> list[int]:
-    """``count`` block indices spread evenly over ``depth``, ending at the last block.
+def spread_layers(num_blocks: int, count: int) -> list[int]:
+    """``count`` block indices spread evenly over ``num_blocks``, ending at the last block.
 
-    depth 30, count 4 -> [7, 14, 21, 29]; depth 4 -> [0, 1, 2, 3]; depth 2 -> [0, 1].
+    30 blocks, count 4 -> [7, 14, 21, 29]; 4 blocks -> [0, 1, 2, 3]; 2 blocks -> [0, 1].
     """
-    return sorted({max(0, round((j + 1) * depth / count) - 1) for j in range(count)})
+    return sorted({max(0, round((j + 1) * num_blocks / count) - 1) for j in range(count)})
 
 
 def preset_names() -> list[str]:

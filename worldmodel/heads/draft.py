@@ -27,8 +27,8 @@ class HeadCache:
     appends go to ``backbone_cache`` and to this cache together."""
 
     def __init__(self, model: WorldModelWithHeads, heads: MCPHeads, backbone_cache: KVCache):
-        self.model, self.depth, self.backbone_cache = model, heads.depths[0], backbone_cache
-        self.cache = KVCache(depth=len(self.depth.blocks))
+        self.model, self.depth, self.backbone_cache = model, heads.depth_modules[0], backbone_cache
+        self.cache = KVCache(num_layers=len(self.depth.blocks))
 
     def run(self, x: Tensor, cond: Tensor, chunk: int, append: bool) -> Tensor:
         """x, cond: (B, T, dim) tokens of ``chunk`` -> depth 1's output (B, T, dim)."""
@@ -87,5 +87,5 @@ def predict_pair_velocity(
     h_0 = heads.fusion(hidden)  # (B, K*N, dim)
     embedded, _ = model.embed_video(x_next, NOISY_VIDEO, chunk, K)  # (B, K*N, dim)
     cond = model.condition(per_token(sigma_next, N))  # (B, K*N, dim)
-    h_1 = head_cache.run(heads.depths[0].join(h_0, embedded), cond, chunk, append=False)
+    h_1 = head_cache.run(heads.depth_modules[0].join(h_0, embedded), cond, chunk, append=False)
     return v_now, model.decode_video(h_1, cond, K)

@@ -157,15 +157,16 @@ class MCPHeads(nn.Module):
         super().__init__()
         self.config = config
         self.fusion = FeatureFusion(config.resolved_fusion_layers(model), model.dim)
-        self.depths = nn.ModuleList(
-            [MCPDepth(model, config.blocks_per_depth) for _ in range(config.depths)]
+        self.depth_modules = nn.ModuleList(
+            [MCPDepth(model, config.blocks_per_depth) for _ in range(config.mcp_depth)]
         )
 
     @torch.no_grad()
     def init_from_backbone(self, backbone: WorldModel) -> None:
-        """Block j of every depth <- a copy of the backbone's block ``depth - blocks + j``."""
+        """Block j of every depth <- a copy of backbone block ``num_blocks - blocks + j``
+        (``blocks``: ``blocks_per_depth``)."""
         first = len(backbone.blocks) - self.config.blocks_per_depth
-        for depth in self.depths:
+        for depth in self.depth_modules:
             for j, block in enumerate(depth.blocks):
                 block.load_state_dict(backbone.blocks[first + j].state_dict())
 
@@ -200,7 +201,7 @@ class MCPHeads(nn.Module):
         video = batch["video"].to(backbone.device, backbone.dtype)  # (B, F, N, C)
         h_prev = self.fusion(result.outputs.noisy_video_hidden)  # (B, F*N, dim)
         h_0, losses = h_prev, []
-        for k, depth in enumerate(self.depths, start=1):
+        for k, depth in enumerate(self.depth_modules, start=1):
             draw = draw_future(
                 backbone,
                 video,
@@ -231,7 +232,7 @@ class LinearHeads(nn.Module):
         self.heads = nn.ModuleList(
             [
                 nn.ModuleList(
-                    [nn.Linear(3 * model.dim, model.latent_dim) for _ in range(config.depths)]
+                    [nn.Linear(3 * model.dim, model.latent_dim) for _ in range(config.mcp_depth)]
                 )
                 for _ in self.layers
             ]
@@ -251,7 +252,7 @@ class LinearHeads(nn.Module):
         B, F, N, C = video.shape
         hidden = result.outputs.noisy_video_hidden  # per layer (B, F*N, dim)
         losses = []
-        for k in range(1, self.config.depths + 1):
+        for k in range(1, self.config.mcp_depth + 1):
             draw = draw_future(
                 backbone,
                 video,

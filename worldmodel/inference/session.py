@@ -123,7 +123,7 @@ def counted(method: Callable) -> Callable:
     def wrapper(self: InferenceSession, *args, **kwargs):
         if self._counting:
             return method(self, *args, **kwargs)
-        head_block = self.heads.depths[0].blocks[0] if self.heads is not None else None
+        head_block = self.heads.depth_modules[0].blocks[0] if self.heads is not None else None
         self._counting = True
         try:
             with count_calls(self.model.blocks[0]) as backbone, count_calls(head_block) as head:

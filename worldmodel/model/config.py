@@ -1,7 +1,7 @@
 """``ModelConfig``: every hyperparameter of the chunk-causal world model backbone.
 
 Size presets (``tiny``, ``small``, ``base``) live in ``conf/model/<name>.yaml`` and only set
-the width/depth keys; ``ModelConfig(**model_preset("tiny"), K=..., ...)`` fills in the rest.
+the width/num_blocks keys; ``ModelConfig(**model_preset("tiny"), K=..., ...)`` fills in the rest.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class ModelConfig:
     """Backbone hyperparameters; names follow the glossary in ``worldmodel/model/layout.py``."""
 
     dim: int = 64  # transformer width
-    depth: int = 4  # transformer blocks
+    num_blocks: int = 4  # transformer blocks of the backbone
     heads: int = 4  # attention heads; must divide dim
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * dim
     K: int = 2  # latent frames per chunk; the largest chunk size (frame-in-chunk embeddings)
@@ -54,7 +54,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for key in (
             "dim",
-            "depth",
+            "num_blocks",
             "heads",
             "K",
             "tokens_per_frame",

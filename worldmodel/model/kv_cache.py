@@ -19,7 +19,7 @@ from worldmodel.model.layout import CLEAN_ACTION, CLEAN_VIDEO
 class KVCache:
     """Per-layer keys/values of the clean tokens so far, appended one segment at a time."""
 
-    depth: int
+    num_layers: int
     keys: list[Tensor | None] = field(default_factory=list)  # per layer (B, heads, T, hd)
     values: list[Tensor | None] = field(default_factory=list)
     chunk: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (T,)
@@ -28,8 +28,8 @@ class KVCache:
 
     def __post_init__(self) -> None:
         if not self.keys:
-            self.keys = [None] * self.depth
-            self.values = [None] * self.depth
+            self.keys = [None] * self.num_layers
+            self.values = [None] * self.num_layers
 
     @property
     def num_video_chunks(self) -> int:
@@ -67,7 +67,7 @@ class KVCache:
         kind, chunk, length = self.segments.pop()
         keep = len(self) - length
         self.chunk = self.chunk[:keep]
-        for layer in range(self.depth):
+        for layer in range(self.num_layers):
             if keep == 0:
                 self.keys[layer] = self.values[layer] = None
             else:

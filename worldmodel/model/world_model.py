@@ -160,7 +160,7 @@ class WorldModel(nn.Module):
             nn.Linear(SIGMA_FREQUENCIES, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim)
         )
         self.blocks = nn.ModuleList(
-            [Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth)]
+            [Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.num_blocks)]
         )
         self.video_head = FinalLayer(cfg.dim, cfg.latent_dim)
         self.action_head = FinalLayer(cfg.dim, cfg.action_token_dim, hidden=cfg.dim)
@@ -450,7 +450,7 @@ class WorldModel(nn.Module):
     # ----------------------------------------------------------------- KV-cached inference
     def init_cache(self, batch_size: int | None = None) -> KVCache:
         """An empty cache; ``batch_size`` is needed only to denoise with no context."""
-        return KVCache(depth=self.config.depth, batch_size=batch_size)
+        return KVCache(num_layers=self.config.num_blocks, batch_size=batch_size)
 
     def run_cached(
         self,

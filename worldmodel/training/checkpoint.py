@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from worldmodel import atomic
+from worldmodel.training.renamed_keys import upgrade_checkpoint
 
 CHECKPOINT_SCHEMA_VERSION = 2  # 2: relative, quantile-normalised actions (ActionCodec)
 LAST_CHECKPOINT = "last.pt"
@@ -34,7 +35,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint dict, on CPU; ``CheckpointError`` for a missing, corrupt or foreign file."""
+    """The checkpoint dict, on CPU, under today's key names (``renamed_keys``);
+    ``CheckpointError`` for a missing, corrupt or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -53,7 +55,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: checkpoint schema {version}, this code reads {CHECKPOINT_SCHEMA_VERSION}; "
             "retrain with this version"
         )
-    return payload
+    return upgrade_checkpoint(payload)
 
 
 def load_failure(exc: Exception) -> str:
