@@ -24,6 +24,7 @@ from experiments.config.base import ConfigError
 from worldmodel.data.episodes import DatasetError
 from worldmodel.folder_lock import FolderInUse
 from worldmodel.training.checkpoint import CheckpointError
+from worldmodel.training.renamed_keys import renamed_key
 from worldmodel.training.stop_signals import Interrupted, stop_at_once
 from worldmodel.training.trainer import TrainingError
 from worldmodel.training.windows import MemoryBudgetError
@@ -197,6 +198,9 @@ def _one_line(exc: BaseException) -> str:
     first = detail.strip().splitlines()[0] if detail.strip() else type(cause).__name__
     unknown = re.match(r"Key '([^']+)' not in '([^']+)'", first)
     if unknown and full_key:
+        renamed = renamed_key(full_key.group(1))
+        if renamed:
+            return f"{full_key.group(1)} was renamed on 2026-12-04: use {renamed} instead"
         return (
             f"{full_key.group(1)} is not a config key of {unknown.group(2)}; check the "
             f"spelling (its keys are documented in the {unknown.group(2)} dataclass)"

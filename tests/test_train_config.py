@@ -73,6 +73,8 @@ def test_defaults_and_overrides_reach_the_dataclasses():
 
 BAD = [
     (["model.dimm=3"], "model.dimm is not a config key"),
+    (["model.depth=6"], "model.depth was renamed on 2026-12-04: use model.num_blocks instead"),
+    (["heads.depths=1,2"], "heads.depths was renamed on 2026-12-04: use heads.mcp_depth"),
     (["heads=foo"], "heads=foo is not valid; choose one of: chain_last_layer"),
     (["model.dim=abc"], "model.dim"),
     (["fps=7"], "fps=7: control_hz / fps must be a positive integer"),

@@ -26,6 +26,13 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def renamed_key(dotted: str) -> str | None:
+    """Today's name of an old dotted config key (``model.depth`` -> ``model.num_blocks``)."""
+    section, _, key = dotted.partition(".")
+    new = RENAMED_KEYS.get(section, {}).get(key)
+    return f"{section}.{new}" if new else None
+
+
 def upgrade_weights(state: dict[str, Any]) -> dict[str, Any]:
     """A model state dict with the old parameter prefixes replaced."""
     return {_renamed_weight(key): value for key, value in state.items()}
