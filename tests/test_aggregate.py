@@ -11,7 +11,7 @@ from experiments.results.aggregate import aggregate_sweep
 from experiments.results.claims import BUDGETS, convergence_claim
 from experiments.results.run_folders import RunFolderError, find_run_dirs, load_runs
 from experiments.results.summary import ACROSS_TASKS, LOSS, SPEEDUP, SUCCESS, Summary
-from tests.run_folder_factory import RunSpec, depth_specs, write_run, write_sweep
+from tests.run_folder_factory import RunSpec, claim_runs, depth_specs, write_run, write_sweep
 from worldmodel.evaluation.statistics import wilson_interval
 
 REPS = 200  # bootstrap replicates: enough for the hand-checkable intervals, and fast
@@ -116,7 +116,7 @@ def test_matched_budgets_convert_the_speedup_by_the_cost_per_step(tmp_path):
     curve = one(summarise(tmp_path).curves, metric=SUCCESS, variant="next_forcing")
     assert curve["budgets"]["perf/flops"] == pytest.approx([s * 2.4e9 for s in curve["steps"]])
     assert curve["budgets"]["perf/samples"] == [s * 8 for s in curve["steps"]]
-    runs = load_runs(tmp_path).runs
+    runs = claim_runs(tmp_path)
     speedups = {
         budget: convergence_claim(runs, "single_step", "next_forcing", 12.5, budget).ours
         for budget in BUDGETS

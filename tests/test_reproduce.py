@@ -29,7 +29,7 @@ from experiments.results.claims import (
     success_claim,
 )
 from experiments.results.run_folders import load_runs
-from tests.run_folder_factory import RunSpec, write_sweep
+from tests.run_folder_factory import RunSpec, claim_runs, write_sweep
 from worldmodel.evaluation.statistics import Interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,7 +282,7 @@ def known_sweep(tmp_path: Path) -> list:
             )
         )
     write_sweep(tmp_path, specs)
-    return load_runs(tmp_path).runs
+    return claim_runs(tmp_path)
 
 
 def test_claims_on_runs_with_known_outcomes(tmp_path):

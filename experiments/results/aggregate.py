@@ -30,11 +30,13 @@ The rules (DESIGN section 5), computed with ``worldmodel.evaluation.statistics``
   over seeds with its interval (``Summary.depth``).
 - The speed ratio is ``eval.json``'s ``speed.mcp_parallel_speedup``: measured within one
   evaluation run on one machine.
+- Per run (``Summary.run_values``): final results, success curve, cost per step, speed
+  ratio: what the claims pair by (task, setting, fps, seed).
 Every entry lists the run folders it came from (relative to the sweep folder).
 
 The parts: ``summary`` (quantity names, grouping, intervals, :class:`Summary`), ``estimates``
 (final numbers and the depth curve), ``curves`` (training curves, convergence, drift),
-``tables`` (the CSVs, run records, provenance).
+``tables`` (the CSVs, run records, provenance), ``run_values`` (per-run numbers for pairing).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from pathlib import Path
 from experiments.results.curves import convergence_entries, curve_entries, drift_entries
 from experiments.results.estimates import depth_entries, estimate_entries
 from experiments.results.run_folders import AGGREGATE_DIR, RunSet, load_runs
+from experiments.results.run_values import run_values
 from experiments.results.summary import (
     DEFAULT_BASELINE,
     DEFAULT_REPS,
@@ -115,6 +118,7 @@ def summarise(
         ],
         notes=notes,
         depth=depth_entries(groups, run_set, bootstrap),
+        run_values=[run_values(run_set, run).to_dict() for run in run_set.runs],
     )
 
 

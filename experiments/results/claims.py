@@ -1,10 +1,10 @@
 """The Next Forcing paper's headline claims beside our measurement, with a verdict.
 
-Every number is computed here from the run folders (``experiments.results.run_folders``): final
-closed-loop success from each run's ``eval.json``, success at a training step from its
-periodic ``eval/success_rate`` rows, the inference speedup from ``eval.json``'s ``speed``.
-Comparisons pair runs of the same (task, setting, fps, seed); intervals are percentile
-bootstraps over those pairs (95%, ``worldmodel.evaluation.statistics``).
+Every number is computed here from ``summary.json``'s per-run entries
+(``experiments.results.run_values``): final closed-loop success, success at a training step
+from the periodic evaluations, cost per step, the inference speedup. Comparisons pair runs
+of the same (task, setting, fps, seed); intervals are percentile bootstraps over those pairs
+(95%, ``worldmodel.evaluation.statistics``).
 
 Verdicts: ``reproduced`` when the interval of the effect lies on the paper's side of the
 threshold, ``not reproduced`` when it lies on the other side (or the measurement shows no
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from experiments.results.eval_file import MODE_POLICIES
-from experiments.results.run_folders import Run
+from experiments.results.run_values import RunValues
 from worldmodel.evaluation.statistics import (
     Interval,
     bootstrap_ci,
@@ -32,10 +32,8 @@ from worldmodel.evaluation.statistics import (
     paired_relative_improvement_ci,
     pairs_for_power,
     resampled_ci,
-    value_at,
 )
 
-SUCCESS_KEY = "eval/success_rate"
 REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
 INCONCLUSIVE, NOT_MEASURED = "inconclusive", "not measured"
 SPEEDUP_THRESHOLD = 1.5  # "about 2x": a lower bound above 1.5 counts as reproduced
@@ -52,8 +50,8 @@ class Claim:
 
 
 def _pairs(
-    runs: Sequence[Run], base: str, variant: str, setting: str | None, fps: float | None
-) -> list[tuple[Run, Run]]:
+    runs: Sequence[RunValues], base: str, variant: str, setting: str | None, fps: float | None
+) -> list[tuple[RunValues, RunValues]]:
     """(baseline, variant) runs of the same task, setting, fps and seed."""
     keyed = {
         (r.variant, r.task, r.setting, r.fps, r.seed): r
@@ -67,19 +65,12 @@ def _pairs(
     ]
 
 
-def final_success(run: Run, policy: str = "model") -> tuple[float, int, int] | None:
+def final_success(run: RunValues, policy: str = "model") -> tuple[float, int, int] | None:
     """(success rate, successes, episodes) of the run's final closed-loop evaluation."""
-    outcome = None if run.eval is None else run.eval.policy(policy)
+    outcome = run.final.get(policy)
     if outcome is None:
         return None
     return outcome.success_rate, outcome.successes, outcome.n
-
-
-def success_at(run: Run, step: float) -> float | None:
-    curve = run.curve(SUCCESS_KEY)
-    if curve is None or not curve[0][0] <= step <= curve[0][-1]:
-        return None
-    return value_at(curve[0], curve[1], step)
 
 
 def _fmt(interval: Interval, scale: float = 100.0, unit: str = "") -> str:
@@ -98,7 +89,7 @@ def interval_verdict(interval: Interval, threshold: float, higher_is_paper: bool
 
 
 def success_claim(
-    runs: Sequence[Run], base: str, variant: str, setting: str, fps: float, paper: str
+    runs: Sequence[RunValues], base: str, variant: str, setting: str, fps: float, paper: str
 ) -> Claim:
     """Final success of ``variant`` above ``base`` in ``setting`` (pairs over tasks, seeds)."""
     claim = f"{setting.capitalize()} success: Next Forcing above LingBot-VA"
@@ -144,13 +135,13 @@ def power_note(differences: Sequence[float], tasks: int) -> str:
 
 
 def relative_improvement_claim(
-    runs: Sequence[Run], base: str, variant: str, fps: float, step: int
+    runs: Sequence[RunValues], base: str, variant: str, fps: float, step: int
 ) -> Claim:
     """(SR_nf - SR_base) / SR_base at ``step``, randomized, at ``fps``; bootstrap over pairs."""
     claim = f"Relative improvement at the early step ({step} here), {fps:g} fps, randomized"
     paper = "61.6% vs 31.9% at 5k steps: +93.1%"
     pairs = [
-        (success_at(b, step), success_at(v, step))
+        (b.success_at(step), v.success_at(step))
         for b, v in _pairs(runs, base, variant, "randomized", fps)
     ]
     pairs = [(b, v) for b, v in pairs if b is not None and v is not None]
@@ -175,19 +166,14 @@ BUDGETS = {  # convergence compared at equal ...: the metrics key of its running
 }
 
 
-def cost_per_step(run: Run, budget: str) -> float | None:
+def cost_per_step(run: RunValues, budget: str) -> float | None:
     """The run's mean ``budget`` per training step (1 for steps); None if never logged."""
     key = BUDGETS[budget]
-    if not key:
-        return 1.0
-    curve = run.curve(key)
-    if curve is None or curve[0][-1] <= 0:
-        return None
-    return float(curve[1][-1] / curve[0][-1])
+    return run.cost_per_step.get(key) if key else 1.0
 
 
 def convergence_claim(
-    runs: Sequence[Run], base: str, variant: str, fps: float, budget: str = "steps"
+    runs: Sequence[RunValues], base: str, variant: str, fps: float, budget: str = "steps"
 ) -> Claim:
     """Steps the baseline needs to reach its own late success, over the variant's steps; at
     a ``budget`` other than steps both are converted with each variant's measured cost per
@@ -198,8 +184,8 @@ def convergence_claim(
     pairs = _pairs(runs, base, variant, "randomized", fps)
     paired = [
         (
-            b.curve(SUCCESS_KEY),
-            v.curve(SUCCESS_KEY),
+            b.curve(),
+            v.curve(),
             cost_per_step(b, budget),
             cost_per_step(v, budget),
         )
@@ -246,18 +232,18 @@ def _steps(value: float | None) -> str:
     return "never (not reached)" if value is None else f"step {value:g}"
 
 
-def speed_claim(runs: Sequence[Run], variant: str) -> Claim:
+def speed_claim(runs: Sequence[RunValues], variant: str) -> Claim:
     """mcp_parallel / standard control rate of the variant's runs, and the success cost."""
     claim = "mcp_parallel inference: about 2x faster at 1-3 points of success"
     paper = "~2x, success within 1-3 points"
     rows = [
         (
-            r.eval.mcp_parallel_speedup,
+            r.mcp_parallel_speedup,
             final_success(r, MODE_POLICIES["standard"]),
             final_success(r, MODE_POLICIES["mcp_parallel"]),
         )
         for r in runs
-        if r.variant == variant and r.eval and r.eval.speed
+        if r.variant == variant
     ]
     rows = [(s, a, b) for s, a, b in rows if s is not None and a is not None and b is not None]
     if not rows:
@@ -284,7 +270,7 @@ def speed_claim(runs: Sequence[Run], variant: str) -> Claim:
 
 
 def next_forcing_claims(
-    runs: Sequence[Run], base: str, variant: str, fps: Sequence[float], early_step: int
+    runs: Sequence[RunValues], base: str, variant: str, fps: Sequence[float], early_step: int
 ) -> list[Claim]:
     """The four headline claims of Next Forcing, measured on ``runs``."""
     main_fps, high_fps = min(fps), max(fps)

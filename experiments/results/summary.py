@@ -45,7 +45,8 @@ class Summary:
     for the IQM across tasks. ``curves``: per group and metric (and pooled success) the
     point and band at each step. ``convergence``: each variant against the baseline.
     ``drift``: per group, inference mode, regime and metric the point and band at each
-    horizon. ``missing``: the run folders left out, with scope and reason.
+    horizon. ``missing``: the run folders left out, with scope and reason. ``run_values``:
+    per run what the paired claims compare (``experiments.results.run_values``).
     """
 
     sweep: str
@@ -59,6 +60,7 @@ class Summary:
     missing: list[dict[str, Any]]
     notes: list[str]
     depth: list[dict[str, Any]] = field(default_factory=list)
+    run_values: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SUMMARY_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
