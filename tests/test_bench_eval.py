@@ -32,10 +32,13 @@ def test_eval_bench_measures_both_modes():
 
 
 def test_eval_bench_runs_the_state_track_without_cameras():
-    spec = EvalBenchSpec(tokenizer="state", episodes=2, max_steps=12, steps=1, repeats=1)
+    # a 6-frame training window: 3 chunk positions, so the 4 chunks of 28 steps slide
+    spec = EvalBenchSpec(
+        tokenizer="state", episodes=2, max_steps=28, steps=1, repeats=1, window_frames=6
+    )
     standard, parallel = run_eval_bench(spec)
     assert standard.passes_per_chunk["video"] == pytest.approx(spec.steps)
     assert parallel.episodes_per_minute > 0 and standard.policy_steps_per_second > 0
-    assert "state track (no cameras, one state token per frame)" in eval_table(
-        spec, [standard, parallel]
-    )
+    table = eval_table(spec, [standard, parallel])
+    assert "state track (no cameras, one state token per frame)" in table
+    assert "context capped by a 6-frame training window" in table

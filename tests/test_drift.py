@@ -23,6 +23,7 @@ from worldmodel.evaluation.drift import (
 from worldmodel.flow import expand_like
 from worldmodel.heads import WorldModelWithHeads, heads_preset
 from worldmodel.model import WorldModel
+from worldmodel.model.layout import CLEAN_VIDEO
 from worldmodel.tokenizer import PatchTokenizer
 from worldmodel.training.windows import EpisodeLatents, fit_action_codec
 
@@ -51,12 +52,11 @@ class CopyLastFrame(WorldModel):
         cache.videos, cache.actions = [], []
         return cache
 
-    def append_clean(self, cache, video_chunk=None, action_chunk=None, **kwargs):
-        if video_chunk is not None:
-            cache.videos.append(video_chunk)
-        if action_chunk is not None:
-            cache.actions.append(action_chunk)
-        super().append_clean(cache, video_chunk, action_chunk, **kwargs)
+    def append_clean_segments(self, cache, segments, hidden_states=None):
+        for segment in segments:
+            kept = cache.videos if segment.kind == CLEAN_VIDEO else cache.actions
+            kept.append(segment.values)
+        return super().append_clean_segments(cache, segments, hidden_states)
 
     def predict_video_velocity(self, cache, noisy, sigma, hidden_states=None):
         super().predict_video_velocity(cache, noisy, sigma, hidden_states)

@@ -10,6 +10,8 @@ from worldmodel.heads.draft import HeadCache, predict_pair_velocity
 from worldmodel.heads.modules import FutureDraw
 from worldmodel.inference import rollout_open_loop
 from worldmodel.model import WindowInputs, WorldModel
+from worldmodel.model.kv_cache import CleanSegment
+from worldmodel.model.layout import CLEAN_ACTION, CLEAN_VIDEO
 
 NUM_CHUNKS, B = 3, 2
 
@@ -74,8 +76,12 @@ def test_depth1_cached_equals_teacher_forced(attention_window):
         )
         torch.testing.assert_close(v_now, out.video_velocity[:, frames], rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(v_next, teacher[:, frames], rtol=1e-10, atol=1e-10)
-        head_cache.append_clean(video=inputs.clean_video[:, frames])
-        head_cache.append_clean(actions=clean_actions[:, frames])
+        head_cache.append_segments(  # one fused pass through both caches
+            [
+                CleanSegment(CLEAN_VIDEO, inputs.clean_video[:, frames]),
+                CleanSegment(CLEAN_ACTION, clean_actions[:, frames]),
+            ]
+        )
     assert head_cache.cache.segments == cache.segments
 
 
@@ -120,13 +126,20 @@ def test_mcp_parallel_halves_the_video_passes(given_actions):
     assert parallel.passes["video"] == standard.passes["video"] // 2
     action_passes = 0 if given_actions else 2 * horizon  # action_steps=2 per chunk
     assert standard.passes["action"] == parallel.passes["action"] == action_passes
-    # appends: 2 of the context, then video + actions of each chunk; plus denoised actions
-    appends = 2 + 2 * horizon + action_passes
-    assert standard.passes["backbone"] == horizon * steps + appends
-    assert parallel.passes["backbone"] == horizon * steps // 2 + appends
+    # Clean appends are fused: what was appended runs in one pass when a denoising step needs
+    # it; the last chunk's appends never run. Given actions: the context, then each video
+    # step's previous chunks (standard: 1 chunk, mcp_parallel: a pair). Denoised actions: also
+    # each video before its actions are denoised (a pair's second video joins its first
+    # chunk's actions).
+    if given_actions:
+        standard_appends, parallel_appends = horizon, horizon // 2
+    else:
+        standard_appends, parallel_appends = 2 * horizon, 3 * horizon // 2
+    assert standard.passes["backbone"] == horizon * steps + standard_appends + action_passes
+    assert parallel.passes["backbone"] == horizon * steps // 2 + parallel_appends + action_passes
     assert standard.passes["head"] == 0
     # depth 1 runs in every video pass and on every clean append (its own cache)
-    assert parallel.passes["head"] == horizon * steps // 2 + 2 + 2 * horizon
+    assert parallel.passes["head"] == horizon * steps // 2 + parallel_appends
     if given_actions:
         assert torch.equal(parallel.actions, future)
         assert torch.equal(standard.actions, future)

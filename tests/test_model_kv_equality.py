@@ -12,6 +12,8 @@ import torch
 from tests.tiny_models import randomise, tiny_config
 from worldmodel.inference import InferenceSession
 from worldmodel.model import WindowInputs, WorldModel
+from worldmodel.model.kv_cache import CleanSegment
+from worldmodel.model.layout import CLEAN_ACTION, CLEAN_VIDEO
 
 NUM_CHUNKS, B = 3, 2
 
@@ -104,6 +106,35 @@ def test_teacher_forced_equals_kv_cached(noisy_history, attention_window):
     assert len(cache) == NUM_CHUNKS * 2 * (3 + 1)
 
 
+@pytest.mark.parametrize("attention_window", [None, 1])
+@torch.no_grad()
+def test_segments_appended_in_one_pass_equal_one_at_a_time(attention_window):
+    """Fused clean appends (one pass under the layout mask) leave the cache as appending
+    each segment alone would, attention window and re-noised history included."""
+    model = random_model(attention_window)
+    inputs, clean_actions = fixed_window(model, noisy_history=True)
+    K = model.config.K
+    segments = []
+    for i in range(NUM_CHUNKS):
+        frames = slice(i * K, (i + 1) * K)
+        video, sigma = inputs.clean_video[:, frames], inputs.clean_video_sigma[:, frames]
+        segments += [
+            CleanSegment(CLEAN_VIDEO, video, sigma),
+            CleanSegment(CLEAN_ACTION, clean_actions[:, frames]),
+        ]
+    alone, fused = model.init_cache(), model.init_cache()
+    for segment in segments:
+        model.append_clean_segments(alone, [segment])
+    model.append_clean_segments(fused, segments[:1])  # a fused run may start after a video
+    model.append_clean_segments(fused, segments[1:])
+    assert fused.segments == alone.segments and len(fused) == NUM_CHUNKS * K * (3 + 1)
+    for layer in range(model.config.num_blocks):
+        torch.testing.assert_close(fused.keys[layer], alone.keys[layer], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(fused.values[layer], alone.values[layer], rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="append the clean video of chunk 3 before its actions"):
+        model.append_clean_segments(fused, segments[1:2])
+
+
 @torch.no_grad()
 def test_context_matters_and_masked_tokens_do_not():
     """Guards the equality test against a model that ignores its context altogether."""
@@ -145,6 +176,7 @@ def test_sliding_window_equals_a_fresh_pass_over_the_same_chunks():
     assert session.context_chunks == 2
     for i in range(total):
         session.make_room(1)
+        session.flush()
         first = i - session.next_chunk  # the oldest chunk still in the cache
         frames = slice(i * K, (i + 1) * K)
         cached = model.predict_video_velocity(
@@ -181,6 +213,8 @@ def test_replace_video_swaps_imagined_video_for_real():
     ):
         teacher.append_video(video)
         teacher.append_actions(chunk_actions)
+    closed.flush()  # the real video and the actions, in one pass
+    teacher.flush()  # all four segments in one pass
     assert closed.cache.segments == teacher.cache.segments
     for layer in range(model.config.num_blocks):
         torch.testing.assert_close(closed.cache.keys[layer], teacher.cache.keys[layer])

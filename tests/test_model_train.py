@@ -199,7 +199,8 @@ def test_open_loop_rollout_shapes_and_given_actions():
     assert result.video.shape == (B, 2 * cfg.K, cfg.tokens_per_frame, cfg.latent_dim)
     assert torch.isfinite(result.video).all()
     assert torch.equal(result.actions, units[:, cfg.K : 3 * cfg.K])
-    assert result.passes == {"backbone": 2 + 2 * 2 + 2 * 2, "head": 0, "video": 4, "action": 0}
+    # video passes, then the fused appends: the context, then chunk 0 before chunk 1
+    assert result.passes == {"backbone": 2 * 2 + 1 + 1, "head": 0, "video": 4, "action": 0}
 
 
 def test_denoised_actions_decode_to_raw_units_with_the_fitted_spread():

@@ -50,6 +50,7 @@ def bench_model(args: argparse.Namespace) -> str:
         num_blocks=args.blocks,
         blocks_per_depth=args.blocks_per_depth,
         actions=args.actions,
+        rollout_batch=args.rollout_batch,
     )
     variants = args.variants.split(",")
     results = run_model_bench(shape, args.device, args.steps, variants, args.threads)
@@ -84,6 +85,7 @@ def bench_evaluate(args: argparse.Namespace) -> str:
         steps=args.steps,
         repeats=args.repeats,
         batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
+        window_frames=args.window_frames,
     )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         help="rollout actions: denoised by the backbone after each chunk's video (a policy), or "
         "the given future actions (open-loop video prediction)",
     )
+    model.add_argument(
+        "--rollout-batch", type=int, default=1, help="sequences rolled out together (inference)"
+    )
     model.set_defaults(run=bench_model)
     train = suites.add_parser(
         "train", help="samples/s of the full train app vs a bare loop (same model and batch)"
@@ -166,6 +171,13 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-sizes", default="1", help="comma-separated episodes in lockstep, e.g. 1,4,16"
     )
     evaluate.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 = default")
+    evaluate.add_argument(
+        "--window-frames",
+        type=int,
+        default=None,
+        help="training window the context is capped to, as a trained model's (data.window_frames:"
+        " 16 state track, 8 pixel track); default none: max_chunks",
+    )
     evaluate.set_defaults(run=bench_evaluate)
     tolerance = suites.add_parser(
         "tolerance", help="expert success under arm-joint target bias and noise, per task"

@@ -59,6 +59,7 @@ class EvalBenchSpec:
     steps: int = 10  # Euler steps per video and per action chunk
     repeats: int = 3
     batch_sizes: tuple[int, ...] = (1,)  # closed-loop episodes in lockstep
+    window_frames: int | None = None  # a trained model's window (caps the context); None: none
 
 
 @dataclass
@@ -79,6 +80,7 @@ def make_model(spec: EvalBenchSpec, tokenizer: Tokenizer) -> WorldModelWithHeads
         latent_dim=tokenizer.latent_dim,
         action_dim=ACTION_DIM,
         actions_per_frame=fps_stride(CONTROL_HZ, spec.fps),
+        train_window_frames=spec.window_frames,
     )
     torch.manual_seed(0)
     return WorldModelWithHeads(config, heads_preset("next_forcing")).eval()
@@ -162,10 +164,15 @@ def eval_table(spec: EvalBenchSpec, results: list[ModeResult]) -> str:
         if spec.tokenizer == "patch"
         else "state track (no cameras, one state token per frame)"
     )
+    window = (
+        "no training window"
+        if spec.window_frames is None
+        else f"context capped by a {spec.window_frames}-frame training window"
+    )
     lines = [
         f"model `{spec.model}` + next_forcing heads, {spec.task}, {track}, fps {spec.fps:g}, "
-        f"K={spec.K}, {spec.steps} Euler steps, {spec.episodes} episodes x {spec.max_steps} "
-        f"steps, median of {spec.repeats}",
+        f"K={spec.K}, {spec.steps} Euler steps, {window}, {spec.episodes} episodes x "
+        f"{spec.max_steps} steps, median of {spec.repeats}",
         "",
         "| B | mode | episodes/min | policy control steps/s | loop control steps/s | "
         "passes/chunk (backbone, head, video) | episodes/min over B=1 |",

@@ -3,6 +3,12 @@
 ``python -m experiments.bench model --size tiny`` (through ``experiments.bench``). Synthetic
 latents of the shapes a 64x64, three-camera conv_ae tokenizer gives; every variant is timed
 in its own fresh process so peak-memory numbers do not leak between variants.
+
+The rollout's cost model (``BlockWork``): one counted rollout per mode tallies the
+transformer-block runs (backbone and MCP blocks alike) and the tokens they carry. On a
+compute-bound device (a CPU) time follows the tokens, so mcp_parallel / standard should be
+the ratio of their block-token work; on a latency-bound one (a GPU at batch 1, where a block
+costs about the same whatever it carries) it should be the ratio of sequential block runs.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ import multiprocessing
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -20,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from worldmodel.heads import WorldModelWithHeads, heads_preset
 from worldmodel.inference import rollout_open_loop
 from worldmodel.model import ModelConfig, model_preset
+from worldmodel.model.transformer import Block
 
 VARIANTS = (
     "single_step",
@@ -49,6 +57,15 @@ class BenchShape:
     # "denoised": the backbone denoises each chunk's actions after its video (policy rollout);
     # "given": the true future actions are appended (open-loop video prediction)
     actions: str = "denoised"
+    rollout_batch: int = 1  # sequences rolled out together
+
+
+@dataclass
+class BlockWork:
+    """What one rollout ran: sequential transformer-block runs and the tokens they carried."""
+
+    runs: int = 0
+    tokens: int = 0  # summed over the batch
 
 
 @dataclass
@@ -59,6 +76,24 @@ class VariantResult:
     peak_memory_mb: float
     flops_per_step: float
     chunks_per_second: dict[str, float]
+    work: dict[str, BlockWork]  # per mode
+
+
+@contextmanager
+def counted_block_work(model: torch.nn.Module) -> Iterator[BlockWork]:
+    """Tallies every transformer block of ``model`` run inside the block."""
+    work = BlockWork()
+
+    def hook(_module, inputs) -> None:
+        work.runs += 1
+        work.tokens += inputs[0].shape[0] * inputs[0].shape[1]  # x: (B, T, dim)
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, Block)]
+    try:
+        yield work
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def model_config(shape: BenchShape) -> ModelConfig:
@@ -153,40 +188,55 @@ def bench_variant(
     peak = _peak_memory_mb(device, rss_before)
 
     modes = ("standard", "mcp_parallel") if variant == "next_forcing" else ("standard",)
-    context = {k: v[:1, : shape.K] for k, v in batch.items() if k != "valid"}
+    rows = shape.rollout_batch
+    context = {
+        k: v[:1, : shape.K].repeat(rows, *[1] * (v.ndim - 1))  # (rows, K, ...)
+        for k, v in batch.items()
+        if k != "valid"
+    }
     context["actions"] = model.window_actions(context, shape.K)[0]  # model units
-    speeds = {mode: rollout_speed(model, context, shape, mode, device) for mode in modes}
+    speeds, work = {}, {}
+    for mode in modes:
+        speeds[mode], work[mode] = rollout_speed(model, context, shape, mode, device)
     params = sum(p.numel() for p in model.parameters())
-    return VariantResult(variant, params, step_seconds, peak, counter.get_total_flops(), speeds)
+    flops = counter.get_total_flops()
+    return VariantResult(variant, params, step_seconds, peak, flops, speeds, work)
 
 
 @torch.no_grad()
 def rollout_speed(
     model, context: dict, shape: BenchShape, mode: str, device: torch.device
-) -> float:
-    """Imagined chunks per second of an open-loop rollout: median of 3 runs after a warm-up."""
+) -> tuple[float, BlockWork]:
+    """Imagined chunks per second of an open-loop rollout of ``rollout_batch`` sequences
+    (median of 3 runs after a warm-up, which is also counted: its ``BlockWork``)."""
     seconds = []
     future = None  # actions denoised by the backbone
     if shape.actions == "given":
         g = torch.Generator().manual_seed(1)
-        future_shape = (1, shape.horizon * shape.K, *context["actions"].shape[2:])
-        future = torch.randn(future_shape, generator=g).to(device)  # (1, horizon*K, A, 14)
+        future_shape = (shape.rollout_batch, shape.horizon * shape.K, *context["actions"].shape[2:])
+        future = torch.randn(future_shape, generator=g).to(device)  # (rows, horizon*K, A, 14)
+
+    def rollout() -> None:
+        rollout_open_loop(
+            model,
+            context["video"],
+            context["actions"],
+            shape.horizon,
+            shape.denoise_steps,
+            future_actions=future,
+            mode=mode,
+        )
+
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for _ in range(4):
+        with counted_block_work(model) as work:
+            rollout()  # warm-up
+        for _ in range(3):
             _sync(device)
             begin = time.perf_counter()
-            rollout_open_loop(
-                model,
-                context["video"],
-                context["actions"],
-                shape.horizon,
-                shape.denoise_steps,
-                future_actions=future,
-                mode=mode,
-            )
+            rollout()
             _sync(device)
             seconds.append(time.perf_counter() - begin)
-    return shape.horizon / statistics.median(seconds[1:])
+    return shape.horizon / statistics.median(seconds), work
 
 
 def run_model_bench(
@@ -210,13 +260,15 @@ def markdown_table(results: list[VariantResult], shape: BenchShape, device: str)
         + (f" with {shape.num_blocks} blocks" if shape.num_blocks else "")
         + (f", {shape.blocks_per_depth} MCP block(s) per depth" if shape.blocks_per_depth else "")
         + f", {shape.denoise_steps} denoising steps, actions {shape.actions}"
-        f", batch {shape.batch}, window {shape.num_chunks} chunks x K={shape.K} "
+        f", batch {shape.batch} (rollouts {shape.rollout_batch}), window {shape.num_chunks} "
+        f"chunks x K={shape.K} "
         f"frames x N={shape.tokens_per_frame} tokens, device {gpu or device}"
         + (" (bf16 autocast)" if gpu else " (float32)"),
         "",
         "| heads | params | step ms | vs single_step | peak MB | vs single_step | "
-        "GFLOP/step | MFU | chunks/s standard | chunks/s mcp_parallel |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "GFLOP/step | MFU | chunks/s standard | chunks/s mcp_parallel | "
+        "cost model: block-token work / block runs ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         mfu = f"{r.flops_per_step / r.step_seconds / peak:.1%}" if peak else "-"
@@ -228,10 +280,18 @@ def markdown_table(results: list[VariantResult], shape: BenchShape, device: str)
             f"{r.flops_per_step / 1e9:.1f} | {mfu} | "
             f"{r.chunks_per_second['standard']:.2f} | "
             + (
-                f"{parallel:.2f} ({parallel / r.chunks_per_second['standard']:.2f}x)"
+                f"{parallel:.2f} ({parallel / r.chunks_per_second['standard']:.2f}x) | "
+                + predicted_ratios(r.work)
                 if parallel
-                else ""
+                else " |"
             )
             + " |"
         )
     return "\n".join(lines)
+
+
+def predicted_ratios(work: dict[str, BlockWork]) -> str:
+    """mcp_parallel's speed-up over standard as the cost model predicts it: compute-bound
+    (block-token work) and latency-bound (sequential block runs)."""
+    standard, parallel = work["standard"], work["mcp_parallel"]
+    return f"{standard.tokens / parallel.tokens:.2f}x / {standard.runs / parallel.runs:.2f}x"

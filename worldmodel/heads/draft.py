@@ -5,20 +5,22 @@ chunk i, exactly as in training (``worldmodel/heads/modules.py``): each pass run
 over the noisy tokens of chunk i against its cache; the backbone's per-layer hidden states
 feed depth 1 together with the noisy latents of chunk i+1.
 
-Depth 1 keeps its own KV cache of the clean tokens (``HeadCache``): whenever a clean segment
-joins the backbone cache, its last-layer hidden states run through depth 1's blocks
-(appended), just as the context slots of the training window carry the backbone's
-last-layer states.
+Depth 1 keeps its own KV cache of the clean tokens (``HeadCache``): whenever clean segments
+join the backbone cache, their last-layer hidden states run through depth 1's blocks
+(appended; segments fused into one backbone pass go through depth 1 in one pass too), just
+as the context slots of the training window carry the backbone's last-layer states.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from worldmodel.heads.modules import MCPHeads, WorldModelWithHeads
-from worldmodel.model.kv_cache import KVCache
-from worldmodel.model.layout import CLEAN_ACTION, CLEAN_VIDEO, NOISY_VIDEO, first_visible_chunk
+from worldmodel.model.kv_cache import CleanSegment, KVCache
+from worldmodel.model.layout import NOISY_VIDEO, first_visible_chunk
 from worldmodel.model.world_model import per_token
 
 
@@ -30,38 +32,33 @@ class HeadCache:
         self.model, self.depth, self.backbone_cache = model, heads.depth_modules[0], backbone_cache
         self.cache = KVCache(num_layers=len(self.depth.blocks))
 
-    def run(self, x: Tensor, cond: Tensor, chunk: int, append: bool) -> Tensor:
-        """x, cond: (B, T, dim) tokens of ``chunk`` -> depth 1's output (B, T, dim)."""
+    def run(
+        self, x: Tensor, cond: Tensor, chunk: int, append: bool, attn_mask: Tensor | None = None
+    ) -> Tensor:
+        """x, cond: (B, T, dim) tokens from ``chunk`` on -> depth 1's output (B, T, dim);
+        ``attn_mask`` as in ``WorldModel.run_cached``."""
         first = first_visible_chunk(chunk, self.model.config.attention_window)
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(self.model.device)
         for layer, block in enumerate(self.depth.blocks):
-            x, kv = block(x, cond, None, self.cache.past(layer, first))
+            x, kv = block(x, cond, attn_mask, self.cache.past(layer, first))
             if append:
                 self.cache.append(layer, kv)
         return x
 
-    def append_clean(
-        self,
-        video: Tensor | None = None,
-        actions: Tensor | None = None,
-        video_sigma: Tensor | float | None = None,
-    ) -> None:
-        """Append clean video (B, K, N, C) or actions in model units (B, K, A, d) to both
-        caches."""
-        model, backbone_cache = self.model, self.backbone_cache
-        hidden: list[Tensor] = []
-        if video is not None:
-            kind, chunk = CLEAN_VIDEO, backbone_cache.num_video_chunks
-            model.append_clean(
-                backbone_cache, video_chunk=video, video_sigma=video_sigma, hidden_states=hidden
-            )
-        else:
-            kind, chunk = CLEAN_ACTION, backbone_cache.num_action_chunks
-            model.append_clean(backbone_cache, action_chunk=actions, hidden_states=hidden)
-        last = hidden[-1]  # (B, T, dim)
+    def append_segments(self, segments: Sequence[CleanSegment]) -> None:
+        """Append consecutive clean segments to both caches, one pass through each."""
+        model, hidden = self.model, []
+        layouts = model.append_clean_segments(self.backbone_cache, segments, hidden_states=hidden)
+        if not layouts:
+            return
+        oldest, mask = self.cache.append_mask(layouts, model.config.attention_window)
+        last = hidden[-1]  # (B, T_new, dim)
         B, T = last.shape[:2]
         cond = model.condition(torch.zeros(B, T, dtype=model.dtype, device=model.device))
-        self.run(last, cond, chunk, append=True)
-        self.cache.add_segment(kind, chunk, T)
+        self.run(last, cond, oldest, append=True, attn_mask=mask)
+        for layout in layouts:
+            self.cache.add_segment(layout)
 
     def drop_last_segment(self) -> None:
         """Forget the last clean segment in both caches (an imagined video chunk)."""

@@ -13,6 +13,11 @@ One chunk, in the order the training mask allows (``worldmodel/model/layout.py``
     session.append_actions(actions)                           # clean actions i: committed
     closed loop: session.replace_video(real) after the chunk ran, before append_actions
 
+Appends are fused: appended clean segments wait until the next denoising step needs them
+(``flush``) and then join the caches in one pass under the layout mask. The closed loop's real
+frames of chunk i and its executed actions therefore cost one pass, and a sliding restart
+re-appends its whole context in one pass (an imagined video replaced before it ran costs none).
+
 Modes: ``standard`` runs the backbone alone (any model). ``mcp_parallel`` (MCP heads) denoises
 chunk i with the backbone and, in the same passes, drafts chunk i+1 with depth 1
 (``worldmodel/heads/draft.py``); the caller appends the draft as chunk i+1's video without
@@ -32,7 +37,7 @@ Noise: ``generator`` is one generator, or one per row (row b's draws are then th
 session of batch one would make with ``generator[b]``: batched closed loop).
 
 Pass counts (``passes``): ``backbone`` every sequential run of the backbone's blocks
-(denoising and appends alike), ``head`` runs of depth 1's blocks, ``video`` and ``action``
+(denoising and fused appends alike), ``head`` runs of depth 1's blocks, ``video`` and ``action``
 the denoising passes of each kind (``video`` is what mcp_parallel halves).
 """
 
@@ -49,7 +54,8 @@ from worldmodel import flow
 from worldmodel.heads.draft import HeadCache, predict_pair_velocity
 from worldmodel.heads.modules import MCPHeads
 from worldmodel.model.actions import PAD_ACTION
-from worldmodel.model.layout import CLEAN_VIDEO
+from worldmodel.model.kv_cache import CleanSegment
+from worldmodel.model.layout import CLEAN_ACTION, CLEAN_VIDEO
 from worldmodel.model.world_model import Generators, WorldModel, standard_normal
 
 MODES = ("standard", "mcp_parallel")
@@ -209,7 +215,8 @@ class InferenceSession:
     @property
     def next_chunk(self) -> int:
         """Chunk index (in the current numbering) of the next video to denoise or append."""
-        return self.cache.num_video_chunks
+        pending = sum(segment.kind == CLEAN_VIDEO for segment in self._pending)
+        return self.cache.num_video_chunks + pending
 
     @property
     def pending_video(self) -> Tensor:
@@ -223,63 +230,67 @@ class InferenceSession:
         self.head_cache = (
             HeadCache(self.model, self.heads, self.cache) if self.heads is not None else None
         )
+        self._pending: list[CleanSegment] = []  # appended, not yet run (``flush``)
 
-    def _append(self, video=None, actions=None, video_sigma=None) -> None:
-        if self.head_cache is not None:
-            self.head_cache.append_clean(video, actions, video_sigma)
-        else:
-            self.model.append_clean(
-                self.cache, video_chunk=video, action_chunk=actions, video_sigma=video_sigma
-            )
+    def _append(self, kind: int, values: Tensor, sigma: Tensor | float | None = None) -> None:
+        values = values.to(self.model.device, self.model.dtype)
+        self._pending.append(CleanSegment(kind, values, sigma))
 
-    # ----------------------------------------------------------------- appends
     @counted
     @torch.no_grad()
+    def flush(self) -> None:
+        """Run the appended clean segments into the caches, all in one pass (module
+        docstring); the denoising methods call it first."""
+        if not self._pending:
+            return
+        if self.head_cache is not None:
+            self.head_cache.append_segments(self._pending)
+        else:
+            self.model.append_clean_segments(self.cache, self._pending)
+        self._pending = []
+
+    # ----------------------------------------------------------------- appends
     def append_video(self, video: Tensor, sigma: Tensor | float | None = None) -> None:
         """Clean video (B, K, N, C) of the next chunk joins the caches (``sigma``: re-noised
         history level, float or (B, K); default 0)."""
-        self._append(video=video.to(self.model.device, self.model.dtype), video_sigma=sigma)
+        self._append(CLEAN_VIDEO, video, sigma)
         self._video = video
 
-    @counted
-    @torch.no_grad()
     def replace_video(self, video: Tensor) -> None:
         """The real frames (B, K, N, C) replace the imagined clean video of the last chunk."""
-        if not self.cache.segments or self.cache.segments[-1][0] != CLEAN_VIDEO:
+        if self._video is None:
             raise ValueError("replace_video needs an appended video awaiting its actions")
-        if self.head_cache is not None:
+        if self._pending:
+            self._pending.pop()  # the imagined video, never run
+        elif self.head_cache is not None:
             self.head_cache.drop_last_segment()
         else:
             self.cache.drop_last_segment()
-        self._append(video=video.to(self.model.device, self.model.dtype))
+        self._append(CLEAN_VIDEO, video)
         self._video = video
 
-    @counted
-    @torch.no_grad()
     def append_actions(self, actions: Tensor) -> None:
         """Actions in model units (B, K, A, d) of the last appended video join the caches;
         the chunk is committed (kept for sliding restarts)."""
         if self._video is None:
             raise ValueError("append the clean video of a chunk before its actions")
-        self._append(actions=actions.to(self.model.device, self.model.dtype))
+        self._append(CLEAN_ACTION, actions)
         self.committed.append((self._video, actions))
         del self.committed[: max(0, len(self.committed) - self.context_chunks)]
         self._video = None
 
     # ----------------------------------------------------------------- denoising
-    @counted
-    @torch.no_grad()
     def make_room(self, new_chunks: int) -> None:
         """Rebuild the caches from the last committed chunks if ``new_chunks`` more would pass
-        the trained chunk positions (module docstring)."""
+        the trained chunk positions (module docstring); they join at the next ``flush``."""
         if self.next_chunk + new_chunks <= self.trained_chunks:
             return
         if self._video is not None:
             raise ValueError("cannot slide the context while a chunk awaits its actions")
         self._new_caches()
         for video, actions in self.committed:
-            self._append(video=video.to(self.model.device, self.model.dtype))
-            self._append(actions=actions.to(self.model.device, self.model.dtype))
+            self._append(CLEAN_VIDEO, video)
+            self._append(CLEAN_ACTION, actions)
         self.restarts += 1
 
     @counted
@@ -300,6 +311,7 @@ class InferenceSession:
         if draft and self.heads is None:
             raise ValueError("drafting needs mode='mcp_parallel'")
         self.make_room(2 if draft else 1)
+        self.flush()
         model, cfg = self.model, self.model.config
         like = torch.empty(0, dtype=model.dtype, device=model.device)
         shape = (self.batch_size, cfg.K, cfg.tokens_per_frame, cfg.latent_dim)
@@ -344,6 +356,7 @@ class InferenceSession:
         whose padded token is clamped to ``PAD_ACTION``."""
         if self._video is None:
             raise ValueError("append the clean video of a chunk before denoising its actions")
+        self.flush()
         model, cfg = self.model, self.model.config
         like = torch.empty(0, dtype=model.dtype, device=model.device)
         K = self._video.shape[1]

@@ -61,6 +61,21 @@ class TokenLayout:
         """Indices (into this layout) of the tokens of one kind, in sequence order."""
         return torch.nonzero(self.kind == kind).flatten()
 
+    def __getitem__(self, index: slice) -> TokenLayout:
+        """The layout of a slice of the tokens."""
+        return TokenLayout(
+            kind=self.kind[index],
+            chunk=self.chunk[index],
+            frame=self.frame[index],
+            position=self.position[index],
+        )
+
+
+def empty_layout() -> TokenLayout:
+    """The layout of no tokens."""
+    none = torch.zeros(0, dtype=torch.long)
+    return TokenLayout(kind=none, chunk=none, frame=none, position=none)
+
 
 def is_video(kind: int) -> bool:
     return kind in (NOISY_VIDEO, CLEAN_VIDEO)

@@ -11,7 +11,8 @@ them (``draw_chunk_size``), cuts the window's F frames into ``F // K_step`` whol
 drops the trailing frames that do not fill one (``crop_to_chunks``); layout, mask and the MCP
 heads' chunk shift then use ``K_step``. Inference uses ``config.K`` unless given a ``K``.
 Inference runs chunk by chunk against a ``KVCache`` of clean tokens through the primitives
-``append_clean`` (clean video / clean actions of the next chunk join the cache),
+``append_clean_segments`` (clean video / clean actions of the next chunks join the cache,
+several in one pass under the layout mask; ``append_clean`` for one chunk),
 ``predict_video_velocity`` and ``predict_action_velocity`` (noisy tokens run against the cache,
 never appended); ``worldmodel/inference/session.py`` drives them (denoising loops, sliding
 context, pass counts) for open loop and closed loop alike. Actions enter and leave the model in
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from worldmodel import flow
 from worldmodel.model.actions import PAD_ACTION, TRAIN_CLIP, ActionCodec, chunk_reference
 from worldmodel.model.config import ModelConfig
-from worldmodel.model.kv_cache import KVCache
+from worldmodel.model.kv_cache import CleanSegment, KVCache
 from worldmodel.model.layout import (
     CLEAN_ACTION,
     CLEAN_VIDEO,
@@ -460,16 +461,20 @@ class WorldModel(nn.Module):
         cache: KVCache,
         append: bool,
         hidden_states: list[Tensor] | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
-        """New tokens of ``chunk`` (B, T, dim) attend to the cache and to each other.
+        """New tokens (B, T, dim) from ``chunk`` on attend to the cache (from that chunk's
+        window on) and to each other (all of it, or where ``attn_mask`` (T, T_past + T) says).
 
         With ``append`` their keys/values join the cache (clean tokens only). A list passed
         as ``hidden_states`` receives the output of every block (the MCP-parallel hook).
         """
         first_chunk = first_visible_chunk(chunk, self.config.attention_window)
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(self.device)
         x = tokens
         for layer, block in enumerate(self.blocks):
-            x, kv = block(x, cond, None, cache.past(layer, first_chunk))
+            x, kv = block(x, cond, attn_mask, cache.past(layer, first_chunk))
             if append:
                 cache.append(layer, kv)
             if hidden_states is not None:
@@ -501,36 +506,66 @@ class WorldModel(nn.Module):
         hidden_states: list[Tensor] | None = None,
     ) -> None:
         """Append the clean video (B, K, N, C) and/or the actions in model units (B, K, A, d) of
-        the next chunk (its chunk size K, 1..config.K, is read from the shapes).
+        the next chunk (its chunk size K, 1..config.K, is read from the shapes); both in one
+        pass (``append_clean_segments``).
 
         Order follows the mask: clean video of chunk i first, then its clean actions.
         ``video_sigma`` (float or (B, K)) marks re-noised history; default 0 (clean).
-        A list passed as ``hidden_states`` receives every block's output of the appended
-        tokens (video first, then actions): the hook MCP-parallel inference caches from.
         """
+        segments = []
         if video_chunk is not None:
-            chunk = cache.num_video_chunks
-            if cache.num_action_chunks != chunk:
-                raise ValueError(f"append the actions of chunk {chunk - 1} before its next video")
-            B, K, N, _ = video_chunk.shape
-            self._check_cache_batch(cache, B)
-            video_chunk = video_chunk.to(self.device, self.dtype)
-            tokens, _ = self.embed_video(video_chunk, CLEAN_VIDEO, chunk, K)  # (B, K*N, dim)
-            sigma = self._frame_sigma(video_sigma, B, K)  # (B, K)
-            cond = self.condition(per_token(sigma, N))  # (B, K*N, dim)
-            self.run_cached(tokens, cond, chunk, cache, append=True, hidden_states=hidden_states)
-            cache.add_segment(CLEAN_VIDEO, chunk, K * N)
+            segments.append(CleanSegment(CLEAN_VIDEO, video_chunk, video_sigma))
         if action_chunk is not None:
-            chunk = cache.num_action_chunks
-            if cache.num_video_chunks != chunk + 1:
-                raise ValueError(f"append the clean video of chunk {chunk} before its actions")
-            B, K = action_chunk.shape[:2]
+            segments.append(CleanSegment(CLEAN_ACTION, action_chunk))
+        self.append_clean_segments(cache, segments, hidden_states)
+
+    def append_clean_segments(
+        self,
+        cache: KVCache,
+        segments: Sequence[CleanSegment],
+        hidden_states: list[Tensor] | None = None,
+    ) -> list[TokenLayout]:
+        """Append consecutive clean segments (video i, actions i, video i+1, ...) to the cache
+        in one pass under the layout mask; their layouts.
+
+        A list passed as ``hidden_states`` receives every block's output of the appended tokens
+        (B, T_new, dim), in segment order: the hook MCP-parallel inference caches from.
+        """
+        videos, actions = cache.num_video_chunks, cache.num_action_chunks
+        tokens, sigmas, layouts = [], [], []
+        for segment in segments:
+            values = segment.values.to(self.device, self.dtype)
+            B, K = values.shape[:2]
             self._check_cache_batch(cache, B)
-            actions = action_chunk.to(self.device, self.dtype)  # (B, K, A, d)
-            tokens, _ = self.embed_actions(actions, CLEAN_ACTION, chunk, K)  # (B, K, dim)
-            cond = self.condition(torch.zeros(B, K, dtype=self.dtype, device=self.device))
-            self.run_cached(tokens, cond, chunk, cache, append=True, hidden_states=hidden_states)
-            cache.add_segment(CLEAN_ACTION, chunk, K)
+            if segment.kind == CLEAN_VIDEO:
+                if actions != videos:
+                    raise ValueError(
+                        f"append the actions of chunk {videos - 1} before its next video"
+                    )
+                token, layout = self.embed_video(values, CLEAN_VIDEO, videos, K)  # (B, K*N, dim)
+                frame_sigma = self._frame_sigma(segment.sigma, B, K)  # (B, K)
+                sigmas.append(per_token(frame_sigma, values.shape[2]))  # (B, K*N)
+                videos += 1
+            else:
+                if videos != actions + 1:
+                    raise ValueError(
+                        f"append the clean video of chunk {actions} before its actions"
+                    )
+                token, layout = self.embed_actions(values, CLEAN_ACTION, actions, K)  # (B, K, dim)
+                sigmas.append(torch.zeros(B, K, dtype=self.dtype, device=self.device))
+                actions += 1
+            tokens.append(token)
+            layouts.append(layout)
+        if not segments:
+            return layouts
+        oldest, mask = cache.append_mask(layouts, self.config.attention_window)
+        cond = self.condition(torch.cat(sigmas, dim=1))  # (B, T_new, dim)
+        self.run_cached(
+            torch.cat(tokens, dim=1), cond, oldest, cache, True, hidden_states, attn_mask=mask
+        )
+        for layout in layouts:
+            cache.add_segment(layout)
+        return layouts
 
     def predict_video_velocity(
         self,
