@@ -35,6 +35,11 @@ from experiments.bench.tolerance import MAGNITUDES, run_tolerance_bench, toleran
 from experiments.bench.train import TrainBenchSpec, run_train_bench, train_table
 from worldmodel.training.provenance import git_state
 
+COMPILE_HELP = (
+    "compile the denoising passes (CUDA graphs on a GPU, inductor kernels on a CPU; the "
+    "warm-up compiles)"
+)
+
 
 def bench_collect(args: argparse.Namespace) -> str:
     cameras = tuple(args.cameras.split(","))
@@ -51,6 +56,7 @@ def bench_model(args: argparse.Namespace) -> str:
         blocks_per_depth=args.blocks_per_depth,
         actions=args.actions,
         rollout_batch=args.rollout_batch,
+        compile=args.compile,
     )
     variants = args.variants.split(",")
     results = run_model_bench(shape, args.device, args.steps, variants, args.threads)
@@ -86,6 +92,7 @@ def bench_evaluate(args: argparse.Namespace) -> str:
         repeats=args.repeats,
         batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
         window_frames=args.window_frames,
+        compile=args.compile,
     )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     model.add_argument(
         "--rollout-batch", type=int, default=1, help="sequences rolled out together (inference)"
     )
+    model.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     model.set_defaults(run=bench_model)
     train = suites.add_parser(
         "train", help="samples/s of the full train app vs a bare loop (same model and batch)"
@@ -178,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         help="training window the context is capped to, as a trained model's (data.window_frames:"
         " 16 state track, 8 pixel track); default none: max_chunks",
     )
+    evaluate.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     evaluate.set_defaults(run=bench_evaluate)
     tolerance = suites.add_parser(
         "tolerance", help="expert success under arm-joint target bias and noise, per task"

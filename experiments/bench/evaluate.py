@@ -34,6 +34,7 @@ from worldmodel.data.collection import EVAL_SEED_BASE
 from worldmodel.evaluation.closed_loop import ClosedLoopResult, evaluate_closed_loop
 from worldmodel.evaluation.policies import WorldModelPolicy
 from worldmodel.heads import WorldModelWithHeads, heads_preset
+from worldmodel.inference.compiled import compile_denoising
 from worldmodel.inference.session import MODES
 from worldmodel.model import ModelConfig, model_preset
 from worldmodel.timing import fps_stride
@@ -60,6 +61,7 @@ class EvalBenchSpec:
     repeats: int = 3
     batch_sizes: tuple[int, ...] = (1,)  # closed-loop episodes in lockstep
     window_frames: int | None = None  # a trained model's window (caps the context); None: none
+    compile: bool = False  # denoising passes compiled (worldmodel/inference/compiled.py)
 
 
 @dataclass
@@ -130,6 +132,8 @@ def run_mode(
 def run_eval_bench(spec: EvalBenchSpec) -> list[ModeResult]:
     tokenizer = make_tokenizer(spec)
     model = make_model(spec, tokenizer)
+    if spec.compile:
+        compile_denoising(model)  # the warm-up below compiles every shape
     cases = [(b, mode) for b in spec.batch_sizes for mode in MODES]
     samples: dict[tuple[int, str], list[tuple[ClosedLoopResult, float]]] = {c: [] for c in cases}
     with torch.no_grad():
@@ -168,7 +172,7 @@ def eval_table(spec: EvalBenchSpec, results: list[ModeResult]) -> str:
         "no training window"
         if spec.window_frames is None
         else f"context capped by a {spec.window_frames}-frame training window"
-    )
+    ) + (", denoising compiled" if spec.compile else "")
     lines = [
         f"model `{spec.model}` + next_forcing heads, {spec.task}, {track}, fps {spec.fps:g}, "
         f"K={spec.K}, {spec.steps} Euler steps, {window}, {spec.episodes} episodes x "

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from worldmodel.heads import WorldModelWithHeads, heads_preset
 from worldmodel.inference import rollout_open_loop
+from worldmodel.inference.compiled import compile_denoising
 from worldmodel.model import ModelConfig, model_preset
 from worldmodel.model.transformer import Block
 
@@ -58,6 +59,7 @@ class BenchShape:
     # "given": the true future actions are appended (open-loop video prediction)
     actions: str = "denoised"
     rollout_batch: int = 1  # sequences rolled out together
+    compile: bool = False  # denoising passes compiled (worldmodel/inference/compiled.py)
 
 
 @dataclass
@@ -195,6 +197,8 @@ def bench_variant(
         if k != "valid"
     }
     context["actions"] = model.window_actions(context, shape.K)[0]  # model units
+    if shape.compile:
+        compile_denoising(model)  # each mode's warm-up rollout compiles its shapes
     speeds, work = {}, {}
     for mode in modes:
         speeds[mode], work[mode] = rollout_speed(model, context, shape, mode, device)
@@ -263,7 +267,8 @@ def markdown_table(results: list[VariantResult], shape: BenchShape, device: str)
         f", batch {shape.batch} (rollouts {shape.rollout_batch}), window {shape.num_chunks} "
         f"chunks x K={shape.K} "
         f"frames x N={shape.tokens_per_frame} tokens, device {gpu or device}"
-        + (" (bf16 autocast)" if gpu else " (float32)"),
+        + (" (bf16 autocast)" if gpu else " (float32)")
+        + (", denoising compiled" if shape.compile else ""),
         "",
         "| heads | params | step ms | vs single_step | peak MB | vs single_step | "
         "GFLOP/step | MFU | chunks/s standard | chunks/s mcp_parallel | "

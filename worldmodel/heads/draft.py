@@ -21,6 +21,7 @@ from torch import Tensor
 from worldmodel.heads.modules import MCPHeads, WorldModelWithHeads
 from worldmodel.model.kv_cache import CleanSegment, KVCache
 from worldmodel.model.layout import NOISY_VIDEO, first_visible_chunk
+from worldmodel.model.transformer import run_blocks
 from worldmodel.model.world_model import per_token
 
 
@@ -40,11 +41,14 @@ class HeadCache:
         first = first_visible_chunk(chunk, self.model.config.attention_window)
         if attn_mask is not None:
             attn_mask = attn_mask.to(self.model.device)
-        for layer, block in enumerate(self.depth.blocks):
-            x, kv = block(x, cond, attn_mask, self.cache.past(layer, first))
-            if append:
+        blocks = self.depth.blocks
+        pasts = [self.cache.past(layer, first) for layer in range(len(blocks))]
+        run = run_blocks if append else self.model.denoising_blocks
+        outputs, kvs = run(blocks, x, cond, attn_mask, pasts)
+        if append:
+            for layer, kv in enumerate(kvs):
                 self.cache.append(layer, kv)
-        return x
+        return outputs[-1]
 
     def append_segments(self, segments: Sequence[CleanSegment]) -> None:
         """Append consecutive clean segments to both caches, one pass through each."""

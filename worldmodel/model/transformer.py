@@ -9,6 +9,8 @@ the KV-cached inference loop equal to the teacher-forced training pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,6 +96,24 @@ class Block(nn.Module):
         x = x + gate1 * self.drop(attn_out)
         x = x + gate2 * self.drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
         return x, kv
+
+
+def run_blocks(
+    blocks: Sequence[Block],
+    x: Tensor,
+    cond: Tensor,
+    attn_mask: Tensor | None,
+    pasts: Sequence[KeyValue | None],
+) -> tuple[list[Tensor], list[KeyValue]]:
+    """New tokens x, cond (B, T, dim) through ``blocks``, each with its layer's cached keys and
+    values (or None); every block's output (B, T, dim) and its new (keys, values). A pure
+    tensor function, so the fixed-shape denoising step can be compiled (``torch.compile``)."""
+    outputs, kvs = [], []
+    for block, past in zip(blocks, pasts, strict=True):
+        x, kv = block(x, cond, attn_mask, past)
+        outputs.append(x)
+        kvs.append(kv)
+    return outputs, kvs
 
 
 class FinalLayer(nn.Module):

@@ -29,7 +29,7 @@ the pieces an MCP depth reuses (same slots, same mask, shared output head).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +50,7 @@ from worldmodel.model.layout import (
     first_visible_chunk,
     may_attend,
 )
-from worldmodel.model.transformer import Block, FinalLayer
+from worldmodel.model.transformer import Block, FinalLayer, run_blocks
 
 SIGMA_FREQUENCIES = 256  # sinusoidal features of the noise level before its MLP
 
@@ -169,6 +169,9 @@ class WorldModel(nn.Module):
         self.action_codec = ActionCodec(cfg.action_dim, cfg.action_space, cfg.action_norm)
         for embedding in (self.type_embed, self.frame_embed, self.position_embed):
             nn.init.normal_(embedding.weight, std=0.02)
+        # the blocks of a denoising pass (noisy tokens against the cache): ``run_blocks``, or
+        # its compiled version (``worldmodel/inference/compiled.py``)
+        self.denoising_blocks: Callable = run_blocks
 
     # ----------------------------------------------------------------- actions
     def encode_actions(self, actions: Tensor, reference: Tensor) -> Tensor:
@@ -472,14 +475,15 @@ class WorldModel(nn.Module):
         first_chunk = first_visible_chunk(chunk, self.config.attention_window)
         if attn_mask is not None:
             attn_mask = attn_mask.to(self.device)
-        x = tokens
-        for layer, block in enumerate(self.blocks):
-            x, kv = block(x, cond, attn_mask, cache.past(layer, first_chunk))
-            if append:
+        pasts = [cache.past(layer, first_chunk) for layer in range(len(self.blocks))]
+        run = run_blocks if append else self.denoising_blocks
+        outputs, kvs = run(self.blocks, tokens, cond, attn_mask, pasts)
+        if append:
+            for layer, kv in enumerate(kvs):
                 cache.append(layer, kv)
-            if hidden_states is not None:
-                hidden_states.append(x)
-        return x  # (B, T, dim)
+        if hidden_states is not None:
+            hidden_states.extend(outputs)
+        return outputs[-1]  # (B, T, dim)
 
     def _check_cache_batch(self, cache: KVCache, batch_size: int) -> None:
         if cache.batch_size is None:
