@@ -20,8 +20,7 @@ from torch import Tensor
 
 from worldmodel.heads.modules import MCPHeads, WorldModelWithHeads
 from worldmodel.model.kv_cache import CleanSegment, KVCache
-from worldmodel.model.layout import NOISY_VIDEO, first_visible_chunk
-from worldmodel.model.transformer import run_blocks
+from worldmodel.model.layout import NOISY_VIDEO
 from worldmodel.model.world_model import per_token
 
 
@@ -36,19 +35,11 @@ class HeadCache:
     def run(
         self, x: Tensor, cond: Tensor, chunk: int, append: bool, attn_mask: Tensor | None = None
     ) -> Tensor:
-        """x, cond: (B, T, dim) tokens from ``chunk`` on -> depth 1's output (B, T, dim);
-        ``attn_mask`` as in ``WorldModel.run_cached``."""
-        first = first_visible_chunk(chunk, self.model.config.attention_window)
-        if attn_mask is not None:
-            attn_mask = attn_mask.to(self.model.device)
-        blocks = self.depth.blocks
-        pasts = [self.cache.past(layer, first) for layer in range(len(blocks))]
-        run = run_blocks if append else self.model.denoising_blocks
-        outputs, kvs = run(blocks, x, cond, attn_mask, pasts)
-        if append:
-            for layer, kv in enumerate(kvs):
-                self.cache.append(layer, kv)
-        return outputs[-1]
+        """x, cond: (B, T, dim) tokens from ``chunk`` on -> depth 1's output (B, T, dim), run
+        against this cache as ``WorldModel.run_cached`` runs the backbone against its own."""
+        return self.model.run_cached(
+            x, cond, chunk, self.cache, append, attn_mask=attn_mask, blocks=self.depth.blocks
+        )
 
     def append_segments(self, segments: Sequence[CleanSegment]) -> None:
         """Append consecutive clean segments to both caches, one pass through each."""

@@ -233,8 +233,7 @@ class InferenceSession:
         self._pending: list[CleanSegment] = []  # appended, not yet run (``flush``)
 
     def _append(self, kind: int, values: Tensor, sigma: Tensor | float | None = None) -> None:
-        values = values.to(self.model.device, self.model.dtype)
-        self._pending.append(CleanSegment(kind, values, sigma))
+        self._pending.append(CleanSegment(kind, values, sigma))  # moved to the model on flush
 
     @counted
     @torch.no_grad()

@@ -465,19 +465,22 @@ class WorldModel(nn.Module):
         append: bool,
         hidden_states: list[Tensor] | None = None,
         attn_mask: Tensor | None = None,
+        blocks: Sequence[Block] | None = None,
     ) -> Tensor:
         """New tokens (B, T, dim) from ``chunk`` on attend to the cache (from that chunk's
         window on) and to each other (all of it, or where ``attn_mask`` (T, T_past + T) says).
 
         With ``append`` their keys/values join the cache (clean tokens only). A list passed
         as ``hidden_states`` receives the output of every block (the MCP-parallel hook).
+        ``blocks``: the backbone's by default; MCP depth 1's run against its own cache.
         """
+        blocks = self.blocks if blocks is None else blocks
         first_chunk = first_visible_chunk(chunk, self.config.attention_window)
         if attn_mask is not None:
             attn_mask = attn_mask.to(self.device)
-        pasts = [cache.past(layer, first_chunk) for layer in range(len(self.blocks))]
+        pasts = [cache.past(layer, first_chunk) for layer in range(len(blocks))]
         run = run_blocks if append else self.denoising_blocks
-        outputs, kvs = run(self.blocks, tokens, cond, attn_mask, pasts)
+        outputs, kvs = run(blocks, tokens, cond, attn_mask, pasts)
         if append:
             for layer, kv in enumerate(kvs):
                 cache.append(layer, kv)
