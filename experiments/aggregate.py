@@ -63,7 +63,7 @@ def aggregate_from_args(args: argparse.Namespace) -> Summary:
 def print_gaps(summary: Summary) -> None:
     """The missing runs and the notes, one line each, on stderr."""
     for gap in summary.missing:
-        print(f"missing ({gap['scope']}): {gap['reason']}", file=sys.stderr)
+        print(f"missing ({gap.scope}): {gap.reason}", file=sys.stderr)
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     add_aggregate_arguments(parser)
     summary = aggregate_from_args(parser.parse_args(argv))
     print_gaps(summary)
-    used = summary.provenance["runs_used"]
+    used = summary.provenance.runs_used
     print(
         f"wrote {Path(summary.sweep) / AGGREGATE_DIR} ({used} runs, {len(summary.missing)} missing)"
     )

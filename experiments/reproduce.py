@@ -42,10 +42,10 @@ from experiments.config.reproduce import ReproduceConfig, ScalePreset, scale_pre
 from experiments.evaluate import evaluate_checkpoint, evaluate_config_from
 from experiments.results.aggregate import aggregate_sweep
 from experiments.results.claims import claims_table, next_forcing_claims
+from experiments.results.entries import RunValues
 from experiments.results.eval_file import EVAL_FILE
 from experiments.results.report import write_report
 from experiments.results.run_folders import read_run_config
-from experiments.results.run_values import RunValues, read_run_values
 from experiments.train import run_training, train_config_from
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
@@ -416,7 +416,7 @@ def reproduce(config: ReproduceConfig) -> Path:
     started = time.perf_counter()
     failures = run_sweep(config, preset, out_dir)
     summary = aggregate_sweep(out_dir, baseline=preset.baseline)
-    runs = read_run_values(summary.run_values)
+    runs = summary.run_values
     claims = next_forcing_claims(
         runs, preset.baseline, preset.variants[1], preset.fps, preset.early_step
     )

@@ -16,8 +16,8 @@ import numpy as np
 import yaml
 
 from experiments.results.aggregate import aggregate_sweep
+from experiments.results.entries import RunValues
 from experiments.results.run_folders import AGGREGATE_DIR
-from experiments.results.run_values import RunValues, read_run_values
 from experiments.results.summary import SUMMARY_FILE, Summary
 from worldmodel.evaluation.closed_loop import ClosedLoopResult, EpisodeResult
 from worldmodel.evaluation.drift import DriftConfig, DriftResult
@@ -124,7 +124,7 @@ def claim_runs(sweep_dir: Path) -> list[RunValues]:
     """The sweep aggregated, and its runs as the claims read them: back from summary.json."""
     aggregate_sweep(sweep_dir)
     summary = Summary.load(Path(sweep_dir) / AGGREGATE_DIR / SUMMARY_FILE)
-    return read_run_values(summary.run_values)
+    return summary.run_values
 
 
 def write_sweep(sweep_dir: Path, specs: Sequence[RunSpec]) -> list[Path]:

@@ -45,6 +45,7 @@ import json
 from pathlib import Path
 
 from experiments.results.curves import convergence_entries, curve_entries, drift_entries
+from experiments.results.entries import MissingRun, SummarySettings
 from experiments.results.estimates import depth_entries, estimate_entries
 from experiments.results.run_folders import AGGREGATE_DIR, RunSet, load_runs
 from experiments.results.run_values import run_values
@@ -97,15 +98,15 @@ def summarise(
         )
     return Summary(
         sweep=str(run_set.sweep_dir),
-        settings={
-            "baseline": baseline,
-            "late_step": late_step,
-            "bootstrap_reps": bootstrap.reps,
-            "confidence": bootstrap.confidence,
-            "bootstrap_seed": bootstrap.seed,
-            "success_metric": SUCCESS,
-            "loss_metric": LOSS,
-        },
+        settings=SummarySettings(
+            baseline=baseline,
+            late_step=late_step,
+            bootstrap_reps=bootstrap.reps,
+            confidence=bootstrap.confidence,
+            bootstrap_seed=bootstrap.seed,
+            success_metric=SUCCESS,
+            loss_metric=LOSS,
+        ),
         provenance=provenance(run_set),
         runs=[run_record(run_set, run) for run in run_set.runs],
         estimates=estimate_entries(groups, run_set, bootstrap),
@@ -113,12 +114,12 @@ def summarise(
         convergence=convergence_entries(curves, baseline, late_step),
         drift=drift_entries(groups, run_set, bootstrap),
         missing=[
-            {"path": run_set.relative(m.path), "scope": m.scope, "reason": m.reason}
+            MissingRun(path=run_set.relative(m.path), scope=m.scope, reason=m.reason)
             for m in run_set.missing
         ],
         notes=notes,
         depth=depth_entries(groups, run_set, bootstrap),
-        run_values=[run_values(run_set, run).to_dict() for run in run_set.runs],
+        run_values=[run_values(run_set, run) for run in run_set.runs],
     )
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from experiments.results.entries import RunValues
 from experiments.results.eval_file import MODE_POLICIES
-from experiments.results.run_values import RunValues
 from worldmodel.evaluation.statistics import (
     Interval,
     bootstrap_ci,

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.results.entries import Convergence, Curve, DriftCurve, RelativeImprovement
 from experiments.results.run_folders import GroupKey, Run, RunSet
 from experiments.results.summary import (
     ACROSS_TASKS,
@@ -73,18 +74,25 @@ def budget_curves(runs: list[Run], steps: np.ndarray) -> dict[str, list[float]]:
 
 def curve_entries(
     groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
-) -> list[dict[str, Any]]:
+) -> list[Curve]:
     """Per group and curve metric the mean over seeds at common steps with bootstrap bands;
     per (variant, setting, fps) of two or more tasks the IQM success curve."""
     entries = []
 
-    def add(fields: dict, metric: str, statistic: str, steps, bands, runs: list[Run]) -> None:
+    def add(key: GroupKey, metric: str, statistic: str, steps, bands, runs: list[Run]) -> None:
+        success = metric == SUCCESS
         entries.append(
-            {"metric": metric, **fields, "statistic": statistic, "steps": steps.tolist()}
-            | bands
-            | (episode_counts(runs, steps) if metric == SUCCESS else {})
-            | {"budgets": budget_curves(runs, steps) if metric == SUCCESS else {}}
-            | {"n_runs": len(runs), "runs": [run_set.relative(run.path) for run in runs]}
+            Curve(
+                metric=metric,
+                **key._asdict(),
+                statistic=statistic,
+                steps=steps.tolist(),
+                **bands,
+                **(episode_counts(runs, steps) if success else {}),
+                budgets=budget_curves(runs, steps) if success else {},
+                n_runs=len(runs),
+                runs=[run_set.relative(run.path) for run in runs],
+            )
         )
 
     for key, runs in groups.items():
@@ -95,7 +103,7 @@ def curve_entries(
             curves = [run.curve(metric) for run in members]
             steps, _ = mean_curve(curves)
             bands = bands_over_seeds(_aligned(curves, steps), bootstrap)
-            add(key._asdict(), metric, PER_SEED, steps, bands, members)
+            add(key, metric, PER_SEED, steps, bands, members)
     for key, tasks in pooled_groups(groups).items():
         members = {
             t: [r for r in runs if r.curve(SUCCESS) is not None] for t, runs in tasks.items()
@@ -109,96 +117,80 @@ def curve_entries(
             t: _aligned([run.curve(SUCCESS) for run in runs], steps) for t, runs in members.items()
         }
         bands = _bands_across_tasks(by_task, bootstrap)
-        add(key._asdict(), SUCCESS, ACROSS_TASKS, steps, bands, everyone)
+        add(key, SUCCESS, ACROSS_TASKS, steps, bands, everyone)
     return entries
 
 
 def convergence_entries(
-    curves: list[dict[str, Any]], baseline: str, late_step: float | None
-) -> list[dict[str, Any]]:
+    curves: list[Curve], baseline: str, late_step: float | None
+) -> list[Convergence]:
     """Every variant's curve against the baseline's curve of the same task, setting, fps
     and metric (success and validation loss)."""
-    index = {(c["variant"], c["task"], c["setting"], c["fps"], c["metric"]): c for c in curves}
-    if not any(c["variant"] == baseline for c in curves):
+    index = {(c.variant, c.task, c.setting, c.fps, c.metric): c for c in curves}
+    if not any(c.variant == baseline for c in curves):
         return []
     entries = []
     for curve in curves:
-        if curve["variant"] == baseline or curve["metric"] not in CONVERGENCE_METRICS:
+        if curve.variant == baseline or curve.metric not in CONVERGENCE_METRICS:
             continue
-        base = index.get((baseline, curve["task"], curve["setting"], curve["fps"], curve["metric"]))
+        base = index.get((baseline, curve.task, curve.setting, curve.fps, curve.metric))
         entries.append(compare_curves(base, curve, baseline, late_step))
     return entries
 
 
 def compare_curves(
-    base: dict[str, Any] | None,
-    variant: dict[str, Any],
-    baseline: str,
-    late_step: float | None,
-) -> dict[str, Any]:
+    base: Curve | None, variant: Curve, baseline: str, late_step: float | None
+) -> Convergence:
     """Relative improvement per common step and convergence speed-up of one variant curve
     against the baseline curve (None values with a reason where undefined)."""
-    metric = variant["metric"]
-    higher_is_better = CURVE_METRICS[metric]
-    entry = {
-        "metric": metric,
-        "variant": variant["variant"],
+    higher_is_better = CURVE_METRICS[variant.metric]
+    entry: dict[str, Any] = {
+        "metric": variant.metric,
+        "variant": variant.variant,
         "baseline": baseline,
-        "task": variant["task"],
-        "setting": variant["setting"],
-        "fps": variant["fps"],
-        "statistic": variant["statistic"],
+        "task": variant.task,
+        "setting": variant.setting,
+        "fps": variant.fps,
+        "statistic": variant.statistic,
         "higher_is_better": higher_is_better,
-        "late_step": None,
-        "target": None,
-        "base_steps_to_target": None,
-        "variant_steps_to_target": None,
-        "speedup": None,
-        "reason": "",
-        "relative_improvement": None,
-        "relative_improvement_by_step": [],
-        "runs": variant["runs"],
-        "baseline_runs": [] if base is None else base["runs"],
+        "runs": variant.runs,
+        "baseline_runs": [] if base is None else base.runs,
     }
     if base is None:
-        return entry | {"reason": f"no {baseline} runs of this task, setting and fps"}
-    common = np.intersect1d(base["steps"], variant["steps"])
+        return Convergence(**entry, reason=f"no {baseline} runs of this task, setting and fps")
+    common = np.intersect1d(base.steps, variant.steps)
     if common.size == 0:
-        return entry | {"reason": "the baseline and the variant share no evaluation step"}
+        reason = "the baseline and the variant share no evaluation step"
+        return Convergence(**entry, reason=reason)
     late = float(common[-1]) if late_step is None else float(late_step)
     entry["late_step"] = late
     try:
         speedup = convergence_speedup(
-            base["steps"],
-            base["point"],
-            variant["steps"],
-            variant["point"],
-            late,
-            higher_is_better,
+            base.steps, base.point, variant.steps, variant.point, late, higher_is_better
         )
         entry |= speedup.to_dict()
     except ValueError as exc:
         entry["reason"] = str(exc)
     by_step = [_relative(step, variant, base) for step in common.tolist()]
-    entry["relative_improvement_by_step"] = by_step
-    entry["relative_improvement"] = by_step[-1]
-    return entry
+    return Convergence(
+        **entry, relative_improvement=by_step[-1], relative_improvement_by_step=by_step
+    )
 
 
-def _relative(step: float, variant: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+def _relative(step: float, variant: Curve, base: Curve) -> RelativeImprovement:
     """Relative improvement of the variant curve over the base curve at a step they share,
     with both values and, for success, both episode counts."""
-    entry: dict[str, Any] = {"step": step}
+    values: dict[str, Any] = {}
     for name, curve in (("variant", variant), ("base", base)):
-        i = curve["steps"].index(step)
-        entry[name] = curve["point"][i]
-        if "episodes" in curve:
-            entry[f"{name}_episodes"] = curve["episodes"][i]
-    if entry["base"] <= 0:
-        value, reason = None, f"the baseline is {entry['base']:g} at step {step:g}: undefined"
+        i = curve.steps.index(step)
+        values[name] = curve.point[i]
+        if curve.episodes is not None:
+            values[f"{name}_episodes"] = curve.episodes[i]
+    if values["base"] <= 0:
+        value, reason = None, f"the baseline is {values['base']:g} at step {step:g}: undefined"
     else:
-        value, reason = relative_improvement(entry["variant"], entry["base"]), ""
-    return entry | {"value": value, "reason": reason}
+        value, reason = relative_improvement(values["variant"], values["base"]), ""
+    return RelativeImprovement(step=step, **values, value=value, reason=reason)
 
 
 def drift_curves(run: Run) -> dict[tuple[str, str, str], list[float]]:
@@ -208,7 +200,7 @@ def drift_curves(run: Run) -> dict[tuple[str, str, str], list[float]]:
 
 def drift_entries(
     groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
-) -> list[dict[str, Any]]:
+) -> list[DriftCurve]:
     """Per group, mode, regime and metric the mean over seeds per horizon with bootstrap
     bands (over the horizons every seed has)."""
     entries = []
@@ -220,9 +212,16 @@ def drift_entries(
             matrix = np.array([curves[run.path][series][:horizon] for run in members])
             mode, regime, metric = series
             entries.append(
-                {"metric": metric, **key._asdict(), "mode": mode, "regime": regime}
-                | {"statistic": PER_SEED, "horizon": list(range(1, horizon + 1))}
-                | bands_over_seeds(matrix, bootstrap)
-                | {"n_runs": len(members), "runs": [run_set.relative(r.path) for r in members]}
+                DriftCurve(
+                    metric=metric,
+                    **key._asdict(),
+                    mode=mode,
+                    regime=regime,
+                    statistic=PER_SEED,
+                    horizon=list(range(1, horizon + 1)),
+                    **bands_over_seeds(matrix, bootstrap),
+                    n_runs=len(members),
+                    runs=[run_set.relative(r.path) for r in members],
+                )
             )
     return entries

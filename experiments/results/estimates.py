@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from experiments.results.entries import DepthPoint, Estimate
 from experiments.results.eval_file import SPEED_KEYS, SPEED_MODES
 from experiments.results.run_folders import GroupKey, Run, RunSet
 from experiments.results.summary import (
@@ -43,7 +44,7 @@ def run_quantities(run: Run) -> dict[str, float]:
 
 def estimate_entries(
     groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
-) -> list[dict[str, Any]]:
+) -> list[Estimate]:
     """Per group every quantity over seeds; then the IQM across tasks of the pooled ones."""
     values = {run.path: run_quantities(run) for runs in groups.values() for run in runs}
     entries = []
@@ -51,8 +52,8 @@ def estimate_entries(
         for quantity in sorted({q for run in runs for q in values[run.path]}):
             members = [run for run in runs if quantity in values[run.path]]
             interval = bootstrap.over_seeds([values[run.path][quantity] for run in members])
-            entry = _estimate(quantity, key._asdict(), PER_SEED, interval, members, run_set)
-            entries.append(entry)
+            fields = _estimate(quantity, PER_SEED, interval, members, run_set)
+            entries.append(Estimate(**key._asdict(), **fields))
     for key, tasks in pooled_groups(groups).items():
         members = [run for runs in tasks.values() for run in runs]
         quantities = {
@@ -68,20 +69,16 @@ def estimate_entries(
                 continue
             used = [run for run in members if quantity in values[run.path]]
             interval = bootstrap.across_tasks(scores)
-            entry = _estimate(quantity, key._asdict(), ACROSS_TASKS, interval, used, run_set)
-            entries.append(entry | {"tasks": sorted(scores)})
+            fields = _estimate(quantity, ACROSS_TASKS, interval, used, run_set)
+            entries.append(Estimate(**key._asdict(), **fields, tasks=sorted(scores)))
     return entries
 
 
 def _estimate(
-    quantity: str,
-    fields: dict[str, Any],
-    statistic: str,
-    interval: Interval,
-    runs: list[Run],
-    run_set: RunSet,
+    quantity: str, statistic: str, interval: Interval, runs: list[Run], run_set: RunSet
 ) -> dict[str, Any]:
-    entry = {"quantity": quantity, **fields, "statistic": statistic, **interval.to_dict()}
+    """The fields an :class:`Estimate` and a :class:`DepthPoint` share, for ``runs``."""
+    entry = {"quantity": quantity, "statistic": statistic, **interval.to_dict()}
     entry |= {"n_runs": len(runs), "seeds": sorted({run.seed for run in runs})}
     if quantity.startswith("success/"):
         policy = quantity.removeprefix("success/")
@@ -94,7 +91,7 @@ def _estimate(
 
 def depth_entries(
     groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
-) -> list[dict[str, Any]]:
+) -> list[DepthPoint]:
     """Final success against the MCP depth D (0 = no heads) per (task, setting, fps) whose
     runs have three or more depths, D=0 and the chained ``mcp`` heads only: mean over seeds
     with its bootstrap interval, per D."""
@@ -109,13 +106,17 @@ def depth_entries(
             continue
         for depth, runs in sorted(by_depth.items()):
             values = [run_quantities(run)["success/model"] for run in runs]
-            entry = _estimate(
-                "success/model",
-                {"task": task, "setting": setting, "fps": fps},
-                PER_SEED,
-                bootstrap.over_seeds(values),
-                runs,
-                run_set,
+            fields = _estimate(
+                "success/model", PER_SEED, bootstrap.over_seeds(values), runs, run_set
             )
-            entries.append(entry | {"depth": depth, "variants": sorted({r.variant for r in runs})})
+            entries.append(
+                DepthPoint(
+                    task=task,
+                    setting=setting,
+                    fps=fps,
+                    **fields,
+                    depth=depth,
+                    variants=sorted({r.variant for r in runs}),
+                )
+            )
     return entries

@@ -48,13 +48,13 @@ class FigureFile:
     path: Path
 
 
-Entry = dict[str, Any]
+Entry = Any  # an entry of experiments.results.entries
 
 
 def slices(summary: Summary) -> list[tuple[str, float]]:
     """The (setting, fps) pairs of the sweep, sorted."""
     entries = [*summary.curves, *summary.drift, *summary.estimates]
-    return sorted({(e["setting"], e["fps"]) for e in entries})
+    return sorted({(e.setting, e.fps) for e in entries})
 
 
 def slice_name(setting: str, fps: float) -> str:
@@ -63,13 +63,13 @@ def slice_name(setting: str, fps: float) -> str:
 
 def select(entries: Sequence[Entry], **match: Any) -> list[Entry]:
     """The summary entries whose fields equal ``match`` (e.g. ``setting="clean", fps=50``)."""
-    return [e for e in entries if all(e[k] == v for k, v in match.items())]
+    return [e for e in entries if all(getattr(e, k) == v for k, v in match.items())]
 
 
 def tasks_of(entries: Sequence[Entry]) -> list[str]:
     """Tasks in entry order, the across-task ``"all"`` last."""
-    tasks = list(dict.fromkeys(e["task"] for e in entries if e["task"] != ALL_TASKS))
-    return tasks + [ALL_TASKS] if any(e["task"] == ALL_TASKS for e in entries) else tasks
+    tasks = list(dict.fromkeys(e.task for e in entries if e.task != ALL_TASKS))
+    return tasks + [ALL_TASKS] if any(e.task == ALL_TASKS for e in entries) else tasks
 
 
 def _figure(panels: int, columns: int | None = None) -> tuple[Figure, list]:
@@ -90,11 +90,11 @@ def _save(figure: Figure, path: Path) -> Path:
     return write_image(path, image)
 
 
-def _band(axes, entry: Entry, x_key: str) -> None:
-    """The entry's point as a line and its interval as a shaded band, labelled by variant."""
-    x = entry[x_key]
-    (line,) = axes.plot(x, entry["point"], marker="o", markersize=3, label=entry["variant"])
-    axes.fill_between(x, entry["low"], entry["high"], color=line.get_color(), alpha=0.2, lw=0)
+def _band(axes, entry: Entry, x: Sequence[float]) -> None:
+    """The entry's point against ``x`` as a line and its interval as a shaded band,
+    labelled by variant."""
+    (line,) = axes.plot(x, entry.point, marker="o", markersize=3, label=entry.variant)
+    axes.fill_between(x, entry.low, entry.high, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def _label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
@@ -110,7 +110,7 @@ def _label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
 def _title(task: str, entries: Sequence[Entry]) -> str:
     if task != ALL_TASKS:
         return task
-    return "all tasks (IQM)" if entries and entries[0]["statistic"] == ACROSS_TASKS else task
+    return "all tasks (IQM)" if entries and entries[0].statistic == ACROSS_TASKS else task
 
 
 def plot_steps(entries: Sequence[Entry], metric: str, path: Path) -> Path:
@@ -118,9 +118,9 @@ def plot_steps(entries: Sequence[Entry], metric: str, path: Path) -> Path:
     tasks = tasks_of(entries)
     figure, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks, strict=True):
-        panel = [e for e in entries if e["task"] == task]
+        panel = [e for e in entries if e.task == task]
         for entry in panel:
-            _band(ax, entry, "steps")
+            _band(ax, entry, entry.steps)
         ax.set_title(_title(task, panel))
         ax.set_xlabel("training step")
         ax.set_ylabel(metric)
@@ -147,12 +147,12 @@ def plot_budgets(entries: Sequence[Entry], path: Path) -> Path:
     for i, (task, budget) in enumerate((t, b) for t in tasks for b in BUDGET_AXES):
         ax, (label, scale) = axes[i], BUDGET_AXES[budget]
         for entry in entries:
-            if entry["task"] != task:
+            if entry.task != task:
                 continue
-            x = entry["steps"] if budget == "steps" else entry.get("budgets", {}).get(budget)
+            x = entry.steps if budget == "steps" else entry.budgets.get(budget)
             if x is not None:
-                _band(ax, entry | {"x": [v * scale for v in x]}, "x")
-        _label_panel(ax, _title(task, [e for e in entries if e["task"] == task]), label, SUCCESS)
+                _band(ax, entry, [v * scale for v in x])
+        _label_panel(ax, _title(task, [e for e in entries if e.task == task]), label, SUCCESS)
     figure.suptitle(f"{SUCCESS} at matched budgets: mean over seeds and 95% interval")
     return _save(figure, path)
 
@@ -160,13 +160,13 @@ def plot_budgets(entries: Sequence[Entry], path: Path) -> Path:
 def plot_depth(entries: Sequence[Entry], path: Path) -> Path:
     """Final success against the MCP depth D, a panel per (task, fps), error bars from the
     intervals: where does the gain flatten?"""
-    panels = list(dict.fromkeys((e["task"], e["setting"], e["fps"]) for e in entries))
+    panels = list(dict.fromkeys((e.task, e.setting, e.fps) for e in entries))
     figure, axes = _figure(len(panels))
     for ax, (task, setting, fps) in zip(axes, panels, strict=True):
-        rows = [e for e in entries if (e["task"], e["setting"], e["fps"]) == (task, setting, fps)]
-        depths = np.array([e["depth"] for e in rows])
-        point = np.array([e["point"] for e in rows])
-        errors = [point - [e["low"] for e in rows], [e["high"] for e in rows] - point]
+        rows = [e for e in entries if (e.task, e.setting, e.fps) == (task, setting, fps)]
+        depths = np.array([e.depth for e in rows])
+        point = np.array([e.point for e in rows])
+        errors = [point - [e.low for e in rows], [e.high for e in rows] - point]
         ax.errorbar(depths, point, yerr=errors, marker="o", capsize=4)
         ax.set_title(f"{task} ({setting}, fps {fps:g})", fontsize="medium")
         ax.set_xlabel("MCP depth D (0 = no heads)")
@@ -180,13 +180,13 @@ def plot_depth(entries: Sequence[Entry], path: Path) -> Path:
 def plot_drift(entries: Sequence[Entry], metric: str, path: Path) -> Path:
     """``metric`` against the horizon: a row per task, a column per regime."""
     tasks = tasks_of(entries)
-    regimes = list(dict.fromkeys(e["regime"] for e in entries))
+    regimes = list(dict.fromkeys(e.regime for e in entries))
     figure, axes = _figure(len(tasks) * len(regimes), columns=len(regimes))
     for i, (task, regime) in enumerate((t, r) for t in tasks for r in regimes):
         ax = axes[i]
         for entry in entries:
-            if entry["task"] == task and entry["regime"] == regime:
-                _band(ax, entry, "horizon")
+            if entry.task == task and entry.regime == regime:
+                _band(ax, entry, entry.horizon)
         ylabel = DRIFT_METRICS[metric].label if metric in DRIFT_METRICS else metric
         _label_panel(ax, f"{task}: {regime}", "horizon (chunks)", ylabel)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -201,18 +201,16 @@ def plot_speed(entries: Sequence[Entry], path: Path) -> Path:
     figure, axes = _figure(len(tasks))
     width = 0.8 / len(SPEED_MODES)
     for ax, task in zip(axes, tasks, strict=True):
-        panel = [e for e in entries if e["task"] == task]
-        variants = list(dict.fromkeys(e["variant"] for e in panel))
+        panel = [e for e in entries if e.task == task]
+        variants = list(dict.fromkeys(e.variant for e in panel))
         for m, mode in enumerate(SPEED_MODES):
-            rows = {
-                e["variant"]: e for e in panel if e["quantity"] == f"speed/{mode}/chunks_per_second"
-            }
+            rows = {e.variant: e for e in panel if e.quantity == f"speed/{mode}/chunks_per_second"}
             xs = [v + (m - 0.5) * width for v, name in enumerate(variants) if name in rows]
             bars = [rows[name] for name in variants if name in rows]
             if not bars:
                 continue
-            heights = np.array([b["point"] for b in bars])
-            errors = [heights - [b["low"] for b in bars], [b["high"] for b in bars] - heights]
+            heights = np.array([b.point for b in bars])
+            errors = [heights - [b.low for b in bars], [b.high for b in bars] - heights]
             ax.bar(xs, heights, width, yerr=errors, capsize=3, label=mode)
         ax.set_xticks(range(len(variants)), variants, rotation=20, fontsize="small")
         ax.set_title(_title(task, panel))
@@ -241,15 +239,15 @@ def report_figures(summary: Summary, folder: Path) -> list[FigureFile]:
                 caption = f"{metric} against steps, samples, FLOPs and wall-clock ({where})"
                 files.append(FigureFile("convergence", caption, plot_budgets(entries, path)))
         drift = select(summary.drift, setting=setting, fps=fps, mode=DRIFT_MODE)
-        for metric in dict.fromkeys(e["metric"] for e in drift):
+        for metric in dict.fromkeys(e.metric for e in drift):
             path = folder / f"drift_{metric}_{name}.png"
             caption = f"{metric} against the horizon ({where}, {DRIFT_MODE} inference)"
-            entries = [e for e in drift if e["metric"] == metric]
+            entries = [e for e in drift if e.metric == metric]
             files.append(FigureFile("drift", caption, plot_drift(entries, metric, path)))
         speed = [
             e
             for e in select(summary.estimates, setting=setting, fps=fps)
-            if e["quantity"].startswith("speed/") and e["quantity"] != SPEEDUP
+            if e.quantity.startswith("speed/") and e.quantity != SPEEDUP
         ]
         if speed:
             path = folder / f"speed_{name}.png"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config.train import WANDB_MODES, LoggerConfig
+from experiments.results.entries import RelativeImprovement
 from experiments.results.eval_file import MODEL_POLICIES, SPEED_MODES
 from experiments.results.figures import Entry, FigureFile, report_figures, select, slices, tasks_of
 from experiments.results.run_folders import REPORT_DIR, SCOPE_EVAL
@@ -58,20 +59,21 @@ def num(value: float | int | None) -> str:
 
 def interval(entry: Entry, i: int | None = None) -> str:
     """``point [low, high]`` of an estimate (or of position ``i`` of a curve entry)."""
-    point, low, high = (entry[k] if i is None else entry[k][i] for k in ("point", "low", "high"))
+    bounds = (entry.point, entry.low, entry.high)
+    point, low, high = bounds if i is None else (values[i] for values in bounds)
     return f"{num(point)} [{num(low)}, {num(high)}]"
 
 
 def success_cell(entry: Entry) -> str:
-    counts = f"{entry['successes']}/{entry['episodes']}"
-    return f"{interval(entry)} · {counts} episodes · {entry['n_runs']} runs"
+    counts = f"{entry.successes}/{entry.episodes}"
+    return f"{interval(entry)} · {counts} episodes · {entry.n_runs} runs"
 
 
-def improvement_cell(improvement: Entry) -> str:
+def improvement_cell(improvement: RelativeImprovement) -> str:
     """``value @ step``, with the episodes behind both success rates when known."""
-    cell = f"{num(improvement['value'])} @ {num(improvement['step'])}"
-    if "variant_episodes" in improvement:
-        cell += f" ({improvement['variant_episodes']} vs {improvement['base_episodes']} episodes)"
+    cell = f"{num(improvement.value)} @ {num(improvement.step)}"
+    if improvement.variant_episodes is not None:
+        cell += f" ({improvement.variant_episodes} vs {improvement.base_episodes} episodes)"
     return cell
 
 
@@ -80,7 +82,7 @@ def _in(entries: Sequence[Entry], setting: str, fps: float) -> list[Entry]:
 
 
 def _ordered(entries: Sequence[Entry], key: str) -> list[str]:
-    return list(dict.fromkeys(e[key] for e in entries))
+    return list(dict.fromkeys(getattr(e, key) for e in entries))
 
 
 def _lookup(entries: Sequence[Entry], **match: Any) -> Entry | None:
@@ -98,22 +100,16 @@ def _policy_order(name: str) -> tuple[bool, int, str]:
 def success_table(summary: Summary, setting: str, fps: float) -> Table | None:
     """Final closed-loop success, a column per task (and the IQM across tasks); the model's
     rows for every variant, the reference policies' rows for the baseline variant."""
-    entries = [
-        e for e in _in(summary.estimates, setting, fps) if e["quantity"].startswith("success/")
-    ]
+    entries = [e for e in _in(summary.estimates, setting, fps) if e.quantity.startswith("success/")]
     if not entries:
         return None
     tasks = tasks_of(entries)
     variants = _ordered(entries, "variant")
-    reference = (
-        summary.settings["baseline"] if summary.settings["baseline"] in variants else variants[0]
-    )
+    reference = summary.settings.baseline if summary.settings.baseline in variants else variants[0]
     rows = []
     for variant in variants:
-        own = [e for e in entries if e["variant"] == variant]
-        for name in sorted(
-            {e["quantity"].removeprefix("success/") for e in own}, key=_policy_order
-        ):
+        own = [e for e in entries if e.variant == variant]
+        for name in sorted({e.quantity.removeprefix("success/") for e in own}, key=_policy_order):
             if name not in MODEL_POLICIES and variant != reference:
                 continue
             policy = f"success/{name}"
@@ -130,17 +126,17 @@ def convergence_table(summary: Summary) -> Table | None:
         return None
     rows = []
     for c in summary.convergence:
-        improvement = c["relative_improvement"]
+        improvement = c.relative_improvement
         at = "n/a" if improvement is None else improvement_cell(improvement)
-        note = c["reason"] or ("" if improvement is None else improvement["reason"])
+        note = c.reason or ("" if improvement is None else improvement.reason)
         rows.append(
-            [c["setting"], f"{c['fps']:g}", c["task"], c["variant"], c["metric"]]
-            + [num(c["late_step"]), num(c["target"]), num(c["base_steps_to_target"])]
-            + [num(c["variant_steps_to_target"]), num(c["speedup"]), at, note]
+            [c.setting, f"{c.fps:g}", c.task, c.variant, c.metric]
+            + [num(c.late_step), num(c.target), num(c.base_steps_to_target)]
+            + [num(c.variant_steps_to_target), num(c.speedup), at, note]
         )
     columns = ["setting", "fps", "task", "variant", "measure", "late step", "target"]
     columns += ["baseline steps", "variant steps", "speed-up", "rel. improvement @ step", "note"]
-    baseline = summary.settings["baseline"]
+    baseline = summary.settings.baseline
     title = f"Convergence against {baseline} (mean curves over seeds; task 'all' = IQM curve)"
     return Table("convergence", title, columns, rows)
 
@@ -159,12 +155,12 @@ def _estimate_cells(entries: list, quantities: list[str]) -> list[tuple[str, str
 def loss_table(summary: Summary, setting: str, fps: float) -> Table | None:
     """Final validation losses per task and variant."""
     quantities = [f"final/{metric}" for metric in FINAL_LOSSES]
-    entries = [e for e in _in(summary.estimates, setting, fps) if e["quantity"] in quantities]
+    entries = [e for e in _in(summary.estimates, setting, fps) if e.quantity in quantities]
     if not entries:
         return None
     rows = [
         [task, variant, *(interval(c) if c else "–" for c in cells)]
-        + [str(max(c["n_runs"] for c in cells if c))]
+        + [str(max(c.n_runs for c in cells if c))]
         for task, variant, cells in _estimate_cells(entries, quantities)
     ]
     title = f"Final validation loss ({setting}, fps {fps:g}): mean over seeds [95% CI]"
@@ -173,11 +169,11 @@ def loss_table(summary: Summary, setting: str, fps: float) -> Table | None:
 
 def drift_table(summary: Summary, setting: str, fps: float) -> Table | None:
     """Latent MSE at the first and the last horizon, per task, variant and inference mode."""
-    entries = [e for e in _in(summary.drift, setting, fps) if e["metric"] == DRIFT_TABLE_METRIC]
+    entries = [e for e in _in(summary.drift, setting, fps) if e.metric == DRIFT_TABLE_METRIC]
     if not entries:
         return None
     regimes = _ordered(entries, "regime")
-    horizon = max(len(e["horizon"]) for e in entries)
+    horizon = max(len(e.horizon) for e in entries)
     columns = ["task", "variant", "mode"]
     columns += [f"{regime} h={h}" for regime in regimes for h in (1, horizon)]
     rows = []
@@ -199,7 +195,7 @@ def drift_table(summary: Summary, setting: str, fps: float) -> Table | None:
 def speed_table(summary: Summary, setting: str, fps: float) -> Table | None:
     """Chunks per second per inference mode and the mcp_parallel speed-up (per run ratio)."""
     quantities = [f"speed/{mode}/chunks_per_second" for mode in SPEED_MODES] + [SPEEDUP]
-    entries = [e for e in _in(summary.estimates, setting, fps) if e["quantity"] in quantities]
+    entries = [e for e in _in(summary.estimates, setting, fps) if e.quantity in quantities]
     if not entries:
         return None
     rows = [
@@ -217,8 +213,7 @@ def depth_table(summary: Summary) -> Table | None:
     if not summary.depth:
         return None
     rows = [
-        [e["setting"], f"{e['fps']:g}", e["task"], str(e["depth"]), ", ".join(e["variants"])]
-        + [success_cell(e)]
+        [e.setting, f"{e.fps:g}", e.task, str(e.depth), ", ".join(e.variants)] + [success_cell(e)]
         for e in summary.depth
     ]
     columns = ["setting", "fps", "task", "D", "variants", "final success"]
@@ -228,15 +223,15 @@ def depth_table(summary: Summary) -> Table | None:
 
 def provenance_table(summary: Summary) -> Table:
     rows = [
-        [c["commit"], c.get("versions", "unknown"), str(c["runs"]), str(len(c["dirty_runs"]))]
-        for c in summary.provenance["commits"]
+        [c.commit, c.versions, str(c.runs), str(len(c.dirty_runs))]
+        for c in summary.provenance.commits
     ]
     columns = ["commit", "versions", "runs", "dirty runs"]
     return Table("provenance", "Git state and library versions of the runs", columns, rows)
 
 
 def missing_table(summary: Summary) -> Table:
-    rows = [[m["path"], SCOPES.get(m["scope"], "everything"), m["reason"]] for m in summary.missing]
+    rows = [[m.path, SCOPES.get(m.scope, "everything"), m.reason] for m in summary.missing]
     return Table("missing", "Runs left out", ["run folder", "left out of", "reason"], rows)
 
 
@@ -273,35 +268,33 @@ def _header(summary: Summary, sweep_dir: Path) -> list[str]:
     lines = [
         f"# Sweep report: {sweep_dir.name}",
         "",
-        f"Sweep folder `{summary.sweep}`: {p['runs_used']} runs aggregated, "
-        f"{p['runs_missing']} left out, {p['runs_without_eval']} without eval.json. Every "
+        f"Sweep folder `{summary.sweep}`: {p.runs_used} runs aggregated, "
+        f"{p.runs_missing} left out, {p.runs_without_eval} without eval.json. Every "
         f"number below is in `aggregate/summary.json` with the run folders it came from; "
         "per-run values are in `aggregate/*.csv`.",
     ]
-    if len(p["commits"]) > 1:
-        lines.append(f"\n**Warning:** the runs come from {len(p['commits'])} git commits.")
-    if p["any_dirty"]:
+    if len(p.commits) > 1:
+        lines.append(f"\n**Warning:** the runs come from {len(p.commits)} git commits.")
+    if p.any_dirty:
         lines.append("\n**Warning:** some runs were trained from a dirty working tree.")
     return lines
 
 
 def _method(summary: Summary) -> list[str]:
     s = summary.settings
-    late = (
-        "the last common evaluation step" if s["late_step"] is None else f"step {s['late_step']:g}"
-    )
+    late = "the last common evaluation step" if s.late_step is None else f"step {s.late_step:g}"
     return [
         f"- Per (variant, task, setting, fps): mean over seeds with a percentile-bootstrap "
-        f"{s['confidence']:.0%} interval ({s['bootstrap_reps']} replicates, seed "
-        f"{s['bootstrap_seed']}); success rates with their summed episode counts (per-run "
+        f"{s.confidence:.0%} interval ({s.bootstrap_reps} replicates, seed "
+        f"{s.bootstrap_seed}); success rates with their summed episode counts (per-run "
         "Wilson intervals in `aggregate/success.csv`).",
         "- Across tasks: interquartile mean of all runs with a stratified bootstrap interval "
         "(rliable); losses and drift are not pooled across tasks.",
-        f"- Convergence against `{s['baseline']}` on mean curves over seeds, linearly "
+        f"- Convergence against `{s.baseline}` on mean curves over seeds, linearly "
         "interpolated: relative improvement (v - b) / b; speed-up = steps the baseline needs "
         f"to reach its own value at {late} / steps the variant needs to reach it. Measures: "
-        f"`{s['success_metric']}` (closed-loop success of periodic checkpoints) and "
-        f"`{s['loss_metric']}` (lower is better).",
+        f"`{s.success_metric}` (closed-loop success of periodic checkpoints) and "
+        f"`{s.loss_metric}` (lower is better).",
         "- Final success is the final checkpoint's eval.json; the speed-up of mcp_parallel "
         "inference is measured within each evaluation run (one machine), then averaged.",
     ]
@@ -357,7 +350,7 @@ def log_to_wandb(
             name=f"report-{sweep_dir.name}",
             dir=str(sweep_dir / REPORT_DIR),
             mode=mode,
-            config={"sweep": summary.sweep, **summary.settings},
+            config={"sweep": summary.sweep, **summary.settings.to_dict()},
         )
         logged: dict[str, Any] = {
             f"table/{t.section}/{i}": wandb.Table(columns=t.columns, data=t.rows)

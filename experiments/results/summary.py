@@ -6,12 +6,25 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from experiments.results.entries import (
+    Convergence,
+    Curve,
+    DepthPoint,
+    DriftCurve,
+    Estimate,
+    MissingRun,
+    Provenance,
+    RunValues,
+    SummaryEntry,
+    SummarySettings,
+    as_plain,
+)
 from experiments.results.run_folders import GroupKey, Run
 from worldmodel.evaluation.statistics import Interval, bootstrap_ci, stratified_bootstrap_iqm
 
@@ -39,36 +52,57 @@ ALL_TASKS = "all"
 
 @dataclass
 class Summary:
-    """Everything the report prints; ``summary.json`` is ``to_dict()``.
+    """Everything the report prints; ``summary.json`` is ``to_dict()``, read back by ``load``.
 
-    ``estimates``: one entry per (quantity, variant, task, setting, fps), ``task == "all"``
-    for the IQM across tasks. ``curves``: per group and metric (and pooled success) the
-    point and band at each step. ``convergence``: each variant against the baseline.
-    ``drift``: per group, inference mode, regime and metric the point and band at each
-    horizon. ``missing``: the run folders left out, with scope and reason. ``run_values``:
-    per run what the paired claims compare (``experiments.results.run_values``).
+    ``estimates``: one per (quantity, variant, task, setting, fps), ``task == "all"`` for the
+    IQM across tasks. ``curves``: per group and metric (and pooled success) the point and
+    band at each step. ``convergence``: each variant against the baseline. ``drift``: per
+    group, inference mode, regime and metric the point and band at each horizon.
+    ``missing``: the run folders left out, with scope and reason. ``depth``: the depth
+    curve. ``runs``: the run records of ``runs.csv``. ``run_values``: per run what the
+    paired claims compare. The entries are ``experiments.results.entries``.
     """
 
     sweep: str
-    settings: dict[str, Any]
-    provenance: dict[str, Any]
+    settings: SummarySettings
+    provenance: Provenance
     runs: list[dict[str, Any]]
-    estimates: list[dict[str, Any]]
-    curves: list[dict[str, Any]]
-    convergence: list[dict[str, Any]]
-    drift: list[dict[str, Any]]
-    missing: list[dict[str, Any]]
+    estimates: list[Estimate]
+    curves: list[Curve]
+    convergence: list[Convergence]
+    drift: list[DriftCurve]
+    missing: list[MissingRun]
     notes: list[str]
-    depth: list[dict[str, Any]] = field(default_factory=list)
-    run_values: list[dict[str, Any]] = field(default_factory=list)
+    depth: list[DepthPoint] = field(default_factory=list)
+    run_values: list[RunValues] = field(default_factory=list)
     schema_version: int = SUMMARY_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: as_plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Summary:
+        """The summary of a ``summary.json`` (lists a file lacks are empty)."""
+        read = {name: reader.from_dict(values[name]) for name, reader in READERS.items()}
+        for name, reader in LIST_READERS.items():
+            read[name] = [reader.from_dict(entry) for entry in values.get(name, [])]
+        return cls(**values | read)
 
     @classmethod
     def load(cls, path: str | Path) -> Summary:
-        return cls(**json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+READERS: dict[str, type[SummaryEntry]] = {"settings": SummarySettings, "provenance": Provenance}
+LIST_READERS: dict[str, type[SummaryEntry]] = {  # Summary's fields that list entries
+    "estimates": Estimate,
+    "curves": Curve,
+    "convergence": Convergence,
+    "drift": DriftCurve,
+    "missing": MissingRun,
+    "depth": DepthPoint,
+    "run_values": RunValues,
+}
 
 
 @dataclass(frozen=True)

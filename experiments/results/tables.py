@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from experiments.results.curves import drift_curves
+from experiments.results.entries import CommitGroup, Provenance
 from experiments.results.eval_file import SPEED_KEYS, SPEED_MODES
 from experiments.results.run_folders import SCOPE_EVAL, Run, RunSet
 from experiments.results.summary import CONFIDENCE, CURVES_CSV_KEYS
@@ -41,7 +42,7 @@ def versions_label(versions: dict[str, str]) -> str:
     return ", ".join(f"{name} {v}" for name, v in sorted(versions.items())) or "unknown"
 
 
-def provenance(run_set: RunSet) -> dict[str, Any]:
+def provenance(run_set: RunSet) -> Provenance:
     """The git commits and library versions the aggregated runs were trained with, with
     their dirty runs: one entry per (commit, versions)."""
     commits: dict[tuple[str, str], dict[str, Any]] = {}
@@ -51,16 +52,16 @@ def provenance(run_set: RunSet) -> dict[str, Any]:
         entry["runs"] += 1
         if run.git_dirty:
             entry["dirty_runs"].append(run_set.relative(run.path))
-    return {
-        "commits": [
-            {"commit": commit, "versions": label, **v}
+    return Provenance(
+        commits=[
+            CommitGroup(commit=commit, versions=label, **v)
             for (commit, label), v in sorted(commits.items())
         ],
-        "any_dirty": any(run.git_dirty for run in run_set.runs),
-        "runs_used": len(run_set.runs),
-        "runs_missing": sum(m.scope != SCOPE_EVAL for m in run_set.missing),
-        "runs_without_eval": sum(m.scope == SCOPE_EVAL for m in run_set.missing),
-    }
+        any_dirty=any(run.git_dirty for run in run_set.runs),
+        runs_used=len(run_set.runs),
+        runs_missing=sum(m.scope != SCOPE_EVAL for m in run_set.missing),
+        runs_without_eval=sum(m.scope == SCOPE_EVAL for m in run_set.missing),
+    )
 
 
 def _identity(run_set: RunSet, run: Run) -> dict[str, Any]:
