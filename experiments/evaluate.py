@@ -90,6 +90,7 @@ def run_info(trained: TrainedRun) -> dict[str, Any]:
         "heads": meta.get("heads", build.heads.kind),
         "variant": meta.get("variant", meta.get("heads", build.heads.kind)),
         "fps": build.fps,
+        "frames_per_latent": build.frames_per_latent,
         "seed": config.get("seed"),
         "git": trained.checkpoint.get("git"),
     }
@@ -135,7 +136,7 @@ def closed_loop_suite(
             factory = model_policy_factory(
                 trained.model,
                 trained.tokenizer,
-                build.fps,
+                build.latent_fps,
                 mode,
                 config.video_steps,
                 config.action_steps,
@@ -223,7 +224,7 @@ def drift_suite(
                 context_chunks=max(suite.context_chunks, 1),
                 horizon=suite.horizon if suite.context_chunks else suite.horizon - 1,
                 steps=suite.steps,
-                fps=build.fps,
+                fps=build.latent_fps,
                 episode=episode,
                 seed=config.seed,
                 twin=twin,
@@ -243,7 +244,7 @@ def diagnose_suite(config: EvaluateConfig, trained: TrainedRun, out_dir: Path) -
         load_episode_latents,
         build.dataset,
         trained.tokenizer,
-        build.fps,
+        build.latent_fps,
         cache_dir=cache_dir,
         max_bytes=8 * 2**30,
         progress=False,
@@ -265,7 +266,7 @@ def diagnose_suite(config: EvaluateConfig, trained: TrainedRun, out_dir: Path) -
     factory = model_policy_factory(
         model,
         trained.tokenizer,
-        build.fps,
+        build.latent_fps,
         "standard",
         config.video_steps,
         config.action_steps,

@@ -55,7 +55,7 @@ def periodic_evaluation(
             factory = model_policy_factory(
                 module,
                 tokenizer,
-                config.fps,
+                build.latent_fps,
                 ev.mode,
                 ev.video_steps,
                 ev.action_steps,
@@ -80,7 +80,7 @@ def periodic_evaluation(
                 context_chunks=1,
                 horizon=ev.rollout_horizon,
                 steps=ev.video_steps or module.config.video_steps,
-                fps=config.fps,
+                fps=build.latent_fps,
                 seed=config.seed,
                 twin=twin,
             )

@@ -49,6 +49,7 @@ from experiments.results.run_folders import read_run_config
 from experiments.train import run_training, train_config_from
 from worldmodel import atomic
 from worldmodel.data.collection import dataset_path
+from worldmodel.timing import FRAMES_PER_LATENT
 from worldmodel.tokenizer.training import train_conv_ae
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from worldmodel.training.distributed import init_distributed
@@ -137,6 +138,12 @@ def run_specs(preset: ScalePreset) -> list[RunSpec]:
     ]
 
 
+def tokenizer_frame_fps(preset: ScalePreset) -> float:
+    """Frames per second the conv_ae tokenizer trains on: the densest latent frames the world
+    models see (the highest fps over the reference's 4 video frames per latent frame)."""
+    return max(preset.fps) / FRAMES_PER_LATENT
+
+
 def run_order(preset: ScalePreset, spec: RunSpec) -> tuple[bool, int]:
     """Sort key of the runs: the main comparison before the depth curve (its results come
     first if the command is stopped), and within each the costlier variants first (the heads
@@ -196,7 +203,7 @@ def ensure_tokenizer(preset: ScalePreset, overrides: list[str]) -> list[str]:
             config.data.image_size,
             steps=preset.conv_ae_steps,
             out_path=checkpoint,
-            frame_fps=min(preset.fps),  # one tokenizer serves every fps of the dataset
+            frame_fps=tokenizer_frame_fps(preset),  # one tokenizer serves every fps
             held_out_last=config.data.val_episodes,  # the world model's validation episodes
             device="cpu",
         )
@@ -389,7 +396,7 @@ def train_commands(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) 
             lines.append(
                 f"python -m experiments.train_tokenizer --data {dataset} "
                 f"--out {tokenizer_checkpoint(dataset)} "
-                f"--steps {preset.conv_ae_steps} --frame-fps {min(preset.fps):g} "
+                f"--steps {preset.conv_ae_steps} --frame-fps {tokenizer_frame_fps(preset):g} "
                 f"--held-out-last {train_config.data.val_episodes}"
             )
     lines.append("# 2. the training runs")
@@ -415,12 +422,13 @@ def reproduce(config: ReproduceConfig) -> Path:
         return train_commands(config, preset, out_dir)
     started = time.perf_counter()
     failures = run_sweep(config, preset, out_dir)
-    summary = aggregate_sweep(out_dir, baseline=preset.baseline)
+    summary = aggregate_sweep(out_dir, baseline=preset.baseline, late_step=preset.late)
     runs = summary.run_values
     claims = next_forcing_claims(
-        runs, preset.baseline, preset.variants[1], preset.fps, preset.early_step
+        runs, preset.baseline, preset.variants[1], preset.fps, preset.early, preset.late
     )
-    header = claims_header(config, preset, runs, failures, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    header = claims_header(config, preset, runs, failures, seconds, summary.settings.frame_rates)
     table = f"{header}\n\n{claims_table(claims, config.scale)}\n"
     return write_report(out_dir, summary, table, wandb_mode=config.wandb)
 
@@ -431,8 +439,10 @@ def claims_header(
     runs: list[RunValues],
     failures: dict[str, str],
     seconds: float,
+    frame_rates: dict[str, str] | None,
 ) -> str:
-    """What was run, how long this invocation took, and what failed."""
+    """What was run, how long this invocation took, what failed, the claim steps and what
+    each frame rate means (``frame_rates``: the summary's, fps label -> meaning)."""
     jobs, threads = jobs_and_threads(config.jobs, preset)
     lines = [
         f"## Paper claims: {config.paper}, scale `{config.scale}`",
@@ -445,7 +455,10 @@ def claims_header(
         f"{', '.join(preset.settings)} x fps {', '.join(f'{f:g}' for f in preset.fps)} x seeds "
         f"{', '.join(map(str, preset.seeds))}; {preset.steps} steps each). Success in %, "
         "intervals are 95% bootstraps over task-seed pairs; "
-        "verdict rules: experiments/results/claims.py.",
+        "verdict rules: experiments/results/claims.py. Claim steps as the paper's 5k and 45k "
+        f"of 50k: early step {preset.early}, late step {preset.late} of {preset.steps}. "
+        f"Frame rates in the paper's units (video fps, {FRAMES_PER_LATENT} video frames per "
+        "latent frame): " + "; ".join(frame_rates.values()) + ".",
     ]
     curve = preset.depth_curve
     if curve is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hydra
@@ -36,6 +36,7 @@ from worldmodel.data.episodes import EpisodeFile
 from worldmodel.folder_lock import RUN_LOCK, exclusive
 from worldmodel.heads.modules import WorldModelWithHeads
 from worldmodel.model.config import ModelConfig
+from worldmodel.timing import FrameRate
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.training.build import RunBuild, derive_model_config
 from worldmodel.training.distributed import DistInfo, init_distributed, shutdown
@@ -56,18 +57,21 @@ NOT_VARIANT_PREFIXES += ("train.keep_checkpoints",)
 
 
 def model_config_for(config: TrainConfig, dataset: Path, tokenizer: Tokenizer) -> ModelConfig:
-    """The run's model config with the keys derived from the tokenizer, fps and dataset."""
+    """The run's model config with the keys derived from the tokenizer, frame rate and
+    dataset."""
+    frame_rate = run_frame_rate(config, dataset)
     with EpisodeFile(dataset) as episodes:
-        action_dim = int(episodes.actions_at_fps(0, config.fps).shape[-1])
-        control_hz = episodes.control_hz
+        action_dim = int(episodes.actions_at_fps(0, frame_rate.latent_fps).shape[-1])
     return derive_model_config(
-        config.model,
-        tokenizer,
-        config.fps,
-        action_dim,
-        control_hz,
-        config.data.window_frames,
+        config.model, tokenizer, frame_rate, action_dim, config.data.window_frames
     )
+
+
+def run_frame_rate(config: TrainConfig, dataset: Path) -> FrameRate:
+    """The run's frame rate at the dataset's recorded control rate."""
+    with EpisodeFile(dataset) as episodes:
+        control_hz = episodes.control_hz
+    return replace(config.frame_rate, control_hz=control_hz)
 
 
 def variant_label(heads_name: str, overrides: list[str]) -> str:
@@ -193,10 +197,11 @@ def build_parts(config: TrainConfig, path: Path, dist: DistInfo) -> RunParts:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     tokenizer = tokenizer_config.build(data.cameras, data.image_size)
+    frame_rate = run_frame_rate(config, path)
     latents = load_episode_latents(
         path,
         tokenizer,
-        config.fps,
+        frame_rate.latent_fps,
         list(range(total)),
         data.cache_dir,
         data.max_memory_gb * 2**30,
@@ -232,6 +237,8 @@ def build_parts(config: TrainConfig, path: Path, dist: DistInfo) -> RunParts:
         setting=config.task.setting,
         dataset=str(path),
         train_episodes=train_count,
+        frames_per_latent=frame_rate.frames_per_latent,
+        control_hz=frame_rate.control_hz,
     )
     return RunParts(build, tokenizer, model, train_set, val_set)
 

@@ -34,7 +34,7 @@ class RunSpec:
     variant: str = "single_step"
     task: str = "press_button"
     setting: str = "clean"
-    fps: float = 12.5
+    fps: float = 50.0
     seed: int = 0
     steps: int = 400
     eval_every: int = 100
@@ -136,16 +136,27 @@ def _config(spec: RunSpec) -> dict:
         "task": {"name": spec.task, "setting": spec.setting},
         "data": {"dir": "data", "episodes": 50, "val_episodes": 5, "window_frames": 8},
         "tokenizer": {"name": "patch", "patch": 8},
-        "model": {"dim": 64, "num_blocks": 4, "heads": 4, "K": 2},
+        "model": {
+            "dim": 64,
+            "num_blocks": 4,
+            "heads": 4,
+            "K": 2,
+            "loss_weighting": "table",
+            "noisy_history_max_u": 0.5,
+            "noisy_history_shift": None,
+        },
         "heads": {
             "kind": "none" if spec.heads_mcp_depth == 0 else "mcp",
             "mcp_depth": spec.heads_mcp_depth,
+            "target_positions": True,
+            "fusion_spread": "reference",
         },
         "train": {"steps": spec.steps, "batch_size": 8, "lr": 3e-4, "log_every": spec.log_every},
         "eval": {"every": spec.eval_every, "closed_loop": True, "episodes": spec.episodes},
         "logger": {"mode": "offline", "project": "worldmodel-bench"},
         "name": "test_sweep",
         "fps": spec.fps,
+        "frames_per_latent": 4,
         "seed": spec.seed,
         "resume": True,
     }

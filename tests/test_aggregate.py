@@ -118,7 +118,7 @@ def test_matched_budgets_convert_the_speedup_by_the_cost_per_step(tmp_path):
     assert curve.budgets["perf/samples"] == [s * 8 for s in curve.steps]
     runs = claim_runs(tmp_path)
     speedups = {
-        budget: convergence_claim(runs, "single_step", "next_forcing", 12.5, budget).ours
+        budget: convergence_claim(runs, "single_step", "next_forcing", 50, 400, budget).ours
         for budget in BUDGETS
     }
     assert speedups["steps"].endswith(": 2.00x [2.00, 2.00]")

@@ -292,5 +292,66 @@ def test_renoise_history_rejects_bad_arguments() -> None:
     x0 = torch.zeros(2, 3, 4)
     with pytest.raises(ValueError, match="probability"):
         flow.renoise_history(x0, 0.2, 1.5, _gen())
-    with pytest.raises(ValueError, match="max_sigma"):
+    with pytest.raises(ValueError, match="max_u"):
         flow.renoise_history(x0, -0.1, 0.5, _gen())
+
+
+# The reference's training weights (lingbot-va wan_va/utils/scheduler.py, FlowMatchScheduler
+# .set_timesteps(1000, training=True), computed in float64): (table id, sigma, weight).
+REFERENCE_TABLE = {
+    5.0: [
+        (0, 1.0, 0.0),
+        (250, 0.9375, 0.39795177273030685),
+        (500, 0.8333333333333334, 1.0248617422393667),
+        (750, 0.625, 1.9140426668719837),
+        (999, 0.004980079681274905, 0.031879068663646086),
+    ],
+    10.0: [
+        (0, 1.0, 0.0),
+        (250, 0.967741935483871, 0.27024904999375465),
+        (500, 0.9090909090909091, 0.7539441867242614),
+        (750, 0.7692307692307693, 1.7879070004899424),
+        (999, 0.009910802775024787, 0.08313614187518045),
+    ],
+}
+
+
+@pytest.mark.parametrize("shift", [5.0, 10.0])
+def test_table_loss_weights_equal_the_reference_table(shift) -> None:
+    sigmas = flow.table_sigmas(shift)
+    for index, sigma, weight in REFERENCE_TABLE[shift]:
+        assert sigmas[index].item() == pytest.approx(sigma, abs=1e-12)
+        got = flow.loss_weight(torch.tensor(sigma, dtype=torch.float64), shift, "table")
+        assert got.item() == pytest.approx(weight, abs=1e-9)
+
+
+@pytest.mark.parametrize("shift", [1.0, 5.0, 10.0])
+def test_table_weights_have_mean_one_under_their_shift_and_the_bell_does_not(shift) -> None:
+    """The reference's MCP losses (shift 10) and video loss (shift 5) stand at weights of
+    mean 1 each; the bell's means are 0.683 at shift 5 and 0.469 at 10."""
+    table = flow.loss_weight(flow.table_sigmas(shift), shift, "table")
+    assert table.mean().item() == pytest.approx(1.0, abs=1e-9)
+    u = (torch.arange(200_000, dtype=torch.float64) + 0.5) / 200_000
+    drawn = flow.shift_sigma(u, shift)  # what training draws
+    assert flow.loss_weight(drawn, shift, "table").mean().item() == pytest.approx(1.0, abs=1e-3)
+    bell = flow.loss_weight(drawn, shift, "bell").mean().item()
+    assert bell == pytest.approx({1.0: 1.0, 5.0: 0.683, 10.0: 0.469}[shift], abs=2e-3)
+
+
+def test_weighted_mse_uses_the_weighting_it_is_given() -> None:
+    pred, target = torch.ones(1, 2, 3, dtype=torch.float64), torch.zeros(1, 2, 3)
+    sigma = torch.tensor([[0.625, 0.9375]], dtype=torch.float64)
+    table = flow.weighted_mse(pred, target, sigma, shift=5.0, weighting="table")
+    assert table.item() == pytest.approx((1.9140426668719837 + 0.39795177273030685) / 2)
+    with pytest.raises(ValueError, match="weighting='flat' is not valid"):
+        flow.weighted_mse(pred, target, sigma, weighting="flat")
+
+
+def test_reference_history_levels_are_the_lower_half_of_the_shift_5_table() -> None:
+    """p = 1, max_u 0.5, shift 5: sigma in [0, 0.833], median 0.625 (ids 500-999)."""
+    x0 = torch.zeros(4000, 8, 1, dtype=torch.float64)
+    _, sigma = flow.renoise_history(x0, 0.5, 1.0, _gen(3), shift=5.0)
+    assert sigma.min().item() >= 0.0 and sigma.max().item() <= 5 / 6 + 1e-12
+    assert sigma.median().item() == pytest.approx(0.625, abs=0.01)
+    _, old = flow.renoise_history(x0, 0.1, 1.0, _gen(3), shift=1.0)  # before: U(0, 0.1)
+    assert old.max().item() <= 0.1 and old.median().item() == pytest.approx(0.05, abs=0.005)

@@ -16,9 +16,10 @@ from worldmodel.heads import (
     make_heads,
     shift_chunks,
 )
-from worldmodel.heads.config import spread_layers
-from worldmodel.heads.modules import draw_future
+from worldmodel.heads.config import reference_layers, spread_layers
+from worldmodel.heads.modules import FutureDraw, draw_future, embed_future
 from worldmodel.model import WindowInputs, WorldModel
+from worldmodel.model.layout import NOISY_VIDEO
 
 NUM_CHUNKS, B = 4, 2
 VARIANTS = (
@@ -60,6 +61,37 @@ def test_target_shift_and_valid_mask_by_hand():
         [0, 0, 0, 0, 0, 0],
     ]
     assert not future_valid(None, 2, F, 3, K).any()
+
+
+@pytest.mark.parametrize("target_positions", [True, False])
+@torch.no_grad()
+def test_depth_k_noisy_tokens_carry_the_positions_of_the_chunk_they_predict(target_positions):
+    """By hand: token (frame f of slot chunk i, position n) of depth k's noisy video is
+    video_in(x) + chunk_pe[i + k] + frame_embed[f] + position_embed[n] + type_embed[noisy
+    video]; with target_positions off, chunk_pe[i] (the slots' own chunk)."""
+    cfg = tiny_config()
+    heads = HeadsConfig(kind="mcp", mcp_depth=3, blocks_per_depth=1)
+    heads.target_positions = target_positions
+    model = WorldModelWithHeads(cfg, heads)
+    randomise(model)
+    K, N, C = cfg.K, cfg.tokens_per_frame, cfg.latent_dim
+    noisy = torch.randn(B, NUM_CHUNKS * K, N, C, generator=torch.Generator().manual_seed(2))
+    for k in (1, 2, 3):
+        valid = torch.ones(B, NUM_CHUNKS * K, dtype=torch.bool)
+        draw = FutureDraw(k, noisy, noisy, valid[..., None].double(), valid, noisy)
+        tokens = embed_future(model, heads, draw, K).view(B, NUM_CHUNKS, K, N, -1)
+        for i in range(NUM_CHUNKS):
+            for f in range(K):
+                for n in range(N):
+                    chunk = i + k if target_positions else i
+                    expected = (
+                        model.video_in(noisy[:, i * K + f, n])
+                        + model.chunk_pe[chunk]
+                        + model.frame_embed.weight[f]
+                        + model.position_embed.weight[n]
+                        + model.type_embed.weight[NOISY_VIDEO]
+                    )
+                    torch.testing.assert_close(tokens[:, i, f, n], expected)
 
 
 def test_frames_past_the_episode_end_do_not_count():
@@ -228,6 +260,14 @@ def test_fusion_and_linear_layers():
     assert spread_layers(30, 4) == [7, 14, 21, 29]
     assert spread_layers(4, 4) == [0, 1, 2, 3]
     assert spread_layers(2, 4) == [0, 1]
+    # the reference's layers 4/12/20/30 of 30 (mcp_hidden_collect_layers [3, 11, 19, 29])
+    assert reference_layers(30) == [3, 11, 19, 29]
+    assert reference_layers(8) == [0, 2, 4, 7] and reference_layers(4) == [0, 1, 2, 3]
+    reference, even = HeadsConfig(kind="mcp"), HeadsConfig(kind="mcp", fusion_spread="even")
+    assert reference.resolved_fusion_layers(tiny_config(num_blocks=30)) == [3, 11, 19, 29]
+    assert even.resolved_fusion_layers(tiny_config(num_blocks=30)) == [7, 14, 21, 29]
+    with pytest.raises(ValueError, match="num_fusion_layers=3 is not valid with fusion_spread"):
+        HeadsConfig(kind="mcp", num_fusion_layers=3)
     cfg = tiny_config()
     heads = make_heads(heads_preset("next_forcing"), cfg)
     assert heads.fusion.layers == [0, 1, 2, 3] and heads.fusion.mlp[0].in_features == 4 * 32

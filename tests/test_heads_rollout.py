@@ -29,10 +29,15 @@ def random_model(heads: str | HeadsConfig = "next_forcing", attention_window=Non
     return model
 
 
+@pytest.mark.parametrize("target_positions", [True, False])
 @pytest.mark.parametrize("attention_window", [None, 1])
 @torch.no_grad()
-def test_depth1_cached_equals_teacher_forced(attention_window):
-    model = random_model(attention_window=attention_window)
+def test_depth1_cached_equals_teacher_forced(attention_window, target_positions):
+    """The draft of chunk i+1 at the slots of chunk i, its tokens at chunk i+1's positions
+    (or, with target_positions off, at chunk i's), equals depth 1's training pass."""
+    heads = heads_preset("next_forcing")
+    heads.target_positions = target_positions
+    model = random_model(heads, attention_window=attention_window)
     cfg, heads = model.config, model.heads
     g = torch.Generator().manual_seed(1)
     F, N, C, A, d = NUM_CHUNKS * cfg.K, cfg.tokens_per_frame, cfg.latent_dim, 2, 3
@@ -56,7 +61,12 @@ def test_depth1_cached_equals_teacher_forced(attention_window):
     future, future_sigma = randn(B, F, N, C), rand(B, F)  # noisy chunk i+1 at slots of i
     out = model.forward_window(inputs, return_hidden=True)
     draw = FutureDraw(
-        x0=future, noise=future, sigma=future_sigma, valid=torch.ones(B, F).bool(), noisy=future
+        k=1,
+        x0=future,
+        noise=future,
+        sigma=future_sigma,
+        valid=torch.ones(B, F).bool(),
+        noisy=future,
     )
     h_0 = heads.fusion(out.noisy_video_hidden)
     teacher, _ = heads.run_depth(model, heads.depth_modules[0], h_0, draw, out)  # (B, F, N, C)

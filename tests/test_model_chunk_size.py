@@ -1,16 +1,20 @@
 """Random chunk size per training step (``ModelConfig.K_choices``) and the inference ``K``."""
 
+import dataclasses
+
 import pytest
 import torch
 
-from tests.test_model_kv_equality import fixed_window, random_model
+from tests.test_model_kv_equality import cached_pass, fixed_window, random_model
 from tests.tiny_models import randomise, tiny_config
 from tests.tiny_models import tiny_batch as random_batch
 from worldmodel.heads import WorldModelWithHeads, heads_preset
 from worldmodel.inference import InferenceSession, rollout_open_loop
 from worldmodel.model import WorldModel, training_mask
+from worldmodel.model.world_model import StepShape
 
 NUM_CHUNKS = 3
+ONE, TWO = StepShape(1, None), StepShape(2, None)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,10 +37,12 @@ def test_config_rejects_bad_chunk_choices(choices):
         tiny_config(K=2, K_choices=choices)
 
 
-def test_config_accepts_subsets_of_one_to_K():
+def test_config_accepts_choices_that_hold_the_inference_K():
     assert tiny_config(K=2).K_choices is None
     assert tiny_config(K=2, K_choices=(2, 1)).K_choices == [2, 1]
     assert tiny_config(K=3, K_choices=[3]).K_choices == [3]
+    reference = tiny_config(K=2, K_choices=[1, 2, 3, 4])  # trains 1-4, infers 2
+    assert (reference.min_K, reference.K, reference.max_K) == (1, 2, 4)
 
 
 def make_model(with_heads: bool, **overrides) -> WorldModel:
@@ -59,7 +65,7 @@ def test_draws_every_choice_and_each_backpropagates(with_heads):
         loss, metrics = model(batch, generator=torch.Generator().manual_seed(seed))
         K = int(metrics["chunk_size"])
         # the draw is a function of the generator alone
-        again = model.draw_chunk_size(torch.Generator().manual_seed(seed))
+        again = model.draw_step_shape(torch.Generator().manual_seed(seed)).K
         assert again == K and K in (1, 2)
         seen.add(K)
         assert torch.isfinite(loss) and loss.ndim == 0
@@ -79,7 +85,7 @@ def test_step_uses_the_drawn_chunk_size(with_heads):
     cfg = model.config
     batch = tiny_batch(cfg, NUM_CHUNKS)
     F, N = NUM_CHUNKS * cfg.K, cfg.tokens_per_frame
-    result = model.compute_train_outputs(batch, torch.Generator().manual_seed(0), K=1)
+    result = model.compute_train_outputs(batch, torch.Generator().manual_seed(0), shape=ONE)
     assert result.outputs.K == 1
     assert torch.equal(result.outputs.attn_mask, training_mask(F, 1, N))
     assert result.outputs.video_velocity.shape[1] == F
@@ -95,11 +101,11 @@ def test_trailing_frames_that_fill_no_chunk_are_dropped():
     assert torch.equal(cropped["action_valid"], batch["action_valid"][:, :2])
     assert torch.equal(cropped["start_joint_pos"], batch["start_joint_pos"][:, :2])
     assert model.crop_to_chunks(batch, 3) is batch
-    result = model.compute_train_outputs(batch, torch.Generator().manual_seed(0), K=2)
+    result = model.compute_train_outputs(batch, torch.Generator().manual_seed(0), shape=TWO)
     assert result.outputs.K == 2 and result.outputs.video_velocity.shape[1] == 2
     assert torch.isfinite(result.loss)
     with pytest.raises(ValueError, match="K=4"):
-        model.compute_train_outputs(batch, K=4)
+        model.compute_train_outputs(batch, shape=StepShape(4, None))
 
 
 @pytest.mark.parametrize("with_heads", [False, True], ids=["backbone", "next_forcing"])
@@ -128,29 +134,10 @@ def test_K1_window_equals_the_cached_loop_with_chunk_size_1():
     assert model.config.K == 2
     inputs, clean_actions = fixed_window(model, noisy_history=True)  # actions in model units
     F = inputs.noisy_video.shape[1]  # 6 frames = 6 chunks of 1
-    full = model.forward_window(inputs, K=1)
-    cache = model.init_cache()
-    video, action = [], []
-    for i in range(F):
-        frame = slice(i, i + 1)
-        video.append(
-            model.predict_video_velocity(
-                cache, inputs.noisy_video[:, frame], inputs.noisy_video_sigma[:, frame]
-            )
-        )
-        model.append_clean(
-            cache,
-            video_chunk=inputs.clean_video[:, frame],
-            video_sigma=inputs.clean_video_sigma[:, frame],
-        )
-        action.append(
-            model.predict_action_velocity(
-                cache, inputs.noisy_action[:, frame], inputs.noisy_action_sigma[:, frame]
-            )
-        )
-        model.append_clean(cache, action_chunk=clean_actions[:, frame])
-    torch.testing.assert_close(torch.cat(video, 1), full.video_velocity, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(torch.cat(action, 1), full.action_velocity, rtol=1e-10, atol=1e-10)
+    full = model.forward_window(inputs, shape=ONE)
+    video, action, cache = cached_pass(model, inputs, clean_actions, K=1)
+    torch.testing.assert_close(video, full.video_velocity, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(action, full.action_velocity, rtol=1e-10, atol=1e-10)
     assert cache.num_video_chunks == cache.num_action_chunks == F
     # the K=1 layout is a different model input than K=2
     assert not torch.allclose(full.video_velocity, model.forward_window(inputs).video_velocity)
@@ -175,3 +162,43 @@ def test_inference_runs_at_config_K_and_rejects_larger_chunks():
     assert actions.shape == (B, 1, 2, 3)
     with pytest.raises(ValueError, match="chunk size K=3"):
         model.append_clean(model.init_cache(), video_chunk=inputs.clean_video[:, :3])
+
+
+@pytest.mark.parametrize("window", [None, 1, 2])
+@pytest.mark.parametrize("K", [1, 2, 3, 4])
+@torch.no_grad()
+def test_every_drawn_shape_equals_the_cached_loop_at_that_chunk_size_and_window(K, window):
+    """Trained as the reference (chunk size 1-4 and an attention window drawn per step), the
+    teacher-forced pass at ``StepShape(K, W)`` equals the KV-cached loop run at chunk size K
+    with window W; with W=1 on 12 chunks of one frame the window slides along the cache."""
+    torch.manual_seed(0)
+    config = tiny_config(num_blocks=2, tokens_per_frame=3, K_choices=[1, 2, 3, 4], max_chunks=12)
+    model = WorldModel(config).double().eval()  # K=2, the inference chunk size
+    randomise(model, 0.3)
+    inputs, clean_actions = fixed_window(model, noisy_history=True, num_chunks=6)  # 12 frames
+    F = inputs.noisy_video.shape[1]
+    full = model.forward_window(inputs, shape=StepShape(K, window))
+    cached = WorldModel(dataclasses.replace(model.config, attention_window=window)).double()
+    cached.load_state_dict(model.state_dict())
+    cached.eval()
+    video, action, _ = cached_pass(cached, inputs, clean_actions, K=K)
+    torch.testing.assert_close(video, full.video_velocity, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(action, full.action_velocity, rtol=1e-10, atol=1e-10)
+    if window is not None and F // K > window + 1:  # the window hides the first chunks
+        unwindowed = model.forward_window(inputs, shape=StepShape(K, None)).video_velocity
+        assert not torch.allclose(unwindowed[:, -K:], full.video_velocity[:, -K:])
+
+
+def test_each_step_draws_its_chunk_size_then_its_attention_window():
+    model = make_model(False, K=2, K_choices=[1, 2, 3, 4], train_attention_windows=[2, 5])
+    shapes = {model.draw_step_shape(torch.Generator().manual_seed(s)) for s in range(200)}
+    assert {shape.K for shape in shapes} == {1, 2, 3, 4}
+    assert {shape.attention_window for shape in shapes} == {2, 3, 4, 5}
+    batch = tiny_batch(model.config, NUM_CHUNKS)
+    _, metrics = model(batch, generator=torch.Generator().manual_seed(7))
+    shape = model.draw_step_shape(torch.Generator().manual_seed(7))
+    assert (metrics["chunk_size"], metrics["attention_window"]) == (shape.K, shape.attention_window)
+    with pytest.raises(ValueError, match=r"train_attention_windows=\[3, 2\] is not valid"):
+        tiny_config(train_attention_windows=[3, 2])
+    with pytest.raises(ValueError, match="must hold the inference chunk size K=2"):
+        tiny_config(K=2, K_choices=[1, 3])

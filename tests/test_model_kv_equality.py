@@ -64,12 +64,15 @@ def fixed_window(
     return inputs, clean_actions
 
 
-def cached_pass(model: WorldModel, inputs: WindowInputs, clean_actions: torch.Tensor):
-    """Chunk by chunk: noisy video i, append clean video i, noisy action i, append action i."""
-    K = model.config.K
+def cached_pass(
+    model: WorldModel, inputs: WindowInputs, clean_actions: torch.Tensor, K: int | None = None
+):
+    """Chunk by chunk of ``K`` frames (default config.K) over the whole window: noisy video
+    i, append clean video i, noisy action i, append action i."""
+    K = model.config.K if K is None else K
     cache = model.init_cache()
     video, action = [], []
-    for i in range(NUM_CHUNKS):
+    for i in range(inputs.noisy_video.shape[1] // K):
         frames = slice(i * K, (i + 1) * K)
         video.append(
             model.predict_video_velocity(

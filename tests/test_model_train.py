@@ -318,7 +318,9 @@ def test_noisy_history_reaches_the_clean_context():
     inputs = off.compute_train_outputs(batch, torch.Generator().manual_seed(0)).inputs
     assert (inputs.clean_video_sigma == 0).all()
     torch.testing.assert_close(inputs.clean_video, batch["video"])
-    on = WorldModel(tiny_config(noisy_history_prob=1.0, noisy_history_max_sigma=0.3))
+    on = WorldModel(
+        tiny_config(noisy_history_prob=1.0, noisy_history_max_u=0.3, noisy_history_shift=1.0)
+    )
     inputs = on.compute_train_outputs(batch, torch.Generator().manual_seed(0)).inputs
     assert (inputs.clean_video_sigma > 0).all() and (inputs.clean_video_sigma < 0.3).all()
     assert not torch.allclose(inputs.clean_video, batch["video"])

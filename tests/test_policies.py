@@ -96,7 +96,7 @@ def run_chunks(mode: str, steps: int):
         WorldModelPolicy,
         model=model,
         tokenizer=tokenizer(),
-        fps=FPS,
+        latent_fps=FPS,
         video_steps=2,
         action_steps=2,
         mode=mode,
@@ -235,7 +235,7 @@ def test_bad_configurations_name_the_culprit():
     env, tok = camera_env(), tokenizer()
     with pytest.raises(ValueError, match="needs a WorldModelWithHeads"):
         WorldModelPolicy(env, WorldModel(tiny_model().config), tok, FPS, 2, 2, "mcp_parallel")
-    with pytest.raises(ValueError, match="fps=50 gives 1 actions per frame"):
+    with pytest.raises(ValueError, match="latent_fps=50 gives 1 actions per latent frame"):
         WorldModelPolicy(env, tiny_model(), tok, FPS * 2, 2, 2)
     with pytest.raises(ValueError, match="tokenizer needs"):
         WorldModelPolicy(TabletopEnv(TASK, cameras=()), tiny_model(), tok, FPS, 2, 2)

@@ -1,5 +1,6 @@
 """Runs written before ``model.depth``, ``heads.depths`` and the ``heads.depths.<k>.`` weights
-were renamed still load, read and match their reproduction's config."""
+were renamed, and before ``fps`` took the paper's units and MCP the reference's scheme
+(2026-12-07), still load, read and match their reproduction's config."""
 
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tests.tiny_models import tiny_config
 from worldmodel.heads.config import HeadsConfig
 from worldmodel.tokenizer.factory import TokenizerConfig
 from worldmodel.training.build import RunBuild, load_trained
-from worldmodel.training.checkpoint import save_checkpoint
+from worldmodel.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def as_before_the_rename(config: dict) -> dict:
@@ -25,10 +26,10 @@ def as_before_the_rename(config: dict) -> dict:
     return old
 
 
-def test_a_checkpoint_from_before_the_rename_loads_with_its_weights(tmp_path, one_torch_thread):
-    build = RunBuild(
-        model=tiny_config(),
-        heads=HeadsConfig(kind="mcp", mcp_depth=2),
+def tiny_build(tmp_path: Path, model, heads: HeadsConfig, frames_per_latent: int = 4) -> RunBuild:
+    return RunBuild(
+        model=model,
+        heads=heads,
         tokenizer=TokenizerConfig(),
         cameras=["head"],
         image_size=[32, 32],
@@ -37,7 +38,12 @@ def test_a_checkpoint_from_before_the_rename_loads_with_its_weights(tmp_path, on
         setting="clean",
         dataset=str(tmp_path / "press_button_clean.h5"),
         train_episodes=6,
+        frames_per_latent=frames_per_latent,
     )
+
+
+def test_a_checkpoint_from_before_the_rename_loads_with_its_weights(tmp_path, one_torch_thread):
+    build = tiny_build(tmp_path, tiny_config(), HeadsConfig(kind="mcp", mcp_depth=2))
     torch.manual_seed(0)
     model = build.make_model()
     state = model.state_dict()
@@ -70,3 +76,45 @@ def test_a_run_folder_from_before_the_rename_reads_and_matches_its_config(tmp_pa
     assert read_run(folder).mcp_depth == mcp_depth
     assert read_run_config(folder) == today
     check_same_run(Path(folder), today)  # a reproduction re-run finds the run already done
+
+
+def as_before_the_paper_units(config: dict) -> dict:
+    """A config spelled as before 2026-12-07: fps the latent rate, no frames_per_latent, and
+    no keys of the reference's loss weights, history levels, MCP positions and fusion."""
+    old = {**config, "model": dict(config["model"]), "heads": dict(config["heads"])}
+    del old["frames_per_latent"]
+    for key in ("loss_weighting", "noisy_history_shift"):
+        old["model"].pop(key)
+    old["model"]["noisy_history_max_sigma"] = old["model"].pop("noisy_history_max_u")
+    for key in ("target_positions", "fusion_spread"):
+        old["heads"].pop(key)
+    return old
+
+
+def test_a_run_from_before_the_paper_units_reads_with_what_it_trained_with(tmp_path):
+    folder = write_run(tmp_path, RunSpec(variant="next_forcing", fps=12.5))
+    today = yaml.safe_load((folder / "config.yaml").read_text())
+    (folder / "config.yaml").write_text(yaml.safe_dump(as_before_the_paper_units(today)))
+
+    config = read_run_config(folder)
+    assert config["fps"] == 12.5 and config["frames_per_latent"] == 1  # 4 actions per frame
+    assert read_run(folder).frame_rate.actions_per_latent_frame == 4
+    assert config["model"]["loss_weighting"] == "bell"
+    assert config["model"]["noisy_history_shift"] == 1.0  # U(0, max): the old levels
+    assert config["model"]["noisy_history_max_u"] == today["model"]["noisy_history_max_u"]
+    assert config["heads"]["target_positions"] is False
+    assert config["heads"]["fusion_spread"] == "even"
+
+
+def test_a_checkpoint_from_before_the_paper_units_rebuilds_the_model_it_was(tmp_path):
+    build = tiny_build(
+        tmp_path,
+        tiny_config(loss_weighting="bell", noisy_history_max_u=0.1, noisy_history_shift=1.0),
+        HeadsConfig(kind="mcp", mcp_depth=2, target_positions=False, fusion_spread="even"),
+        frames_per_latent=1,
+    )
+    old = as_before_the_paper_units({**build.to_dict(), "frames_per_latent": 1})
+    path = save_checkpoint(tmp_path / "old.pt", {"build": old, "config": old, "step": 3})
+
+    assert load_checkpoint(path)["build"] == build.to_dict()
+    assert RunBuild.from_dict(load_checkpoint(path)["build"]).frame_rate.latent_fps == 12.5

@@ -112,7 +112,7 @@ def test_claim_numbers_come_from_the_runs(micro):
         json.loads((run.path / "eval.json").read_text())["closed_loop"]["model"]["n"]
         for run in runs
     )
-    assert f"2 task-seed pairs, {episodes} episodes, fps 12.5" in row
+    assert f"2 task-seed pairs, {episodes} episodes, fps 50" in row
     speedups = [run.eval.mcp_parallel_speedup for run in runs]
     speedups = [s for s in speedups if s is not None]
     assert f"{sum(speedups) / len(speedups):.2f}x" in report
@@ -132,10 +132,10 @@ def test_a_run_of_an_older_preset_names_the_fix(micro):
     """A folder trained with another version of the preset is refused with out_dir as the fix,
     and the run is left as it was."""
     out_dir, _, _ = micro
-    run_dir = out_dir / "runs" / "single_step/press_button_randomized/fps12.5/seed0"
+    run_dir = out_dir / "runs" / "single_step/press_button_randomized/fps50/seed0"
     overrides = json.loads((run_dir / "run.json").read_text())["overrides"]
     before = (run_dir / "last.pt").read_bytes()
-    spec = reproduce.RunSpec("single_step", "press_button", "randomized", 12.5, 0, "single_step")
+    spec = reproduce.RunSpec("single_step", "press_button", "randomized", 50.0, 0, "single_step")
     with pytest.raises(ConfigError, match=r"another version .* \(train.lr\); pass out_dir="):
         reproduce.train_run(spec, run_dir, [*overrides, "train.lr=0.5"], steps=7)
     assert (run_dir / "last.pt").read_bytes() == before
@@ -146,7 +146,7 @@ def test_a_run_kept_without_its_checkpoints_counts_as_trained(micro, tmp_path):
     committed to carry a reproduction over to another machine, are not trained again; one of
     another preset is refused as with its checkpoint."""
     out_dir, _, _ = micro
-    source = out_dir / "runs" / "single_step/press_button_randomized/fps12.5/seed0"
+    source = out_dir / "runs" / "single_step/press_button_randomized/fps50/seed0"
     run_dir = tmp_path / "seed0"
     run_dir.mkdir()
     for name in ("config.yaml", "metrics.jsonl", "run.json", "eval.json"):
@@ -154,7 +154,7 @@ def test_a_run_kept_without_its_checkpoints_counts_as_trained(micro, tmp_path):
     overrides = json.loads((run_dir / "run.json").read_text())["overrides"]
     steps = json.loads((run_dir / "eval.json").read_text())["step"]
     metrics = (run_dir / "metrics.jsonl").read_bytes()
-    spec = reproduce.RunSpec("single_step", "press_button", "randomized", 12.5, 0, "single_step")
+    spec = reproduce.RunSpec("single_step", "press_button", "randomized", 50.0, 0, "single_step")
     assert reproduce.finished_step(run_dir) == steps
     reproduce.train_run(spec, run_dir, overrides, steps)
     assert not list(run_dir.glob("*.pt")) and (run_dir / "metrics.jsonl").read_bytes() == metrics
@@ -166,7 +166,7 @@ def test_a_depth_curve_run_records_its_heads_preset_apart_from_its_variant(micro
     """The depth curve pools D = 0 and the next_forcing heads at every D, found by the heads
     preset that run.json records, not by the variant's name."""
     out_dir, _, _ = micro
-    source = out_dir / "runs" / "next_forcing/press_button_randomized/fps12.5/seed0"
+    source = out_dir / "runs" / "next_forcing/press_button_randomized/fps50/seed0"
     overrides = json.loads((source / "run.json").read_text())["overrides"]
     overrides = [o for o in overrides if not o.startswith(("variant=", "train.steps=", "eval."))]
     overrides += ["variant=next_forcing_d2", "heads.mcp_depth=2", "train.steps=1", "eval.every=0"]
@@ -258,11 +258,12 @@ def test_verdicts_follow_the_interval():
     assert interval_verdict(Interval(1.8, 1.6, 2.0), 1.5) == REPRODUCED
 
 
-def known_sweep(tmp_path: Path) -> list:
-    """Two seeds per variant, randomized, 50 fps: the baseline's success curve rises to 0.4 by
-    step 400, Next Forcing's to 0.4 by step 200; finals 2/10, 4/10 vs 6/10, 8/10."""
+def known_sweep(tmp_path: Path, seeds: int = 3) -> list:
+    """``seeds`` seeds per variant, randomized, 50 fps: the baseline's success curve rises to
+    0.4 by step 400, Next Forcing's to 0.4 by step 200; finals 2/10, 4/10, 3/10 vs 6/10, 8/10,
+    7/10."""
     specs = []
-    for seed, (base_final, nf_final) in enumerate([(2, 6), (4, 8)]):
+    for seed, (base_final, nf_final) in enumerate([(2, 6), (4, 8), (3, 7)][:seeds]):
         common = dict(setting="randomized", fps=50.0, seed=seed)
         specs.append(
             RunSpec(
@@ -298,12 +299,32 @@ def test_claims_on_runs_with_known_outcomes(tmp_path):
     assert "20.0% vs 10.0%" in early.ours and "100.0%" in early.ours
     assert early.verdict == REPRODUCED
     # the baseline reaches its step-400 success 0.4 at 400, Next Forcing at 200: 2x
-    converge = convergence_claim(runs, "single_step", "next_forcing", 50.0)
+    converge = convergence_claim(runs, "single_step", "next_forcing", 50.0, 400)
     assert "2.00x" in converge.ours and converge.verdict == REPRODUCED
+    assert "the baseline's success at step 400" in converge.claim
+    # at a late step of 300 (the paper's 90%), the target is 0.3: Next Forcing at 150, 2x
+    at_300 = convergence_claim(runs, "single_step", "next_forcing", 50.0, 300)
+    assert "reaches 30.0% at step 300" in at_300.ours and "step 150" in at_300.ours
     # speed 1.9x in both seeds with the same success in both modes
     speed = speed_claim(runs, "next_forcing")
     assert speed.ours.startswith("1.90x [1.90, 1.90]; success change 0.0 pts")
     assert speed.verdict == REPRODUCED
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_fewer_than_three_pairs_never_reproduce_a_claim(tmp_path, seeds):
+    """The same clear effects as above on one or two seeds: a bootstrap over so few pairs
+    has no width, so every claim that would be reproduced is inconclusive, and says why."""
+    runs = known_sweep(tmp_path, seeds)
+    claims = [
+        success_claim(runs, "single_step", "next_forcing", "randomized", 50.0, "x"),
+        relative_improvement_claim(runs, "single_step", "next_forcing", 50.0, 100),
+        convergence_claim(runs, "single_step", "next_forcing", 50.0, 400),
+        speed_claim(runs, "next_forcing"),
+    ]
+    for claim in claims:
+        assert claim.verdict == INCONCLUSIVE, claim
+        assert f"only {seeds} pair(s): 3 or more needed" in claim.reason
 
 
 def test_base_scale_writes_the_gpu_command_lines(tmp_path, capsys):
@@ -322,3 +343,16 @@ def test_base_scale_writes_the_gpu_command_lines(tmp_path, capsys):
     # the tokenizer never sees the world model's validation episodes (data.val_episodes=5)
     assert len(tokenizers) == 6 * 2 and all("--held-out-last 5" in t for t in tokenizers)
     assert all("model=base" in line and "hydra.run.dir=" in line for line in runs)
+
+
+def test_claim_steps_are_the_papers_ten_and_ninety_percent():
+    base = scale_preset("next_forcing", "base")
+    assert (base.early, base.late, base.steps) == (5000, 45000, 50000)  # the paper's 5k, 45k
+    micro = scale_preset("next_forcing", "micro")  # 6 steps, evaluations every 3
+    assert (micro.early, micro.late) == (3, 6)  # the nearest evaluation steps
+    fields = base.__dict__ | {"early_step": 10000, "late_step": 40000}
+    assert (ScalePreset(**fields).early, ScalePreset(**fields).late) == (10000, 40000)
+    with pytest.raises(ConfigError, match="late_step=42000 must be an evaluation step"):
+        ScalePreset(**base.__dict__ | {"late_step": 42000})
+    with pytest.raises(ConfigError, match="need 0 < early_step < late_step"):
+        ScalePreset(**base.__dict__ | {"early_step": 45000})

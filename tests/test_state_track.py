@@ -171,7 +171,9 @@ def test_the_state_track_writes_an_open_loop_rollout_video(state_run):
 def test_a_closed_loop_video_of_imagined_states(state_run, tmp_path, one_torch_thread):
     trained = load_trained(state_run / "last.pt")
     build, seed = trained.build, eval_seeds(trained.build.dataset)[0]
-    factory = model_policy_factory(trained.model, trained.tokenizer, build.fps, "standard", 2, 2)
+    factory = model_policy_factory(
+        trained.model, trained.tokenizer, build.latent_fps, "standard", 2, 2
+    )
     A = trained.model.config.actions_per_frame  # K = 2: chunk 0 runs A steps, later ones 2A
     steps = A + 3 * 2 * A  # 4 chunks
     result = run_closed_loop(

@@ -90,7 +90,7 @@ BAD = [
         "eval.context_chunks=4 is more context than training saw: windows held 4 chunks",
     ),
     (["model.latent_dim=16"], "model.latent_dim=16 is derived from the tokenizer, not set"),
-    (["model.actions_per_frame=2"], "model.actions_per_frame=2 is derived from fps and"),
+    (["model.actions_per_frame=2"], "actions_per_frame=2 is derived from fps, frames_per_latent"),
     (["model.action_space=joint"], "action_space='joint' is not valid"),
     (["data.cameras=[top]"], "data.cameras='top' is not valid"),
     (["logger.mode=cloud"], "logger.mode='cloud' is not valid"),

@@ -11,6 +11,11 @@ Pure torch functions, no module state. Conventions:
   over the trailing dims by :func:`expand_like`.
 - Timestep shift ``k`` (video 5, action 1, MCP depths 10; the values live in the configs)
   maps ``sigma -> k * sigma / (1 + (k - 1) * sigma)``, which pushes draws towards noise.
+- Loss weights per noise level (``loss_weight``): ``table``, the reference's per-timestep
+  weights (``FlowMatchScheduler.set_timesteps(1000, training=True)`` in lingbot-va
+  ``wan_va/utils/scheduler.py``, used by next-forcing ``wan_va/train.py`` for video, actions
+  and every MCP depth), a bell whose mean is 1 under each loss's own shift; or ``bell``, a
+  logit-normal bell whose mean under a shift is below 1 (0.683 at shift 5, 0.469 at 10).
 
 Random draws go through an optional ``torch.Generator``; given one, every function is
 deterministic. Draws are made on the generator's device and then moved, so a CPU generator
@@ -19,6 +24,7 @@ can seed tensors on any device with the same numbers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +37,9 @@ LOSS_WEIGHT_NORM = 1.9307928508524410
 # logit is evaluated on sigma clamped to [eps, 1 - eps], so sigma = 0 or 1 gives a finite
 # (about 1e-41, i.e. zero in practice) weight and no NaN gradient.
 _LOGIT_EPS = 1e-6
+
+LOSS_WEIGHTINGS = ("table", "bell")
+TABLE_TIMESTEPS = 1000  # entries of the reference's training timestep table
 
 
 def _as_sigma(sigma: Tensor | float) -> Tensor:
@@ -118,7 +127,50 @@ def sample_sigma(
     return shift_sigma(_uniform(shape, generator, device), shift)
 
 
-def loss_weight(sigma: Tensor) -> Tensor:
+def table_sigmas(shift: float) -> Tensor:
+    """(1000,) float64: the reference's training table of noise levels, ids 0..999 from
+    sigma = 1 down to ``shift_sigma(0.001, shift)`` (``linspace(1, 0, 1001)[:-1]`` shifted);
+    training draws an id uniformly, i.e. ``shift_sigma(u)`` with ``u`` uniform."""
+    base = torch.linspace(1.0, 0.0, TABLE_TIMESTEPS + 1, dtype=torch.float64)[:-1]
+    return shift_sigma(base, shift)
+
+
+@functools.lru_cache(maxsize=16)
+def _table_normaliser(shift: float) -> tuple[float, float]:
+    """(floor, mean) of ``exp(-2 (sigma - 1/2)^2)`` over the table at ``shift``."""
+    bell = torch.exp(-2.0 * (table_sigmas(shift) - 0.5).square())  # (1000,)
+    floor = float(bell.min())
+    return floor, float((bell - floor).mean())
+
+
+def table_loss_weight(sigma: Tensor, shift: float) -> Tensor:
+    """The reference's per-timestep loss weight at noise level ``sigma`` for a loss drawn
+    with timestep ``shift``, same shape as sigma.
+
+    ``(exp(-2 (sigma - 1/2)^2) - floor) / mean``: the bell the reference tabulates at its 1000
+    training timesteps (``t = 1000 sigma``: ``exp(-2 ((t - 500) / 1000)^2)``), minus its
+    smallest entry, divided by the mean over the table, so the mean weight of the table (the
+    expected weight of a training draw) is exactly 1 at every shift. At the table's own levels
+    it equals the reference's entries; between them it is the same curve (the reference looks
+    up the nearest entry)."""
+    floor, mean = _table_normaliser(float(shift))
+    bell = torch.exp(-2.0 * (sigma.to(torch.float64) - 0.5).square())
+    return ((bell - floor).clamp_min(0.0) / mean).to(sigma.dtype)
+
+
+def loss_weight(sigma: Tensor, shift: float = 1.0, weighting: str = "bell") -> Tensor:
+    """Per-noise-level loss weight (module docstring): ``table`` (``table_loss_weight`` at
+    ``shift``) or ``bell`` (``bell_loss_weight``, which ignores the shift)."""
+    if weighting == "table":
+        return table_loss_weight(sigma, shift)
+    if weighting == "bell":
+        return bell_loss_weight(sigma)
+    raise ValueError(
+        f"weighting={weighting!r} is not valid; choose one of: {', '.join(LOSS_WEIGHTINGS)}"
+    )
+
+
+def bell_loss_weight(sigma: Tensor) -> Tensor:
     """Bell-shaped loss weight ``w(sigma) = C * exp(-logit(sigma)^2 / 2)``, same shape as sigma.
 
     ``logit(s) = log(s / (1 - s))``. The weight peaks at ``sigma = 0.5`` (``w = C``), is
@@ -137,15 +189,19 @@ def weighted_mse(
     target_velocity: Tensor,
     sigma: Tensor,
     valid: Tensor | None = None,
+    shift: float = 1.0,
+    weighting: str = "bell",
 ) -> Tensor:
     """Scalar flow-matching loss: weighted squared error averaged over valid elements.
 
     pred_velocity, target_velocity: (B, F, ...); sigma: their leading dims, e.g. (B, F);
-    valid: bool, sigma's shape (True = counts; e.g. False for targets past the episode end).
+    valid: bool, sigma's shape (True = counts; e.g. False for targets past the episode end);
+    shift, weighting: the loss's timestep shift and weighting scheme (``loss_weight``).
 
     Per element of sigma: mean over the trailing (feature) dims of the squared error, times
-    ``loss_weight(sigma)``; then the mean over elements where ``valid``. With nothing valid
-    the result is exactly 0 and still part of the graph (zero gradients); no host sync.
+    ``loss_weight(sigma, shift, weighting)``; then the mean over elements where ``valid``.
+    With nothing valid the result is exactly 0 and still part of the graph (zero gradients);
+    no host sync.
     Computed in at least float32 (bf16/fp16 inputs are upcast), float64 stays float64.
     """
     if pred_velocity.shape != target_velocity.shape:
@@ -159,7 +215,7 @@ def weighted_mse(
     err = (pred_velocity.to(dtype) - target_velocity.to(dtype)).square()  # (B, F, ...)
     if feature_dims:
         err = err.mean(dim=feature_dims)  # (B, F)
-    weighted = err * loss_weight(sigma).to(err.dtype)  # (B, F)
+    weighted = err * loss_weight(sigma, shift, weighting).to(err.dtype)  # (B, F)
     if valid is None:
         return weighted.mean()
     if valid.dtype != torch.bool:
@@ -201,36 +257,43 @@ def euler_step(
 
 def renoise_history(
     x0: Tensor,
-    max_sigma: float,
+    max_u: float,
     probability: float,
     generator: torch.Generator | None = None,
+    shift: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """Noisy-history augmentation of clean context latents.
 
     x0: (B, F, ...) clean latents. With ``probability`` per sample (dim B), the sample's
-    latent frames are re-noised to ``sigma ~ U(0, max_sigma)`` drawn per frame; other samples
-    keep sigma 0 and are returned unchanged. Returns ``(renoised (B, F, ...) in x0's dtype,
-    sigma (B, F) in x0's dtype)``; the model is conditioned on that sigma.
+    latent frames are re-noised to ``sigma = shift_sigma(u, shift)``, ``u ~ U(0, max_u)``
+    drawn per frame; other samples keep sigma 0 and are returned unchanged. The reference
+    (next-forcing ``wan_va/train.py``, ``_add_noise`` with ``noisy_cond_prob=0.5``) draws the
+    ids 500-999 of the shift-5 video table: ``max_u = 0.5``, ``shift = 5`` (sigma 0.005 to
+    0.833, median 0.625); ``shift = 1`` gives ``U(0, max_u)``. Returns ``(renoised (B, F, ...)
+    in x0's dtype, sigma (B, F) in x0's dtype)``; the model is conditioned on that sigma.
 
     The same random numbers are consumed whatever ``probability`` is, so changing it does
     not shift the generator stream for later draws.
     """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"probability must be in [0, 1], got {probability}")
-    if not 0.0 <= max_sigma <= 1.0:
-        raise ValueError(f"max_sigma must be in [0, 1], got {max_sigma}")
+    if not 0.0 <= max_u <= 1.0:
+        raise ValueError(f"max_u must be in [0, 1], got {max_u}")
     if x0.ndim < 2:
         raise ValueError(f"x0 must be (B, F, ...), got shape {tuple(x0.shape)}")
     batch, frames = x0.shape[:2]
     apply = _uniform((batch,), generator, x0.device) < probability  # (B,) bool
-    level = _uniform((batch, frames), generator, x0.device, x0.dtype) * max_sigma  # (B, F)
+    u = _uniform((batch, frames), generator, x0.device, x0.dtype) * max_u  # (B, F)
+    level = shift_sigma(u, shift)  # (B, F)
     sigma = torch.where(apply[:, None], level, torch.zeros_like(level))  # (B, F)
     noise = _normal_like(x0, generator)  # (B, F, ...)
     return interpolate(x0, noise, sigma), sigma
 
 
 __all__ = [
+    "LOSS_WEIGHTINGS",
     "LOSS_WEIGHT_NORM",
+    "bell_loss_weight",
     "euler_step",
     "expand_like",
     "interpolate",
@@ -238,6 +301,8 @@ __all__ = [
     "renoise_history",
     "sample_sigma",
     "shift_sigma",
+    "table_loss_weight",
+    "table_sigmas",
     "timestep_schedule",
     "velocity_target",
     "weighted_mse",

@@ -37,7 +37,7 @@ from worldmodel.heads import WorldModelWithHeads, heads_preset
 from worldmodel.inference.compiled import compile_denoising
 from worldmodel.inference.session import MODES
 from worldmodel.model import ModelConfig, model_preset
-from worldmodel.timing import fps_stride
+from worldmodel.timing import FrameRate
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.tokenizer.patch import PatchTokenizer
 from worldmodel.tokenizer.state import StateTokenizer
@@ -53,7 +53,7 @@ class EvalBenchSpec:
     cameras: tuple[str, ...] = ("head",)
     image_size: tuple[int, int] = (32, 32)
     patch: int = 8
-    fps: float = 12.5
+    fps: float = 50.0  # the paper's video fps: 4 actions per latent frame (worldmodel/timing.py)
     K: int = 2
     episodes: int = 4
     max_steps: int = 200
@@ -81,7 +81,7 @@ def make_model(spec: EvalBenchSpec, tokenizer: Tokenizer) -> WorldModelWithHeads
         tokens_per_frame=tokenizer.tokens_per_frame,
         latent_dim=tokenizer.latent_dim,
         action_dim=ACTION_DIM,
-        actions_per_frame=fps_stride(CONTROL_HZ, spec.fps),
+        actions_per_frame=FrameRate(spec.fps, control_hz=CONTROL_HZ).actions_per_latent_frame,
         train_window_frames=spec.window_frames,
     )
     torch.manual_seed(0)
@@ -109,7 +109,7 @@ def run_mode(
         WorldModelPolicy,
         model=model,
         tokenizer=tokenizer,
-        fps=spec.fps,
+        latent_fps=FrameRate(spec.fps, control_hz=CONTROL_HZ).latent_fps,
         video_steps=spec.steps,
         action_steps=spec.steps,
         mode=mode,

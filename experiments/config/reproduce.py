@@ -19,6 +19,9 @@ from experiments.config.base import ConfigError, check_choice
 
 PRESET_DIR = CONF_DIR / "reproduce"
 PAPERS = ("next_forcing",)
+# the paper's claim steps as fractions of training: 5k ("at an early step") and 45k (the
+# baseline's late success that convergence is measured against) of 50k
+EARLY_FRACTION, LATE_FRACTION = 0.1, 0.9
 
 
 @dataclass
@@ -48,7 +51,6 @@ class ScalePreset:
     variants: list[str]  # heads presets; the first is the baseline
     steps: int  # training steps of every run
     eval_every: int  # closed-loop success every this many steps: the convergence curve
-    early_step: int  # where "relative improvement at 5k steps" is read at this scale
     eval_episodes: int  # closed-loop episodes of the final evaluation (expert-checked seeds)
     data_episodes: int  # training episodes collected per (task, setting)
     # > 0: train a conv_ae tokenizer (C=8 channels per token) for this many steps on each
@@ -63,6 +65,11 @@ class ScalePreset:
     # closed-loop episodes of each periodic evaluation during training (the convergence
     # curve); None: eval_episodes. At most eval_episodes (the seeds collected).
     periodic_eval_episodes: int | None = None
+    # where the claims read "success at 5k steps" (relative improvement) and the baseline's
+    # "45k-step" target (convergence): evaluation steps; None = the evaluation step nearest
+    # EARLY_FRACTION / LATE_FRACTION of ``steps`` (the paper's 5k and 45k of 50k)
+    early_step: int | None = None
+    late_step: int | None = None
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -71,13 +78,23 @@ class ScalePreset:
             check_choice("settings", setting, SETTINGS)
         if len(self.variants) < 2:
             raise ConfigError(f"variants={self.variants}: name a baseline and at least one more")
-        if not 0 < self.early_step <= self.steps or self.steps % self.eval_every:
+        if self.eval_every < 1 or self.steps % self.eval_every:
             raise ConfigError(
-                f"early_step={self.early_step}, eval_every={self.eval_every}: need "
-                f"0 < early_step <= steps={self.steps} and eval_every dividing steps"
+                f"eval_every={self.eval_every}: must divide steps={self.steps} (the last "
+                "evaluation is at the end)"
             )
-        if self.early_step % self.eval_every:
-            raise ConfigError(f"early_step={self.early_step} must be an evaluation step")
+        early, late = self.early, self.late
+        if not 0 < early < late <= self.steps:
+            raise ConfigError(
+                f"early_step={early}, late_step={late}: need 0 < early_step < late_step <= "
+                f"steps={self.steps}"
+            )
+        for key, step in (("early_step", early), ("late_step", late)):
+            if step % self.eval_every:
+                raise ConfigError(
+                    f"{key}={step} must be an evaluation step (a multiple of eval_every="
+                    f"{self.eval_every})"
+                )
         periodic = self.periodic_eval_episodes
         if periodic is not None and not 0 < periodic <= self.eval_episodes:
             raise ConfigError(
@@ -106,6 +123,20 @@ class ScalePreset:
     @property
     def baseline(self) -> str:
         return self.variants[0]
+
+    @property
+    def early(self) -> int:
+        """The early step of the claims (``early_step``, or the evaluation step nearest 10%)."""
+        return self.early_step or self._nearest_evaluation(EARLY_FRACTION)
+
+    @property
+    def late(self) -> int:
+        """The late step of the claims (``late_step``, or the evaluation step nearest 90%)."""
+        return self.late_step or self._nearest_evaluation(LATE_FRACTION)
+
+    def _nearest_evaluation(self, fraction: float) -> int:
+        """The evaluation step (after step 0) nearest ``fraction`` of the training steps."""
+        return max(1, round(fraction * self.steps / self.eval_every)) * self.eval_every
 
     @property
     def curve_episodes(self) -> int:

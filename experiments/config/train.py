@@ -8,7 +8,8 @@ divides the control rate, the window holds a chunk, ...) before any work starts.
 
 Model keys derived from the data are not config keys a user sets: ``tokens_per_frame`` and
 ``latent_dim`` come from the tokenizer, ``action_dim`` from the dataset and
-``actions_per_frame`` = control rate / ``fps`` and ``train_window_frames`` from
+``actions_per_frame`` from the frame rate (``fps`` and ``frames_per_latent``,
+``worldmodel/timing.py``) and ``train_window_frames`` from
 ``data.window_frames`` (``worldmodel/training/build.py``); a run that sets one is refused.
 """
 
@@ -25,7 +26,7 @@ from worldmodel.heads.config import HeadsConfig
 from worldmodel.inference.session import MODES as INFERENCE_MODES
 from worldmodel.inference.session import check_context, chunks_per_step
 from worldmodel.model.config import ModelConfig
-from worldmodel.timing import fps_stride
+from worldmodel.timing import FRAMES_PER_LATENT, FrameRate
 from worldmodel.tokenizer.factory import TokenizerConfig
 from worldmodel.training.build import DERIVED_MODEL_KEYS, derived_keys_set
 from worldmodel.training.config import TrainLoopConfig
@@ -146,18 +147,26 @@ class TrainConfig:
     # label of this model in comparisons (run.json, reports); None = the heads preset plus
     # every override that changes the model or its training (experiments.train.variant_label)
     variant: str | None = None
-    fps: float = 12.5  # latent frames per second; must divide the 50 Hz control rate
+    # video frames per second, the paper's label (12.5 | 25 | 50; 50 / fps a whole number of
+    # control steps); a latent frame holds frames_per_latent of them (worldmodel/timing.py):
+    # fps=50 runs 4 actions per latent frame, 25 runs 8, 12.5 (the paper's "12") runs 16
+    fps: float = 50.0
+    frames_per_latent: int = FRAMES_PER_LATENT  # video frames per latent frame (the VAE's 4)
     seed: int = 0
     resume: bool = True  # continue from the run folder's last checkpoint when it has one
     # start from this checkpoint instead: a step_<n>.pt of the run folder (its later history
     # is dropped) or another run's checkpoint (a fork: train.* and seed may differ)
     resume_from: str = ""
 
+    @property
+    def frame_rate(self) -> FrameRate:
+        return FrameRate(self.fps, self.frames_per_latent, CONTROL_HZ)
+
 
 def check_train_config(config: TrainConfig) -> None:
     """Checks that involve more than one group; raises ``ConfigError`` naming the keys."""
     try:
-        fps_stride(CONTROL_HZ, config.fps)
+        config.frame_rate  # noqa: B018 (validates fps and frames_per_latent)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     model, data = config.model, config.data
@@ -178,10 +187,11 @@ def check_train_config(config: TrainConfig) -> None:
             f"{data.window_frames}; raise the window or lower K"
         )
     chunks = data.window_frames // model.K
-    if chunks > model.max_chunks:
+    most = data.window_frames // model.min_K  # chunks of the smallest chunk size trained
+    if most > model.max_chunks:
         raise ConfigError(
-            f"data.window_frames={data.window_frames} makes {chunks} chunks of K={model.K}, more "
-            f"than model.max_chunks={model.max_chunks}"
+            f"data.window_frames={data.window_frames} makes {most} chunks of K={model.min_K}, "
+            f"more than model.max_chunks={model.max_chunks}; raise model.max_chunks"
         )
     depth = config.heads.mcp_depth
     if config.heads.enabled and depth >= chunks:

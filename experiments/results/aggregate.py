@@ -42,12 +42,13 @@ The parts: ``summary`` (quantity names, grouping, intervals, :class:`Summary`), 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.results.curves import convergence_entries, curve_entries, drift_entries
 from experiments.results.entries import MissingRun, SummarySettings
 from experiments.results.estimates import depth_entries, estimate_entries
-from experiments.results.run_folders import AGGREGATE_DIR, RunSet, load_runs
+from experiments.results.run_folders import AGGREGATE_DIR, Run, RunFolderError, RunSet, load_runs
 from experiments.results.run_values import run_values
 from experiments.results.summary import (
     DEFAULT_BASELINE,
@@ -106,6 +107,7 @@ def summarise(
             bootstrap_seed=bootstrap.seed,
             success_metric=SUCCESS,
             loss_metric=LOSS,
+            frame_rates=frame_rate_names(run_set.runs),
         ),
         provenance=provenance(run_set),
         runs=[run_record(run_set, run) for run in run_set.runs],
@@ -121,6 +123,20 @@ def summarise(
         depth=depth_entries(groups, run_set, bootstrap),
         run_values=[run_values(run_set, run) for run in run_set.runs],
     )
+
+
+def frame_rate_names(runs: Sequence[Run]) -> dict[str, str]:
+    """fps label -> its meaning (``FrameRate.describe``); RunFolderError when runs of one label
+    differ in what it means (another frames_per_latent or chunk size): they are not one axis."""
+    names: dict[str, str] = {}
+    for run in sorted(runs, key=lambda r: r.fps):
+        name = run.frame_rate.describe(run.K)
+        if names.setdefault(f"{run.fps:g}", name) != name:
+            raise RunFolderError(
+                f"runs at fps {run.fps:g} differ in their frame rate ({names[f'{run.fps:g}']} vs "
+                f"{name}, e.g. {run.path}); aggregate them in separate sweeps"
+            )
+    return names
 
 
 def write_aggregate(run_set: RunSet, summary: Summary) -> Path:

@@ -10,7 +10,12 @@ Verdicts: ``reproduced`` when the interval of the effect lies on the paper's sid
 threshold, ``not reproduced`` when it lies on the other side (or the measurement shows no
 effect at all, e.g. neither model ever succeeds), ``inconclusive`` when the interval spans
 the threshold (too few seeds or episodes at this scale), ``not measured`` when the scale has
-no runs for it. The reason column says which.
+no runs for it. The reason column says which. Fewer than ``MIN_PAIRS`` pairs (or runs) never
+give ``reproduced``: a bootstrap over one or two pairs has no width to speak of.
+
+The claim steps are the paper's: the early step ("61.6% vs 31.9% at 5k steps") and the late
+step (the baseline's 45k-step success that "2.3x faster convergence" is measured against) at
+10% and 90% of training (``ScalePreset.early`` / ``late``); each row names the steps it used.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
 INCONCLUSIVE, NOT_MEASURED = "inconclusive", "not measured"
 SPEEDUP_THRESHOLD = 1.5  # "about 2x": a lower bound above 1.5 counts as reproduced
 SUCCESS_TOLERANCE = 0.03  # "at 1-3 points of success"
+MIN_PAIRS = 3  # fewer pairs never reproduce a claim
 
 
 @dataclass
@@ -80,6 +86,13 @@ def _fmt(interval: Interval, scale: float = 100.0, unit: str = "") -> str:
     )
 
 
+def too_few(count: int, verdict: str, reason: str) -> tuple[str, str]:
+    """``(verdict, reason)``, with ``reproduced`` turned ``inconclusive`` below MIN_PAIRS."""
+    if verdict == REPRODUCED and count < MIN_PAIRS:
+        return INCONCLUSIVE, f"{reason}, but only {count} pair(s): {MIN_PAIRS} or more needed"
+    return verdict, reason
+
+
 def interval_verdict(interval: Interval, threshold: float, higher_is_paper: bool = True) -> str:
     if (interval.low > threshold) if higher_is_paper else (interval.high < threshold):
         return REPRODUCED
@@ -117,7 +130,7 @@ def success_claim(
     }[verdict]
     if verdict == INCONCLUSIVE:
         reason += "; " + power_note([v[0] - b[0] for b, v in pairs], tasks)
-    return Claim(claim, paper, ours, verdict, reason)
+    return Claim(claim, paper, ours, *too_few(len(pairs), verdict, reason))
 
 
 def power_note(differences: Sequence[float], tasks: int) -> str:
@@ -155,7 +168,8 @@ def relative_improvement_claim(
     interval = paired_relative_improvement_ci(base_sr, var_sr)
     ours += f": {_fmt(interval, unit='%')}"
     verdict = interval_verdict(interval, 0.0)
-    return Claim(claim, paper, ours, verdict, "interval of the relative improvement vs 0")
+    reason = "interval of the relative improvement vs 0"
+    return Claim(claim, paper, ours, *too_few(len(pairs), verdict, reason))
 
 
 BUDGETS = {  # convergence compared at equal ...: the metrics key of its running total
@@ -173,13 +187,21 @@ def cost_per_step(run: RunValues, budget: str) -> float | None:
 
 
 def convergence_claim(
-    runs: Sequence[RunValues], base: str, variant: str, fps: float, budget: str = "steps"
+    runs: Sequence[RunValues],
+    base: str,
+    variant: str,
+    fps: float,
+    late_step: int,
+    budget: str = "steps",
 ) -> Claim:
-    """Steps the baseline needs to reach its own late success, over the variant's steps; at
-    a ``budget`` other than steps both are converted with each variant's measured cost per
-    step (a Next Forcing step costs more FLOPs and time than a baseline step)."""
+    """Steps the baseline needs to reach its own success at ``late_step``, over the variant's
+    steps; at a ``budget`` other than steps both are converted with each variant's measured
+    cost per step (a Next Forcing step costs more FLOPs and time than a baseline step)."""
     matched = "" if budget == "steps" else f", at matched {budget}"
-    claim = f"Faster convergence (closed-loop success curves, {fps:g} fps, randomized{matched})"
+    claim = (
+        f"Faster convergence (closed-loop success curves, {fps:g} fps, randomized{matched}; "
+        f"target: the baseline's success at step {late_step})"
+    )
     paper = "baseline's 45k-step success reached at 20k: 2.3x" if budget == "steps" else "-"
     pairs = _pairs(runs, base, variant, "randomized", fps)
     paired = [
@@ -198,9 +220,8 @@ def convergence_claim(
     def speedup(chosen: Sequence[int]):
         base_steps, base_values = mean_curve([curves[i][0] for i in chosen])
         var_steps, var_values = mean_curve([curves[i][1] for i in chosen])
-        result = convergence_speedup(
-            base_steps, base_values, var_steps, var_values, late_step=base_steps[-1]
-        )
+        late = min(float(late_step), float(base_steps[-1]))
+        result = convergence_speedup(base_steps, base_values, var_steps, var_values, late)
         if result.speedup is None:
             return result
         base_cost = np.mean([curves[i][2] for i in chosen])
@@ -225,7 +246,9 @@ def convergence_claim(
     interval = resampled_ci(len(curves), lambda c: speedup(c).speedup or 0.0, point.speedup)
     ours += f": {interval.point:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
     verdict = interval_verdict(interval, 1.0)
-    return Claim(claim, paper, ours, verdict, "interval of the speedup vs 1x")
+    return Claim(
+        claim, paper, ours, *too_few(len(curves), verdict, "interval of the speedup vs 1x")
+    )
 
 
 def _steps(value: float | None) -> str:
@@ -258,7 +281,8 @@ def speed_claim(runs: Sequence[RunValues], variant: str) -> Claim:
     within = max(abs(cost.low), abs(cost.high)) <= SUCCESS_TOLERANCE
     outside = min(abs(cost.low), abs(cost.high)) > SUCCESS_TOLERANCE and cost.low * cost.high > 0
     if speed == REPRODUCED and within:
-        return Claim(claim, paper, ours, REPRODUCED, "speedup above 1.5x, success within 3 pts")
+        reason = "speedup above 1.5x, success within 3 pts"
+        return Claim(claim, paper, ours, *too_few(len(rows), REPRODUCED, reason))
     if speed == NOT_REPRODUCED or outside:
         reason = (
             "speedup interval at or below 1.5x"
@@ -270,16 +294,22 @@ def speed_claim(runs: Sequence[RunValues], variant: str) -> Claim:
 
 
 def next_forcing_claims(
-    runs: Sequence[RunValues], base: str, variant: str, fps: Sequence[float], early_step: int
+    runs: Sequence[RunValues],
+    base: str,
+    variant: str,
+    fps: Sequence[float],
+    early_step: int,
+    late_step: int,
 ) -> list[Claim]:
-    """The four headline claims of Next Forcing, measured on ``runs``."""
+    """The four headline claims of Next Forcing, measured on ``runs`` (``fps`` in the paper's
+    units: its "50 fps" claims are read at fps 50)."""
     main_fps, high_fps = min(fps), max(fps)
     return [
         success_claim(runs, base, variant, "clean", main_fps, "94.1 vs 92.9"),
         *(success_claim(runs, base, variant, "randomized", f, "93.5 vs 91.5") for f in fps),
         relative_improvement_claim(runs, base, variant, high_fps, early_step),
         *(
-            convergence_claim(runs, base, variant, f, budget)
+            convergence_claim(runs, base, variant, f, late_step, budget)
             for f in sorted(fps, reverse=True)
             for budget in BUDGETS
         ),

@@ -236,6 +236,8 @@ class Provenance(SummaryEntry):
 class SummarySettings(SummaryEntry):
     """How the summary was computed: the baseline, the late step, the bootstrap, the metrics."""
 
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("frame_rates",)
+
     baseline: str
     late_step: float | None
     bootstrap_reps: int
@@ -243,6 +245,13 @@ class SummarySettings(SummaryEntry):
     bootstrap_seed: int
     success_metric: str
     loss_metric: str
+    # fps label -> what it means for the model ("fps 50 (4 actions per latent frame, 0.16 s
+    # per chunk of 2)", worldmodel/timing.py); None in summaries made before it
+    frame_rates: dict[str, str] | None = None
+
+    def frame_rate(self, fps: float) -> str:
+        """The report's name of a frame rate: its meaning when known, else ``fps <fps>``."""
+        return (self.frame_rates or {}).get(f"{fps:g}", f"fps {fps:g}")
 
 
 @dataclass(frozen=True, kw_only=True)

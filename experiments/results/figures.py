@@ -226,7 +226,7 @@ def report_figures(summary: Summary, folder: Path) -> list[FigureFile]:
     files = []
     for setting, fps in slices(summary):
         name = slice_name(setting, fps)
-        where = f"{setting}, fps {fps:g}"
+        where = f"{setting}, {summary.settings.frame_rate(fps)}"
         for metric in CURVE_METRICS:
             entries = select(summary.curves, setting=setting, fps=fps, metric=metric)
             if entries:

@@ -116,7 +116,8 @@ def success_table(summary: Summary, setting: str, fps: float) -> Table | None:
             cells = [_lookup(own, quantity=policy, task=task) for task in tasks]
             rows.append([variant, name, *(success_cell(c) if c else "–" for c in cells)])
     columns = ["variant", "policy", *("all tasks (IQM)" if t == ALL_TASKS else t for t in tasks)]
-    title = f"Final closed-loop success rate ({setting}, fps {fps:g}): mean over seeds [95% CI]"
+    where = f"{setting}, {summary.settings.frame_rate(fps)}"
+    title = f"Final closed-loop success rate ({where}): mean over seeds [95% CI]"
     return Table("success", title, columns, rows)
 
 
@@ -163,7 +164,8 @@ def loss_table(summary: Summary, setting: str, fps: float) -> Table | None:
         + [str(max(c.n_runs for c in cells if c))]
         for task, variant, cells in _estimate_cells(entries, quantities)
     ]
-    title = f"Final validation loss ({setting}, fps {fps:g}): mean over seeds [95% CI]"
+    where = f"{setting}, {summary.settings.frame_rate(fps)}"
+    title = f"Final validation loss ({where}): mean over seeds [95% CI]"
     return Table("loss", title, ["task", "variant", *FINAL_LOSSES, "runs"], rows)
 
 
@@ -188,7 +190,8 @@ def drift_table(summary: Summary, setting: str, fps: float) -> Table | None:
                     continue
                 cells = [interval(e, i) if e else "–" for e in found for i in (0, -1)]
                 rows.append([task, variant, mode, *cells])
-    title = f"Drift: {DRIFT_TABLE_METRIC} at horizons 1 and H ({setting}, fps {fps:g})"
+    where = f"{setting}, {summary.settings.frame_rate(fps)}"
+    title = f"Drift: {DRIFT_TABLE_METRIC} at horizons 1 and H ({where})"
     return Table("drift", title, columns, rows)
 
 
@@ -204,7 +207,8 @@ def speed_table(summary: Summary, setting: str, fps: float) -> Table | None:
     ]
     columns = ["task", "variant"] + [f"{mode} chunks/s" for mode in SPEED_MODES]
     columns.append("mcp_parallel speed-up")
-    title = f"Inference speed ({setting}, fps {fps:g}): mean over seeds [95% CI]"
+    where = f"{setting}, {summary.settings.frame_rate(fps)}"
+    title = f"Inference speed ({where}): mean over seeds [95% CI]"
     return Table("speed", title, columns, rows)
 
 

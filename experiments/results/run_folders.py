@@ -36,6 +36,7 @@ from experiments.results.eval_file import (
 )
 from worldmodel import atomic
 from worldmodel.command_line import override
+from worldmodel.timing import FRAMES_PER_LATENT, FrameRate
 from worldmodel.training.checkpoint import LAST_CHECKPOINT
 from worldmodel.training.renamed_keys import upgrade_config
 from worldmodel.training.run_logger import METRICS_FILE
@@ -82,7 +83,7 @@ class Run:
     heads: str
     task: str
     setting: str
-    fps: float
+    fps: float  # video frames per second, the paper's label (worldmodel/timing.py)
     seed: int
     steps: int  # train.steps planned
     last_step: int  # step of the last training row (-1 if none)
@@ -93,6 +94,12 @@ class Run:
     overrides: list[str]
     mcp_depth: int = 0  # MCP depth D of its heads (0: none, the single-step baseline)
     versions: dict[str, str] = field(default_factory=dict)  # run.json: python, torch, mujoco, ...
+    frames_per_latent: int = FRAMES_PER_LATENT  # video frames per latent frame
+    K: int = 2  # latent frames per chunk at inference
+
+    @property
+    def frame_rate(self) -> FrameRate:
+        return FrameRate(self.fps, self.frames_per_latent)
 
     @property
     def finished(self) -> bool:
@@ -217,6 +224,8 @@ def read_run(folder: Path) -> Run:
         overrides=[str(o) for o in info.get("overrides") or []],
         mcp_depth=_mcp_depth(config.get("heads") or {}),
         versions={str(k): str(v) for k, v in (info.get("versions") or {}).items()},
+        frames_per_latent=int(_config_value(config, "frames_per_latent", folder)),
+        K=int((config.get("model") or {}).get("K", 2)),
     )
 
 

@@ -20,14 +20,14 @@ it (and its own ``seed``), so an episode's outcome does not depend on the worker
 or on the episodes before. A policy may count network passes in ``passes`` (kind -> total
 since ``reset``), which the evaluation reports per chunk.
 
-World-model time (glossary in ``worldmodel/model/layout.py``): A = 50 / fps control steps
-per latent frame, K latent frames per chunk, and the action token of a frame holds the A
-actions leading INTO it (``worldmodel/model/actions.py``). An episode's chunk 0 holds the
-observed frame 0 and K - 1 imagined frames; its frame-0 token is padding, so (K - 1)*A
-actions run. Every later chunk is K imagined frames whose K*A actions run from the last
-observed frame. The observed latent frames of a chunk are ``frames[A], frames[2A], ...``.
-So a chunk whose actions start at control step s imagines its frames at steps s + A, ..,
-s + K*A; chunk 0's at 0 (the observed frame, clamped), A, .., (K - 1)*A.
+World-model time (glossary in ``worldmodel/model/layout.py``, ``worldmodel/timing.py``):
+A = 50 / latent_fps control steps per latent frame, K latent frames per chunk, and the action
+token of a frame holds the A actions leading INTO it (``worldmodel/model/actions.py``). An
+episode's chunk 0 holds the observed frame 0 and K - 1 imagined frames; its frame-0 token is
+padding, so (K - 1)*A actions run. Every later chunk is K imagined frames whose K*A actions
+run from the last observed frame. The observed latent frames of a chunk are ``frames[A],
+frames[2A], ...``. So a chunk whose actions start at control step s imagines its frames at
+steps s + A, .., s + K*A; chunk 0's at 0 (the observed frame, clamped), A, .., (K - 1)*A.
 """
 
 from __future__ import annotations
@@ -186,15 +186,18 @@ class RandomPolicy:
         """Random actions ignore observations."""
 
 
-def _check_parts(env: TabletopEnv, model: WorldModel, tokenizer: Tokenizer, fps: float) -> None:
-    """ValueError unless env, tokenizer and model fit together at ``fps``."""
+def _check_parts(
+    env: TabletopEnv, model: WorldModel, tokenizer: Tokenizer, latent_fps: float
+) -> None:
+    """ValueError unless env, tokenizer and model fit together at ``latent_fps`` (latent
+    frames per second, ``worldmodel/timing.py``)."""
     cfg = model.config
-    stride = fps_stride(env.control_hz, fps)
+    stride = fps_stride(env.control_hz, latent_fps)
     if stride != cfg.actions_per_frame:
         raise ValueError(
-            f"fps={fps:g} gives {stride} actions per frame at the env's "
-            f"{env.control_hz:g} Hz, the model "
-            f"has actions_per_frame={cfg.actions_per_frame}; pass the fps it was trained at"
+            f"latent_fps={latent_fps:g} gives {stride} actions per latent frame at the env's "
+            f"{env.control_hz:g} Hz, the model has actions_per_frame={cfg.actions_per_frame}; "
+            "pass the latent frame rate it was trained at"
         )
     if cfg.action_dim != ACTION_DIM:
         raise ValueError(f"model action_dim={cfg.action_dim}; the env needs {ACTION_DIM}")
@@ -254,7 +257,7 @@ class WorldModelPolicy:
         env: TabletopEnv,
         model: WorldModel,
         tokenizer: Tokenizer,
-        fps: float,
+        latent_fps: float,
         video_steps: int | None = None,
         action_steps: int | None = None,
         mode: str = "standard",
@@ -262,7 +265,7 @@ class WorldModelPolicy:
         context_chunks: int | None = None,
     ) -> None:
         check_mode(model, mode)
-        _check_parts(env, model, tokenizer, fps)
+        _check_parts(env, model, tokenizer, latent_fps)
         cfg = model.config
         video_steps = cfg.video_steps if video_steps is None else video_steps
         action_steps = cfg.action_steps if action_steps is None else action_steps

@@ -52,7 +52,7 @@ BASELINE_POLICIES: dict[str, PolicyFactory] = {
 def model_policy_factory(
     model: WorldModel,
     tokenizer: Tokenizer,
-    fps: float,
+    latent_fps: float,
     mode: str,
     video_steps: int | None = None,
     action_steps: int | None = None,
@@ -66,7 +66,7 @@ def model_policy_factory(
         OracleVideoPolicy if oracle_video else WorldModelPolicy,
         model=model,
         tokenizer=tokenizer,
-        fps=fps,
+        latent_fps=latent_fps,
         video_steps=video_steps,
         action_steps=action_steps,
         mode=mode,
@@ -139,7 +139,7 @@ def drift_episodes(
     seeds (for state-track videos)."""
     indices = held_out_indices(build)
     latents = load_episode_latents(
-        build.dataset, tokenizer, build.fps, indices, cache_dir, max_bytes, progress=False
+        build.dataset, tokenizer, build.latent_fps, indices, cache_dir, max_bytes, progress=False
     )
     chosen = [(i, e) for i, e in zip(indices, latents, strict=True) if len(e.video) >= frames]
     chosen = chosen[:count]
@@ -147,10 +147,11 @@ def drift_episodes(
         longest = max(len(e.video) for e in latents)
         raise ValueError(
             f"no held-out episode of {build.dataset} has {frames} latent frames at "
-            f"fps={build.fps:g} (the longest has {longest}); shorten the context or horizon"
+            f"{build.frame_rate.describe()} (the longest has {longest}); shorten the context "
+            "or horizon"
         )
     with EpisodeFile(build.dataset) as dataset:
-        strided = [dataset.episode_at_fps(i, build.fps) for i, _ in chosen]
+        strided = [dataset.episode_at_fps(i, build.latent_fps) for i, _ in chosen]
     images = [episode.images for episode in strided]
     return DriftEpisodes(
         latents=torch.stack([e.video[:frames] for _, e in chosen]),  # (E, F, N, C)

@@ -14,9 +14,12 @@ Next Forcing ablations: ``fusion_layers=[-1]`` (last-layer-only fusion),
 
 Layer indices count the backbone's blocks from 0 (``hidden_states[l]`` is the output of block
 ``l``) and may be negative like Python indices: ``-1`` is the last layer. The paper's layers
-4/12/20/30 of 30 are ``fusion_layers=[3, 11, 19, 29]``; the default (``None``) spreads
-``num_fusion_layers`` evenly and ends at the last block (``spread_layers``: [7, 14, 21, 29]
-for 30 blocks, every block of the tiny model's 4).
+4/12/20/30 of 30 are ``fusion_layers=[3, 11, 19, 29]`` (next-forcing
+``wan_va/configs/mcp_train_config.py``, ``mcp_hidden_collect_layers``); the default (``None``)
+places ``num_fusion_layers`` by ``fusion_spread`` (``spread_layers``): ``reference`` at the
+same fractions of any backbone (4/30, 12/30, 20/30, 30/30: [0, 2, 4, 7] of 8 blocks, every
+block of 4), ``even`` evenly, ending at the last block ([7, 14, 21, 29] of 30; before
+2026-12-07 the only rule).
 
 Depth k only gets a signal from windows of more than k chunks: with ``num_chunks`` chunks per
 window, ``loss/mcp{k}`` is exactly 0 for k >= num_chunks (no target inside the window).
@@ -35,6 +38,9 @@ PRESET_DIR = CONF_DIR / "heads"
 KINDS = ("none", "mcp", "linear")
 # Paper weights of depths 1..3; a 4th depth (our sweep axis, not in the paper) gets 0.05.
 DEFAULT_LOSS_WEIGHTS = (0.5, 0.2, 0.1, 0.05)
+# The reference's fused layers 4, 12, 20, 30 of 30 as fractions of the backbone's blocks.
+REFERENCE_FUSION_FRACTIONS = (4 / 30, 12 / 30, 20 / 30, 30 / 30)
+FUSION_SPREADS = ("reference", "even")
 
 
 @dataclass
@@ -51,10 +57,16 @@ class HeadsConfig:
     num_fusion_layers: int = (
         4  # mcp: how many layers ``fusion_layers=None`` spreads over the blocks
     )
+    # mcp: where ``fusion_layers=None`` puts them: reference (4/12/20/30 of 30, needs 4
+    # layers) | even (evenly, ending at the last block)
+    fusion_spread: str = "reference"
     chain: bool = True  # mcp: depth k>1 takes depth k-1's output (False: all take h_0)
     blocks_per_depth: int = 3  # mcp: transformer blocks of each depth
     init_from_backbone: bool = True  # mcp: blocks start as copies of the backbone's last blocks
     mcp_shift: float = 10.0  # timestep shift of the depths' own noise draws (video uses 5)
+    # mcp, linear: depth k's noisy tokens carry the positions of the chunk they predict (i + k,
+    # the reference); false: those of the slots' own chunk i (before 2026-12-07)
+    target_positions: bool = True
     loss_weights: list[float] | None = None  # w_1..w_D; None = DEFAULT_LOSS_WEIGHTS[:D]
     layer_stride: int = 3  # linear: a head on every ``layer_stride``-th layer (3rd, 6th, ...)
 
@@ -70,6 +82,19 @@ class HeadsConfig:
             raise ValueError(
                 f"mcp_depth={self.mcp_depth} is not valid without explicit loss_weights; must "
                 f"be in 0..{len(DEFAULT_LOSS_WEIGHTS)}"
+            )
+        if self.fusion_spread not in FUSION_SPREADS:
+            raise ValueError(
+                f"fusion_spread={self.fusion_spread!r} is not valid; choose one of: "
+                f"{', '.join(FUSION_SPREADS)}"
+            )
+        if self.fusion_spread == "reference" and self.num_fusion_layers != len(
+            REFERENCE_FUSION_FRACTIONS
+        ):
+            raise ValueError(
+                f"num_fusion_layers={self.num_fusion_layers} is not valid with "
+                f"fusion_spread=reference (the reference fuses {len(REFERENCE_FUSION_FRACTIONS)}"
+                " layers); use fusion_spread=even or name fusion_layers"
             )
         if self.mcp_shift <= 0:
             raise ValueError(f"mcp_shift={self.mcp_shift} is not valid; must be > 0")
@@ -105,6 +130,8 @@ class HeadsConfig:
         """Fusion layers as block indices 0..num_blocks-1 (sorted as given; negatives resolved)."""
         check_layers("fusion_layers", self.fusion_layers, model.num_blocks)
         if self.fusion_layers is None:
+            if self.fusion_spread == "reference":
+                return reference_layers(model.num_blocks)
             return spread_layers(model.num_blocks, self.num_fusion_layers)
         return [layer % model.num_blocks for layer in self.fusion_layers]
 
@@ -151,6 +178,12 @@ def spread_layers(num_blocks: int, count: int) -> list[int]:
     30 blocks, count 4 -> [7, 14, 21, 29]; 4 blocks -> [0, 1, 2, 3]; 2 blocks -> [0, 1].
     """
     return sorted({max(0, round((j + 1) * num_blocks / count) - 1) for j in range(count)})
+
+
+def reference_layers(num_blocks: int) -> list[int]:
+    """The reference's fused layers 4/12/20/30 of 30 at the same fractions of ``num_blocks``
+    blocks (0-based, distinct): 30 -> [3, 11, 19, 29]; 8 -> [0, 2, 4, 7]; 4 -> [0, 1, 2, 3]."""
+    return sorted({max(0, round(f * num_blocks) - 1) for f in REFERENCE_FUSION_FRACTIONS})
 
 
 def preset_names() -> list[str]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from worldmodel.heads.modules import MCPHeads, WorldModelWithHeads
+from worldmodel.heads.modules import MCPHeads, WorldModelWithHeads, future_chunk_offset
 from worldmodel.model.kv_cache import CleanSegment, KVCache
 from worldmodel.model.layout import NOISY_VIDEO
 from worldmodel.model.world_model import per_token
@@ -77,7 +77,8 @@ def predict_pair_velocity(
     hidden: list[Tensor] = []
     v_now = model.predict_video_velocity(cache, x_now, sigma_now, hidden_states=hidden)
     h_0 = heads.fusion(hidden)  # (B, K*N, dim)
-    embedded, _ = model.embed_video(x_next, NOISY_VIDEO, chunk, K)  # (B, K*N, dim)
+    ahead = future_chunk_offset(heads.config, 1)  # depth 1 carries chunk i+1's positions
+    embedded, _ = model.embed_video(x_next, NOISY_VIDEO, chunk, K, ahead)  # (B, K*N, dim)
     cond = model.condition(per_token(sigma_next, N))  # (B, K*N, dim)
     h_1 = head_cache.run(heads.depth_modules[0].join(h_0, embedded), cond, chunk, append=False)
     return v_now, model.decode_video(h_1, cond, K)

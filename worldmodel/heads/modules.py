@@ -9,8 +9,12 @@ Depth k at chunk i predicts the video of chunk ``i + k`` AT THE NOISY-VIDEO SLOT
 (chunks of the step's chunk size ``WindowOutputs.K``, see ``config.K_choices``),
 under the training mask: the window's clean video ``x0`` shifted k chunks earlier
 (``shift_chunks``) is noised with the depth's own sigma draw (shift ``mcp_shift``) and embedded
-with the backbone's ``embed_video`` at the slots of chunk i. Targets outside the window or past
-the episode end are masked (``future_valid``). Shapes as in ``worldmodel/model/world_model.py``:
+with the backbone's ``embed_video`` at the slots of chunk i, carrying the positions of the
+chunk it predicts, ``i + k`` (``target_positions``; the reference shifts its rotary frame ids
+by ``(depth + 1) * chunk_size``: next-forcing ``wan_va/train.py``, ``_prepare_input_dict``).
+Targets outside the window or past the episode end are masked (``future_valid``); each depth's
+loss is weighted per noise level under its own shift (``flow.loss_weight``), as the
+reference's MCP scheduler does. Shapes as in ``worldmodel/model/world_model.py``:
 B batch, F latent frames, N tokens per frame, C latent_dim, L sequence length.
 
 MCP depth k (``MCPDepth``):
@@ -42,6 +46,7 @@ from worldmodel.model.config import ModelConfig
 from worldmodel.model.layout import NOISY_VIDEO
 from worldmodel.model.transformer import Block
 from worldmodel.model.world_model import (
+    StepShape,
     TrainOutputs,
     WindowOutputs,
     WorldModel,
@@ -118,6 +123,7 @@ class MCPDepth(nn.Module):
 class FutureDraw:
     """Depth k's noised targets: chunk i + k at the slots of chunk i."""
 
+    k: int  # the depth: chunks ahead of the slots' own chunk
     x0: Tensor  # (B, F, N, C) shifted clean video
     noise: Tensor  # (B, F, N, C)
     sigma: Tensor  # (B, F) the depth's own noise levels (shift mcp_shift)
@@ -147,7 +153,35 @@ def draw_future(
     sigma = flow.sample_sigma((B, F), shift, generator, backbone.device).to(backbone.dtype)
     noise = standard_normal(video.shape, video, generator)  # (B, F, N, C)
     mask = future_valid(valid, B, F, k, K, device=video.device)  # (B, F)
-    return FutureDraw(x0, noise, sigma, mask, flow.interpolate(x0, noise, sigma))
+    return FutureDraw(k, x0, noise, sigma, mask, flow.interpolate(x0, noise, sigma))
+
+
+def future_chunk_offset(config: HeadsConfig, k: int) -> int:
+    """Chunks between the slots' own chunk and the positions depth k's noisy tokens carry:
+    k with ``target_positions`` (the chunk they predict, as the reference), else 0."""
+    return k if config.target_positions else 0
+
+
+def embed_future(backbone: WorldModel, config: HeadsConfig, draw: FutureDraw, K: int) -> Tensor:
+    """Depth k's noisy future video (B, F, N, C) as tokens (B, F*N, dim) at the slots of
+    chunks 0.., carrying the positions ``future_chunk_offset`` chunks ahead."""
+    ahead = future_chunk_offset(config, draw.k)
+    embedded, _ = backbone.embed_video(draw.noisy, NOISY_VIDEO, 0, K, chunks_ahead=ahead)
+    return embedded
+
+
+def future_loss(
+    backbone: WorldModel, config: HeadsConfig, velocity: Tensor, draw: FutureDraw
+) -> Tensor:
+    """Depth k's flow loss, weighted per noise level under the depth's shift ``mcp_shift``."""
+    return flow.weighted_mse(
+        velocity,
+        draw.target,
+        draw.sigma,
+        draw.valid,
+        config.mcp_shift,
+        backbone.config.loss_weighting,
+    )
 
 
 class MCPHeads(nn.Module):
@@ -180,7 +214,7 @@ class MCPHeads(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """One depth over the full window. Returns (velocity (B, F, N, C), h_k (B, F*N, dim))."""
         FN, F, N = out.num_video_tokens, draw.sigma.shape[1], backbone.config.tokens_per_frame
-        embedded, _ = backbone.embed_video(draw.noisy, NOISY_VIDEO, 0, out.K)  # (B, F*N, dim)
+        embedded = embed_future(backbone, self.config, draw, out.K)  # (B, F*N, dim)
         z = depth.join(h_prev, embedded)  # (B, F*N, dim)
         cond_video = backbone.condition(per_token(draw.sigma, N))  # (B, F*N, dim)
         cond = torch.cat([cond_video, out.cond[:, FN:]], dim=1)  # (B, L, dim)
@@ -212,7 +246,7 @@ class MCPHeads(nn.Module):
                 result.outputs.K,
             )
             velocity, h_k = self.run_depth(backbone, depth, h_prev, draw, result.outputs)
-            losses.append(flow.weighted_mse(velocity, draw.target, draw.sigma, draw.valid))
+            losses.append(future_loss(backbone, self.config, velocity, draw))
             h_prev = h_k if self.config.chain else h_0
         return losses
 
@@ -262,15 +296,13 @@ class LinearHeads(nn.Module):
                 generator,
                 result.outputs.K,
             )
-            embedded, _ = backbone.embed_video(
-                draw.noisy, NOISY_VIDEO, 0, result.outputs.K
-            )  # (B, F*N, dim)
+            embedded = embed_future(backbone, self.config, draw, result.outputs.K)  # (B, F*N, dim)
             cond = backbone.condition(per_token(draw.sigma, N))  # (B, F*N, dim)
             terms = []
             for layer, heads in zip(self.layers, self.heads, strict=True):
                 features = torch.cat([hidden[layer], embedded, cond], dim=-1)  # (B, F*N, 3*dim)
                 velocity = heads[k - 1](features).view(B, F, N, C)
-                terms.append(flow.weighted_mse(velocity, draw.target, draw.sigma, draw.valid))
+                terms.append(future_loss(backbone, self.config, velocity, draw))
             losses.append(torch.stack(terms).mean())
         return losses
 
@@ -337,14 +369,14 @@ class WorldModelWithHeads(WorldModel):
         batch: dict,
         generator: torch.Generator | None = None,
         return_hidden: bool = False,
-        K: int | None = None,
+        shape: StepShape | None = None,
     ) -> HeadsTrainOutputs:
         heads = self.heads
         # draw and crop here: the heads need the window the backbone saw (whole K chunks)
-        K = self.draw_chunk_size(generator) if K is None else self.chunk_size(K)
-        batch = self.crop_to_chunks(batch, K)
+        shape = self.draw_step_shape(generator) if shape is None else shape
+        batch = self.crop_to_chunks(batch, self.chunk_size(shape.K))
         base = super().compute_train_outputs(
-            batch, generator, return_hidden=return_hidden or heads is not None, K=K
+            batch, generator, return_hidden=return_hidden or heads is not None, shape=shape
         )
         mcp_losses = [] if heads is None else heads(self, batch, base, generator)
         loss = base.loss

@@ -6,10 +6,12 @@ Glossary and the attention rules: ``worldmodel/model/layout.py``. Shapes:
 
 Training (``forward_train``) runs one window as ``[noisy video | clean video | noisy action |
 clean action]`` under ``training_mask`` and returns the video + action flow losses.
-Random chunk size: with ``config.K_choices`` each step draws its chunk size ``K_step`` from
-them (``draw_chunk_size``), cuts the window's F frames into ``F // K_step`` whole chunks and
-drops the trailing frames that do not fill one (``crop_to_chunks``); layout, mask and the MCP
-heads' chunk shift then use ``K_step``. Inference uses ``config.K`` unless given a ``K``.
+Random context (``StepShape``): with ``config.K_choices`` each step draws its chunk size
+``K_step`` (``draw_step_shape``), cuts the window's F frames into ``F // K_step`` whole chunks
+and drops the trailing frames that do not fill one (``crop_to_chunks``); layout, mask and the
+MCP heads' chunk shift then use ``K_step``. With ``config.train_attention_windows`` it then
+draws the step's attention window, which the mask (and the heads) use. Inference uses
+``config.K`` and ``config.attention_window`` unless given others.
 Inference runs chunk by chunk against a ``KVCache`` of clean tokens through the primitives
 ``append_clean_segments`` (clean video / clean actions of the next chunks join the cache,
 several in one pass under the layout mask; ``append_clean`` for one chunk),
@@ -53,6 +55,7 @@ from worldmodel.model.layout import (
 from worldmodel.model.transformer import Block, FinalLayer, run_blocks
 
 SIGMA_FREQUENCIES = 256  # sinusoidal features of the noise level before its MLP
+MCP_CHUNKS_AHEAD = 8  # chunk positions past max_chunks that MCP depths' noisy tokens may carry
 
 
 def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -66,6 +69,15 @@ def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10000.0) 
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[..., :1])], dim=-1)  # (..., dim)
     return emb
+
+
+def _draw(choices: list[int], generator: torch.Generator | None) -> int:
+    """One of ``choices``, uniformly (one draw from ``generator``; none for one choice)."""
+    if len(choices) == 1:
+        return choices[0]
+    device = generator.device if generator is not None else "cpu"
+    index = torch.randint(len(choices), (1,), generator=generator, device=device)
+    return choices[int(index)]
 
 
 def per_token(sigma: Tensor, tokens_per_frame: int) -> Tensor:
@@ -90,6 +102,14 @@ def standard_normal(shape: tuple[int, ...], like: Tensor, generator: Generators)
     return noise.to(like.device)
 
 
+@dataclass(frozen=True)
+class StepShape:
+    """The chunk size and attention window of a teacher-forced pass (a training step)."""
+
+    K: int  # latent frames per chunk
+    attention_window: int | None  # clean chunks visible before the own chunk; None = all
+
+
 @dataclass
 class WindowInputs:
     """One training window, already noised. Actions are in model units (``window_actions``)."""
@@ -111,9 +131,14 @@ class WindowOutputs:
     action_velocity: Tensor  # (B, F, A, d) at the noisy-action slots (model units)
     cond: Tensor  # (B, L, dim) per-token conditioning (noise-level embedding)
     attn_mask: Tensor  # (L, L) bool, the training mask
-    K: int  # latent frames per chunk of this window's layout
+    shape: StepShape  # chunk size and attention window of this window's layout and mask
     hidden_states: list[Tensor] | None = None  # after each block, each (B, L, dim)
     num_video_tokens: int = 0  # F * N: the noisy-video slots are the first ones
+
+    @property
+    def K(self) -> int:
+        """Latent frames per chunk of this window's layout."""
+        return self.shape.K
 
     @property
     def noisy_video_hidden(self) -> list[Tensor]:
@@ -152,9 +177,12 @@ class WorldModel(nn.Module):
         )
         # positional and token-type embeddings
         self.type_embed = nn.Embedding(4, cfg.dim)
-        self.frame_embed = nn.Embedding(cfg.K, cfg.dim)
+        self.frame_embed = nn.Embedding(cfg.max_K, cfg.dim)
         self.position_embed = nn.Embedding(cfg.tokens_per_frame, cfg.dim)
-        chunk_pe = sinusoidal_embedding(torch.arange(cfg.max_chunks), cfg.dim)  # (max_chunks, dim)
+        # chunk positions: the sequence's max_chunks, plus MCP_CHUNKS_AHEAD for the noisy tokens
+        # of MCP depths, which carry the positions of the chunk they predict
+        positions = cfg.max_chunks + MCP_CHUNKS_AHEAD
+        chunk_pe = sinusoidal_embedding(torch.arange(positions), cfg.dim)  # (positions, dim)
         self.register_buffer("chunk_pe", chunk_pe.float(), persistent=False)
         # noise-level conditioning for AdaLN
         self.sigma_embed = nn.Sequential(
@@ -220,27 +248,36 @@ class WorldModel(nn.Module):
         return self.video_in.weight.device
 
     # ----------------------------------------------------------------- embeddings
-    def positional(self, layout: TokenLayout) -> Tensor:
-        """(T, dim): chunk + frame-in-chunk + within-frame position + token-type embeddings."""
+    def positional(self, layout: TokenLayout, chunks_ahead: int = 0) -> Tensor:
+        """(T, dim): chunk + frame-in-chunk + within-frame position + token-type embeddings.
+
+        ``chunks_ahead``: the tokens carry the chunk positions that many chunks past their
+        slots (an MCP depth's noisy tokens, at most ``MCP_CHUNKS_AHEAD``)."""
         if int(layout.chunk.max()) >= self.config.max_chunks:
             raise ValueError(
                 f"chunk index {int(layout.chunk.max())} is past max_chunks="
                 f"{self.config.max_chunks}; raise max_chunks in the model config"
             )
+        if not 0 <= chunks_ahead <= MCP_CHUNKS_AHEAD:
+            raise ValueError(
+                f"chunks_ahead={chunks_ahead} is not valid; positions may run 0.."
+                f"{MCP_CHUNKS_AHEAD} chunks ahead of the slots"
+            )
         device = self.device
         return (
-            self.chunk_pe.to(self.dtype)[layout.chunk.to(device)]
+            self.chunk_pe.to(self.dtype)[layout.chunk.to(device) + chunks_ahead]
             + self.frame_embed(layout.frame.to(device))
             + self.position_embed(layout.position.to(device))
             + self.type_embed(layout.kind.to(device))
         )
 
     def chunk_size(self, K: int | None) -> int:
-        """``K`` checked against the frame-in-chunk embeddings (1..config.K); None = config.K."""
+        """``K`` checked against the frame-in-chunk embeddings (1..config.max_K); None =
+        config.K."""
         if K is None:
             return self.config.K
-        if not 1 <= K <= self.config.K:
-            raise ValueError(f"chunk size K={K} is not valid; must be in 1..{self.config.K}")
+        if not 1 <= K <= self.config.max_K:
+            raise ValueError(f"chunk size K={K} is not valid; must be in 1..{self.config.max_K}")
         return K
 
     def num_chunks(self, frames: int, K: int | None = None) -> int:
@@ -252,10 +289,16 @@ class WorldModel(nn.Module):
         return frames // K
 
     def embed_video(
-        self, video: Tensor, kind: int, first_chunk: int, K: int | None = None
+        self,
+        video: Tensor,
+        kind: int,
+        first_chunk: int,
+        K: int | None = None,
+        chunks_ahead: int = 0,
     ) -> tuple[Tensor, TokenLayout]:
         """Video latents (B, F, N, C) of whole chunks of ``K`` frames (default config.K) ->
-        tokens (B, F*N, dim) and their layout."""
+        tokens (B, F*N, dim) and their layout (slots from ``first_chunk``); ``chunks_ahead``:
+        the positions they carry run that many chunks past their slots (``positional``)."""
         B, F, N, C = video.shape
         if (N, C) != (self.config.tokens_per_frame, self.config.latent_dim):
             raise ValueError(
@@ -265,7 +308,7 @@ class WorldModel(nn.Module):
         K = self.chunk_size(K)
         layout = block_layout(kind, first_chunk, self.num_chunks(F, K), K, N)
         tokens = self.video_in(video.reshape(B, F * N, C))  # (B, F*N, dim)
-        return tokens + self.positional(layout), layout
+        return tokens + self.positional(layout, chunks_ahead), layout
 
     def embed_actions(
         self, actions: Tensor, kind: int, first_chunk: int, K: int | None = None
@@ -296,13 +339,19 @@ class WorldModel(nn.Module):
         return out.view(B, frames, self.config.tokens_per_frame, self.config.latent_dim)
 
     # ----------------------------------------------------------------- teacher-forced pass
+    @property
+    def inference_shape(self) -> StepShape:
+        """The chunk size and attention window of inference (``config.K``, ``attention_window``)."""
+        return StepShape(self.config.K, self.config.attention_window)
+
     def forward_window(
-        self, inputs: WindowInputs, return_hidden: bool = False, K: int | None = None
+        self, inputs: WindowInputs, return_hidden: bool = False, shape: StepShape | None = None
     ) -> WindowOutputs:
-        """Run one window of chunks of ``K`` frames (default config.K) under the training mask;
-        the velocity predictions of every chunk."""
-        cfg = self.config
-        K = self.chunk_size(K)
+        """Run one window of chunks under the training mask (``shape``: chunk size and
+        attention window, default ``inference_shape``); the velocity predictions of every
+        chunk."""
+        shape = self.inference_shape if shape is None else shape
+        K = self.chunk_size(shape.K)
         B, F, N, _ = inputs.noisy_video.shape
         parts = [
             self.embed_video(inputs.noisy_video, NOISY_VIDEO, 0, K),
@@ -312,7 +361,7 @@ class WorldModel(nn.Module):
         ]
         x = torch.cat([tokens for tokens, _ in parts], dim=1)  # (B, L, dim)
         layout = concat_layouts([lay for _, lay in parts])
-        attn_mask = may_attend(layout, layout, cfg.attention_window).to(self.device)  # (L, L)
+        attn_mask = may_attend(layout, layout, shape.attention_window).to(self.device)  # (L, L)
         sigma = torch.cat(
             [
                 per_token(inputs.noisy_video_sigma, N),  # (B, F*N)
@@ -337,7 +386,7 @@ class WorldModel(nn.Module):
             action_velocity=self.decode_actions(x[:, action_slots], cond[:, action_slots]),
             cond=cond,
             attn_mask=attn_mask,
-            K=K,
+            shape=StepShape(K, shape.attention_window),
             hidden_states=hidden_states,
             num_video_tokens=F * N,
         )
@@ -359,7 +408,7 @@ class WorldModel(nn.Module):
         video_noise = standard_normal(video.shape, video, generator)  # (B, F, N, C)
         action_noise = standard_normal(actions.shape, actions, generator)  # (B, F, A, d)
         clean_video, clean_sigma = flow.renoise_history(
-            video, cfg.noisy_history_max_sigma, cfg.noisy_history_prob, generator
+            video, cfg.noisy_history_max_u, cfg.noisy_history_prob, generator, cfg.history_shift
         )  # (B, F, N, C), (B, F)
         inputs = WindowInputs(
             noisy_video=flow.interpolate(video, video_noise, video_sigma),
@@ -372,17 +421,15 @@ class WorldModel(nn.Module):
         )
         return inputs, (video, actions), (video_noise, action_noise)
 
-    def draw_chunk_size(self, generator: torch.Generator | None) -> int:
-        """This step's chunk size: uniform over ``config.K_choices`` (one draw from
-        ``generator``), ``config.K`` without choices; a single choice draws nothing."""
-        choices = self.config.K_choices
-        if choices is None:
-            return self.config.K
-        if len(choices) == 1:
-            return choices[0]
-        device = generator.device if generator is not None else "cpu"
-        index = torch.randint(len(choices), (1,), generator=generator, device=device)
-        return choices[int(index)]
+    def draw_step_shape(self, generator: torch.Generator | None) -> StepShape:
+        """This step's chunk size, uniform over ``config.K_choices`` (``config.K`` without
+        choices), then its attention window, uniform over ``config.train_attention_windows``
+        (``config.attention_window`` without a range); a single choice draws nothing."""
+        K = _draw(self.config.K_choices or [self.config.K], generator)
+        windows = self.config.train_attention_windows
+        if windows is None:
+            return StepShape(K, self.config.attention_window)
+        return StepShape(K, _draw(list(range(windows[0], windows[1] + 1)), generator))
 
     def crop_to_chunks(self, batch: dict, K: int) -> dict:
         """The batch cut to its ``F // K`` whole chunks of ``K`` frames: the trailing
@@ -405,32 +452,38 @@ class WorldModel(nn.Module):
         batch: dict,
         generator: torch.Generator | None = None,
         return_hidden: bool = False,
-        K: int | None = None,
+        shape: StepShape | None = None,
     ) -> TrainOutputs:
         """Losses and everything an MCP head needs. batch: video (B, F, N, C) clean latents,
         actions (B, F, A, d) raw, valid (B, F) bool frames inside the episode (optional).
 
-        ``K``: the chunk size of this step; None draws it (``draw_chunk_size``, before the
-        noise). The window is cut to whole chunks of it (``crop_to_chunks``)."""
-        K = self.draw_chunk_size(generator) if K is None else self.chunk_size(K)
+        ``shape``: the chunk size and attention window of this step; None draws them
+        (``draw_step_shape``, before the noise). The window is cut to whole chunks of its K
+        (``crop_to_chunks``)."""
+        shape = self.draw_step_shape(generator) if shape is None else shape
+        K = self.chunk_size(shape.K)
         batch = self.crop_to_chunks(batch, K)
         model_actions, action_valid = self.window_actions(batch, K)  # (B, F, A, d), (B, F)
         batch = {**batch, "model_actions": model_actions}
         inputs, (video, actions), (video_noise, action_noise) = self.noise_window(batch, generator)
         valid = batch.get("valid")
         valid = None if valid is None else valid.to(self.device, torch.bool)  # (B, F)
-        out = self.forward_window(inputs, return_hidden=return_hidden, K=K)
+        out = self.forward_window(inputs, return_hidden=return_hidden, shape=shape)
         loss_video = flow.weighted_mse(
             out.video_velocity,
             flow.velocity_target(video, video_noise),
             inputs.noisy_video_sigma,
             valid,
+            self.config.video_shift,
+            self.config.loss_weighting,
         )
         loss_action = flow.weighted_mse(
             out.action_velocity,
             flow.velocity_target(actions, action_noise),
             inputs.noisy_action_sigma,
             action_valid,
+            self.config.action_shift,
+            self.config.loss_weighting,
         )
         return TrainOutputs(loss_video + loss_action, loss_video, loss_action, inputs, out)
 
@@ -438,14 +491,17 @@ class WorldModel(nn.Module):
         self, batch: dict, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """The model contract: ``(loss, metrics)`` with metrics loss/video, loss/action,
-        loss/total, and chunk_size (this step's K) when ``config.K_choices`` is set.
+        loss/total, chunk_size (this step's K) when ``config.K_choices`` is set and
+        attention_window when ``config.train_attention_windows`` is.
 
-        ``batch["chunk_size"]``, when present, fixes this step's K instead of drawing it (a
-        trainer that splits one step over processes draws K once for all of them)."""
-        result = self.compute_train_outputs(batch, generator, K=batch.get("chunk_size"))
+        ``batch["step_shape"]``, when present, fixes this step's ``StepShape`` instead of
+        drawing it (a trainer that splits one step over processes draws it once for all)."""
+        result = self.compute_train_outputs(batch, generator, shape=batch.get("step_shape"))
         metrics = result.metrics
         if self.config.K_choices is not None:
             metrics["chunk_size"] = float(result.outputs.K)
+        if self.config.train_attention_windows is not None:
+            metrics["attention_window"] = float(result.outputs.shape.attention_window)
         return result.loss, metrics
 
     def forward(self, batch: dict, generator: torch.Generator | None = None):

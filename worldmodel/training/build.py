@@ -1,8 +1,8 @@
 """Build the model of a run from its configs, and rebuild it from a checkpoint alone.
 
 The model keys that follow from the data are derived here, once: ``tokens_per_frame`` and
-``latent_dim`` from the tokenizer, ``action_dim`` from the dataset, ``actions_per_frame`` =
-the dataset's control rate / fps, ``train_window_frames`` from the training windows
+``latent_dim`` from the tokenizer, ``action_dim`` from the dataset, ``actions_per_frame`` from
+the frame rate (``worldmodel/timing.py``), ``train_window_frames`` from the training windows
 (``DERIVED_MODEL_KEYS``; a run that sets one is refused). A checkpoint's
 ``build`` entry holds the derived configs, so evaluation needs nothing but the checkpoint.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from worldmodel.heads.config import HeadsConfig
 from worldmodel.heads.modules import WorldModelWithHeads
 from worldmodel.model.config import ModelConfig
-from worldmodel.timing import fps_stride
+from worldmodel.timing import FrameRate
 from worldmodel.tokenizer.base import Tokenizer
 from worldmodel.tokenizer.factory import TokenizerConfig
 from worldmodel.training.checkpoint import load_checkpoint
@@ -26,7 +26,7 @@ DERIVED_MODEL_KEYS = {
     "tokens_per_frame": "the tokenizer",
     "latent_dim": "the tokenizer",
     "action_dim": "the dataset",
-    "actions_per_frame": "fps and the dataset's control rate",
+    "actions_per_frame": "fps, frames_per_latent and the dataset's control rate",
     "train_window_frames": "data.window_frames",
 }
 
@@ -40,9 +40,8 @@ def derived_keys_set(model: ModelConfig) -> list[str]:
 def derive_model_config(
     model: ModelConfig,
     tokenizer: Tokenizer,
-    fps: float,
+    frame_rate: FrameRate,
     action_dim: int,
-    control_hz: float,
     window_frames: int,
 ) -> ModelConfig:
     """``model`` with the data-derived keys filled in (a new object; ``model`` is unchanged)."""
@@ -51,7 +50,7 @@ def derive_model_config(
         tokens_per_frame=tokenizer.tokens_per_frame,
         latent_dim=tokenizer.latent_dim,
         action_dim=action_dim,
-        actions_per_frame=fps_stride(control_hz, fps),
+        actions_per_frame=frame_rate.actions_per_latent_frame,
         train_window_frames=window_frames,
     )
 
@@ -65,11 +64,22 @@ class RunBuild:
     tokenizer: TokenizerConfig
     cameras: list[str]
     image_size: list[int]
-    fps: float
+    fps: float  # video frames per second (the paper's label, worldmodel/timing.py)
     task: str
     setting: str
     dataset: str  # path of the training dataset (evaluation seeds and held-out episodes)
     train_episodes: int  # episodes 0..train_episodes-1 trained on; the rest held out
+    frames_per_latent: int = 4  # video frames per latent frame (1 in runs made before it)
+    control_hz: float = 50.0  # the dataset's control rate
+
+    @property
+    def frame_rate(self) -> FrameRate:
+        return FrameRate(self.fps, self.frames_per_latent, self.control_hz)
+
+    @property
+    def latent_fps(self) -> float:
+        """Latent frames per second: the rate its episodes are read at."""
+        return self.frame_rate.latent_fps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

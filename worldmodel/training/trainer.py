@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from worldmodel import atomic
+from worldmodel.model.world_model import StepShape
 from worldmodel.training.checkpoint import (
     LAST_CHECKPOINT,
     rng_state,
@@ -136,16 +137,17 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype)
 
-    def _batch(self, ids: Tensor, chunk_size: int) -> dict[str, Any]:
+    def _batch(self, ids: Tensor, shape: StepShape) -> dict[str, Any]:
         batch = {k: v.to(self.dist.device) for k, v in self.train_set.batch(ids).items()}
-        batch["chunk_size"] = chunk_size
+        batch["step_shape"] = shape
         return batch
 
     def _measure_flops_per_sample(self) -> float:
-        """Forward + backward FLOPs of one window (an estimate: counted once, at chunk size K).
+        """Forward + backward FLOPs of one window (an estimate: counted once, at the inference
+        chunk size K and attention window).
 
         Runs before any RNG is seeded or restored, and leaves no gradients behind."""
-        batch = self._batch(torch.zeros(1, dtype=torch.long), self.module.config.K)
+        batch = self._batch(torch.zeros(1, dtype=torch.long), self.module.inference_shape)
         with FlopCounterMode(display=False) as counter, self._autocast():
             loss, _ = self.module(batch, generator=step_generator(self.seed, 0, FLOPS_STREAM))
             loss.backward()
@@ -197,14 +199,12 @@ class Trainer:
         ids = self.train_set.sample(
             self.config.batch_size, step_generator(self.seed, step, DATA_STREAM)
         )
-        chunk_size = self.module.draw_chunk_size(step_generator(self.seed, step, CHUNK_STREAM))
+        shape = self.module.draw_step_shape(step_generator(self.seed, step, CHUNK_STREAM))
         accum = self.config.grad_accum
         totals: dict[str, float] = {}
         for a in range(accum):
             shard = self.dist.rank * accum + a
-            batch = self._batch(
-                ids[shard * self.shard_size : (shard + 1) * self.shard_size], chunk_size
-            )
+            batch = self._batch(ids[shard * self.shard_size : (shard + 1) * self.shard_size], shape)
             sync = a == accum - 1 or not self.dist.distributed
             with contextlib.nullcontext() if sync else self.model.no_sync():
                 with self._autocast():

@@ -22,7 +22,7 @@ def validation_losses(
     model: nn.Module, windows: WindowSet, count: int, batch_size: int, seed: int
 ) -> dict[str, float]:
     """``val/loss_video_h{h}``, ``val/loss_action`` and ``val/loss_total``, averaged over
-    ``count`` fixed windows at chunk size ``model.config.K``."""
+    ``count`` fixed windows at the inference chunk size and attention window."""
     was_training = model.training
     model.eval()
     ids = windows.spread(count)
@@ -30,7 +30,7 @@ def validation_losses(
     for start in range(0, len(ids), batch_size):
         part = ids[start : start + batch_size]
         batch = {k: v.to(model.device) for k, v in windows.batch(part).items()}
-        batch["chunk_size"] = model.config.K
+        batch["step_shape"] = model.inference_shape
         _, metrics = model(batch, generator=step_generator(seed, start, VALIDATION_STREAM))
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + value * len(part)
