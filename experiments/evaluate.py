@@ -15,9 +15,11 @@ Suites (``suites=[...]``, all by default):
   (``videos/``; both tracks: the state track's states are rendered by the viewing camera).
 - ``diagnose`` (only when named): why the policy fails. Teacher-forced action skill on
   held-out episodes by chunk index and frame within the chunk, on real and on imagined
-  video, beside the hold-last-action and data-mean predictors
-  (``worldmodel/evaluation/diagnose.py``; figures ``figures/diagnose_actions_<group>.png``),
-  and the oracle-video closed loop: the expert's real frames of the same seed and control
+  video (with MCP heads also on mcp_parallel's depth-1 drafts), beside the hold-last-action
+  and data-mean predictors (``worldmodel/evaluation/diagnose.py``; figures
+  ``figures/diagnose_actions_<group>.png``; the drafts' latent error against the backbone's
+  own denoising per chunk and per Euler step, ``figures/diagnose_draft.png``), and the
+  oracle-video closed loop: the expert's real frames of the same seed and control
   step replace imagination (``OracleVideoPolicy``), on the same seeds.
 
 Writes ``eval.json`` (schema ``EVAL_SCHEMA_VERSION``) and the files into ``out_dir``
@@ -52,7 +54,7 @@ from worldmodel.data.episodes import EpisodeFile
 from worldmodel.evaluation.closed_loop import ClosedLoopResult, eval_seeds
 from worldmodel.evaluation.diagnose import action_skill, mean_raw_action
 from worldmodel.evaluation.drift import DriftConfig, DriftResult, measure_drift
-from worldmodel.evaluation.figures import plot_action_skill, plot_drift
+from worldmodel.evaluation.figures import plot_action_skill, plot_draft_error, plot_drift
 from worldmodel.evaluation.run_eval import (
     BASELINE_POLICIES,
     closed_loop_episode_video,
@@ -234,7 +236,8 @@ def drift_suite(
 
 
 def diagnose_suite(config: EvaluateConfig, trained: TrainedRun, out_dir: Path) -> dict:
-    """Action skill (with its figures) and the oracle-video closed loop."""
+    """Action skill (with its figures; with MCP heads also on mcp_parallel's drafts and the
+    drafts' latent error, ``figures/diagnose_draft.png``) and the oracle-video closed loop."""
     model, build = trained.model, trained.build
     cache_dir = trained.checkpoint["config"]["data"]["cache_dir"]
     with EpisodeFile(build.dataset) as dataset:
@@ -261,6 +264,10 @@ def diagnose_suite(config: EvaluateConfig, trained: TrainedRun, out_dir: Path) -
         str(plot_action_skill(skill, out_dir / "figures" / f"diagnose_actions_{group}.png", group))
         for group in ("arm", "gripper")
     ]
+    if skill.draft is not None:
+        figures.append(
+            str(plot_draft_error(skill.draft, out_dir / "figures" / "diagnose_draft.png"))
+        )
     setting = config.setting or build.setting
     seeds = eval_seeds(dataset_path(Path(build.dataset).parent, build.task, setting))
     factory = model_policy_factory(
@@ -391,8 +398,8 @@ def summary_lines(results: dict) -> list[str]:
         )
     if "diagnose" in results:
         skill = results["diagnose"]["action_skill"]["skill_by_chunk"]
-        for source in ("real", "imagined"):
-            scores = ", ".join("n/a" if v is None else f"{v:.2f}" for v in skill[source]["arm"])
+        for source, by_group in skill.items():
+            scores = ", ".join("n/a" if v is None else f"{v:.2f}" for v in by_group["arm"])
             lines.append(f"  arm action skill by chunk ({source} video): {scores}")
     if results["speed"].get("mcp_parallel_speedup") is not None:
         lines.append(f"  mcp_parallel speedup: {results['speed']['mcp_parallel_speedup']:.2f}x")

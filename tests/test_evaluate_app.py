@@ -122,19 +122,26 @@ def test_diagnose_writes_action_skill_oracle_loop_and_figures(trained_run, tmp_p
     diagnosis = json.loads((tmp_path / "eval.json").read_text())["diagnose"]
     skill = diagnosis["action_skill"]
     chunks = 4  # data=tiny windows: 8 frames at K=2
-    for predictor in ("real", "imagined", "hold", "mean"):
+    for predictor in ("real", "imagined", "drafted", "hold", "mean"):
         for group in ("arm", "gripper"):
             assert len(skill["by_chunk"][predictor][group]) == chunks
             assert len(skill["by_frame"][predictor][group]) == 2
     assert skill["tokens"] > 0 and len(skill["skill_by_chunk"]["real"]["arm"]) == chunks
     hold, real = skill["by_chunk"]["hold"]["arm"], skill["by_chunk"]["real"]["arm"]
     assert skill["skill_by_chunk"]["real"]["arm"][0] == pytest.approx(1 - real[0] / hold[0])
+    # next_forcing drafts: chunk 0 has no draft; every later one is scored per Euler step
+    draft = skill["draft"]
+    assert draft["by_chunk"]["draft"][0] is None and draft["by_chunk"]["backbone"][0] is None
+    assert all(v > 0 for key in draft["by_chunk"] for v in draft["by_chunk"][key][1:])
+    assert [len(draft["by_step"][key]) for key in ("backbone", "draft")] == [2, 2]  # 2 steps
+    assert len(skill["skill_by_chunk"]["drafted"]["arm"]) == chunks
     oracle = diagnosis["oracle_closed_loop"]
     assert oracle["n"] == 2 and [e["seed"] for e in oracle["episodes"]] == [100000, 100001]
     assert all(0.0 <= e["progress"] <= 1.0 for e in oracle["episodes"])
     assert [Path(f).name for f in diagnosis["figures"]] == [
         "diagnose_actions_arm.png",
         "diagnose_actions_gripper.png",
+        "diagnose_draft.png",
     ]
     for figure in diagnosis["figures"]:
         assert matplotlib.image.imread(figure).std() > 0

@@ -20,6 +20,14 @@ from. Two predictors without a model frame the numbers:
 RMSE over the real action tokens: ``arm`` in radians over the joint targets, ``gripper`` in
 opening units over the gripper dims, per chunk index (C,) and per frame within the chunk (K,).
 Skill score: ``1 - RMSE / RMSE(hold)`` (> 0: better than holding).
+
+A model with MCP heads is also run as ``mcp_parallel`` drafts it (``drafted``): the pass that
+denoises chunk c - 1 from the real context of the chunks before it also drafts chunk c with
+depth 1, and chunk c's actions are denoised on that draft once the real chunk c - 1 joined.
+``DraftError`` sets the draft against the backbone's own denoising of the same chunk (from the
+real context of every chunk before it): latent MSE to the real chunk per chunk index, and per
+Euler step the MSE of each trajectory's clean estimate ``x - sigma * v`` (where the denoising
+is heading), so a draft that lags the backbone shows at which step and chunk it does.
 """
 
 from __future__ import annotations
@@ -32,12 +40,14 @@ import torch
 from torch import Tensor
 
 from worldmodel.inference import InferenceSession
+from worldmodel.inference.session import check_mode
 from worldmodel.model.actions import chunk_reference
 from worldmodel.model.world_model import WorldModel
 from worldmodel.training.windows import EpisodeLatents, WindowSet, relative_action_mask
 
 SOURCES = ("real", "imagined")
-PREDICTORS = ("real", "imagined", "hold", "mean")
+PREDICTORS = ("real", "imagined", "drafted", "hold", "mean")
+DRAFT_SERIES = ("backbone", "draft")
 GROUPS = ("arm", "gripper")
 
 
@@ -50,6 +60,7 @@ class ActionSkill:
     overall: dict[str, dict[str, float]]  # predictor -> group -> RMSE
     windows: int
     tokens: int  # real action tokens scored
+    draft: DraftError | None = None  # with MCP heads: the drafts' latent error
 
     def skill(self, source: str, group: str = "arm") -> list[float]:
         """(C,) skill score 1 - RMSE / RMSE(hold) per chunk index."""
@@ -59,8 +70,19 @@ class ActionSkill:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; an undefined value (NaN: no token, or a hold error of 0) becomes None."""
         out = asdict(self)
-        out["skill_by_chunk"] = {s: {g: self.skill(s, g) for g in GROUPS} for s in SOURCES}
+        sources = [s for s in (*SOURCES, "drafted") if s in self.by_chunk]
+        out["skill_by_chunk"] = {s: {g: self.skill(s, g) for g in GROUPS} for s in sources}
         return _nan_to_none(out)
+
+
+@dataclass
+class DraftError:
+    """mcp_parallel's depth-1 draft of each chunk against the backbone's own denoising of it
+    (module docstring); latent MSE over the valid frames, NaN where there is none."""
+
+    by_chunk: dict[str, list[float]]  # backbone | draft | draft_vs_backbone -> (C,)
+    by_step: dict[str, list[float]]  # backbone | draft -> (steps,) clean estimate vs real
+    windows: int
 
 
 def _nan_to_none(value: Any) -> Any:
@@ -101,6 +123,11 @@ def action_skill(
         )
         for source in SOURCES
     }
+    draft = None
+    if can_draft(model):
+        predictions["drafted"], draft = _drafted_actions(
+            model, batch, units, references, video_steps, action_steps, seed
+        )
     predictions["hold"] = _hold(raw, references, K)
     predictions["mean"] = mean_action.to(raw).expand_as(raw)
     arm = relative_action_mask(raw.shape[-1]).to(raw.device)
@@ -117,7 +144,7 @@ def action_skill(
             by_chunk[name][group] = _grouped_rmse(per_token, scored, chunk_of, C)
             by_frame[name][group] = _grouped_rmse(per_token, scored, frame_of, K)
             overall[name][group] = float(per_token[scored].mean().sqrt())
-    return ActionSkill(by_chunk, by_frame, overall, B, int(scored.sum()))
+    return ActionSkill(by_chunk, by_frame, overall, B, int(scored.sum()), draft)
 
 
 def _teacher_forced_actions(
@@ -153,6 +180,100 @@ def _teacher_forced_actions(
             session.replace_video(video[:, frames])
         session.append_actions(units[:, frames])
     return torch.cat(predicted, dim=1)
+
+
+def _drafted_actions(
+    model: WorldModel,
+    batch: dict[str, Tensor],
+    units: Tensor,
+    references: Tensor,
+    video_steps: int,
+    action_steps: int,
+    seed: int,
+) -> tuple[Tensor, DraftError]:
+    """Raw actions (B, F, A, d) denoised chunk by chunk on depth 1's drafts (chunk 0, which
+    has none, on the backbone's), and the drafts' latent error (module docstring)."""
+    K = model.config.K
+    video = batch["video"].to(model.device, model.dtype)  # (B, F, N, C)
+    B, F = video.shape[:2]
+    chunks = F // K
+    valid = batch["valid"].to(model.device)  # (B, F)
+    episode_start = ~batch["action_valid"][:, 0] & batch["valid"][:, 0]  # (B,) padded token
+    generator = torch.Generator().manual_seed(seed)
+    session = InferenceSession(model, B, mode="mcp_parallel")
+    errors = _DraftErrorSums(chunks, video_steps)
+    predicted, draft, draft_trace = [], None, None
+    for c in range(chunks):
+        frames = slice(c * K, (c + 1) * K)
+        real, mask = video[:, frames], valid[:, frames]  # (B, K, N, C), (B, K)
+        trace: list[list[Tensor]] = []
+        own, next_draft = session.denoise_video(
+            video_steps,
+            generator,
+            first_frame=video[:, 0] if c == 0 else None,
+            draft=c + 1 < chunks,
+            trace=trace,
+        )
+        if draft is not None:  # chunk 0 has no draft; the others are scored against chunk c
+            errors.add(c, real, mask, own, [step[0] for step in trace], draft, draft_trace)
+        session.append_video(own if draft is None else draft)
+        pad = episode_start if c == 0 else False
+        actions = session.denoise_actions(action_steps, generator, pad_first=pad)
+        predicted.append(model.decode_actions_raw(actions, references[:, frames]))
+        session.replace_video(real)
+        session.append_actions(units[:, frames])
+        draft, draft_trace = next_draft, [step[-1] for step in trace]
+    return torch.cat(predicted, dim=1), errors.result(B)
+
+
+class _DraftErrorSums:
+    """Running sums of masked latent squared errors per chunk and per Euler step."""
+
+    def __init__(self, chunks: int, steps: int) -> None:
+        self.chunk = {k: torch.zeros(chunks) for k in (*DRAFT_SERIES, "draft_vs_backbone")}
+        self.chunk_count = torch.zeros(chunks)
+        self.step = {k: torch.zeros(steps) for k in DRAFT_SERIES}
+        self.step_count = 0.0
+
+    def add(
+        self,
+        c: int,
+        real: Tensor,
+        mask: Tensor,
+        own: Tensor,
+        own_trace: list[Tensor],
+        draft: Tensor,
+        draft_trace: list[Tensor],
+    ) -> None:
+        """Chunk ``c``: real (B, K, N, C), mask (B, K), the backbone's video and the draft
+        (B, K, N, C), and each one's clean estimate per Euler step."""
+
+        def sse(a: Tensor, b: Tensor) -> float:
+            return float(((a - b).square().mean((-1, -2)) * mask).sum())  # over valid frames
+
+        self.chunk["backbone"][c] += sse(own, real)
+        self.chunk["draft"][c] += sse(draft, real)
+        self.chunk["draft_vs_backbone"][c] += sse(draft, own)
+        self.chunk_count[c] += float(mask.sum())
+        for s, (own_s, draft_s) in enumerate(zip(own_trace, draft_trace, strict=True)):
+            self.step["backbone"][s] += sse(own_s, real)
+            self.step["draft"][s] += sse(draft_s, real)
+        self.step_count += float(mask.sum())
+
+    def result(self, windows: int) -> DraftError:
+        by_chunk = {k: (v / self.chunk_count).tolist() for k, v in self.chunk.items()}
+        count = self.step_count or float("nan")
+        by_step = {k: (v / count).tolist() for k, v in self.step.items()}
+        return DraftError(by_chunk, by_step, windows)
+
+
+def can_draft(model: WorldModel) -> bool:
+    """Whether ``model`` runs mcp_parallel (MCP heads whose depth 1 drafts)."""
+    try:
+        check_mode(model, "mcp_parallel")
+    except ValueError:
+        return False
+    return True
 
 
 def _hold(raw: Tensor, references: Tensor, K: int) -> Tensor:

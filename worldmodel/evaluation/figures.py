@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from worldmodel.evaluation.diagnose import ActionSkill
+from worldmodel.evaluation.diagnose import ActionSkill, DraftError
 from worldmodel.evaluation.drift import METRICS, DriftResult
 from worldmodel.media import write_image
 
@@ -56,6 +56,7 @@ def plot_drift(
 PREDICTOR_LABELS = {
     "real": "model, real video",
     "imagined": "model, imagined video",
+    "drafted": "model, depth-1 draft (mcp_parallel)",
     "hold": "hold last action",
     "mean": "data mean",
 }
@@ -85,6 +86,34 @@ def plot_action_skill(
         f"teacher-forced {group} actions, {skill.windows} held-out windows, "
         f"{skill.tokens} action tokens"
     )
+    return _save(figure, canvas, path)
+
+
+DRAFT_LABELS = {
+    "backbone": "backbone's own denoising",
+    "draft": "depth-1 draft",
+    "draft_vs_backbone": "draft vs backbone",
+}
+
+
+def plot_draft_error(draft: DraftError, path: Path, size: tuple[int, int] = (960, 400)) -> Path:
+    """PNG of mcp_parallel's depth-1 drafts against the backbone's own denoising of the same
+    chunks: latent MSE to the real chunk per chunk index (left) and, per Euler step, the MSE of
+    each trajectory's clean estimate (right)."""
+    figure, canvas = _figure(size)
+    for column, (table, label) in enumerate(
+        ((draft.by_chunk, "chunk index in the window"), (draft.by_step, "Euler step"))
+    ):
+        axes = figure.add_subplot(1, 2, column + 1)
+        for name, values in table.items():
+            axes.plot(range(len(values)), values, marker="o", label=DRAFT_LABELS[name])
+        axes.set_xlabel(label)
+        axes.set_ylabel("latent MSE to the real chunk")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.set_yscale("log")
+        axes.grid(alpha=0.3, which="both")
+        axes.legend()
+    figure.suptitle(f"mcp_parallel drafts vs the backbone, {draft.windows} held-out windows")
     return _save(figure, canvas, path)
 
 

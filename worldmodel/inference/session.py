@@ -160,16 +160,26 @@ def euler_integrate(
     states: list[Tensor],
     levels: list[Tensor],
     clamps: list[Clamp | None],
+    trace: list[list[Tensor]] | None = None,
 ) -> list[Tensor]:
     """Integrate states from noise to data with Euler steps, jointly.
 
     states: each (B, K, ...); levels: each (steps + 1, B, K) per-frame noise levels;
     clamps: per state None or a ``Clamp`` whose rows keep frame 0 at its value, at level 0.
-    ``predict(states, levels_now)`` returns one velocity per state."""
+    ``predict(states, levels_now)`` returns one velocity per state. A list passed as
+    ``trace`` receives, per Euler step, each state's clean estimate ``x - sigma * v`` (B, K,
+    ...): where the denoising is heading at that step."""
     for x, level, clamp in zip(states, levels, clamps, strict=True):
         clamp_first_frame(x, level, clamp)
     for s in range(levels[0].shape[0] - 1):
         velocities = predict(states, [level[s] for level in levels])
+        if trace is not None:
+            trace.append(
+                [
+                    x - flow.expand_like(level[s], x) * v
+                    for x, v, level in zip(states, velocities, levels, strict=True)
+                ]
+            )
         states = [
             flow.euler_step(x, v, level[s], level[s + 1])
             for x, v, level in zip(states, velocities, levels, strict=True)
@@ -301,11 +311,13 @@ class InferenceSession:
         first_frame: Tensor | None = None,
         draft: bool | None = None,
         first_rows: Tensor | bool = True,
+        trace: list[list[Tensor]] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """The next chunk's video (B, K, N, C) and, when drafting, depth 1's draft of the
         chunk after it (B, K, N, C), else None. ``first_frame`` (B, N, C): an observed frame 0,
         clamped (in the rows ``first_rows``, (B,) bool, default all). ``draft`` defaults to
-        True in mcp_parallel mode (False: a standard step)."""
+        True in mcp_parallel mode (False: a standard step). ``trace``: the clean estimates of
+        each Euler step ([video] or [video, draft]; ``euler_integrate``)."""
         draft = self.heads is not None if draft is None else draft
         if draft and self.heads is None:
             raise ValueError("drafting needs mode='mcp_parallel'")
@@ -326,6 +338,7 @@ class InferenceSession:
                 [x_now],
                 [levels],
                 [clamp],
+                trace,
             )
             return video, None
         x_next = standard_normal(shape, like, generator)  # (B, K, N, C)
@@ -339,6 +352,7 @@ class InferenceSession:
             [x_now, x_next],
             [levels, next_levels],
             [clamp, None],
+            trace,
         )
         return video, drafted
 

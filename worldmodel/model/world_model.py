@@ -492,7 +492,7 @@ class WorldModel(nn.Module):
     ) -> tuple[Tensor, dict[str, float]]:
         """The model contract: ``(loss, metrics)`` with metrics loss/video, loss/action,
         loss/total, chunk_size (this step's K) when ``config.K_choices`` is set and
-        attention_window when ``config.train_attention_windows`` is.
+        attention_window (a window of chunks) when ``config.train_attention_windows`` is.
 
         ``batch["step_shape"]``, when present, fixes this step's ``StepShape`` instead of
         drawing it (a trainer that splits one step over processes draws it once for all)."""
@@ -500,8 +500,9 @@ class WorldModel(nn.Module):
         metrics = result.metrics
         if self.config.K_choices is not None:
             metrics["chunk_size"] = float(result.outputs.K)
-        if self.config.train_attention_windows is not None:
-            metrics["attention_window"] = float(result.outputs.shape.attention_window)
+        window = result.outputs.shape.attention_window
+        if self.config.train_attention_windows is not None and window is not None:
+            metrics["attention_window"] = float(window)
         return result.loss, metrics
 
     def forward(self, batch: dict, generator: torch.Generator | None = None):
