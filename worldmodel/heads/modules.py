@@ -22,7 +22,9 @@ MCP depth k (``MCPDepth``):
           (Linear(n*dim -> dim), SiLU, Linear(dim -> dim); the identity for one layer)
     z_k = W_k [norm(h_{k-1}) ; norm(embed(noisy chunk i+k))]                  (B, F*N, dim)
     sequence = backbone's last-layer hidden states with the noisy-video slots replaced by
-               z_k and their conditioning recomputed from the depth's sigma   (B, L, dim)
+               z_k and their conditioning recomputed from the depth's sigma, the
+               noisy-action slots (which nothing the depth outputs attends to) left out
+                                                                         (B, L - F, dim)
     h_k = the depth's blocks over that sequence under the training mask, at the noisy-video
           slots; velocity = the backbone's shared ``video_head``(h_k, cond_k)
 With ``chain=False`` (parallel heads) every depth takes h_0 instead of h_{k-1}. The context
@@ -212,15 +214,26 @@ class MCPHeads(nn.Module):
         draw: FutureDraw,
         out: WindowOutputs,
     ) -> tuple[Tensor, Tensor]:
-        """One depth over the full window. Returns (velocity (B, F, N, C), h_k (B, F*N, dim))."""
+        """One depth over the window's noisy-video and clean slots. Returns (velocity (B, F,
+        N, C), h_k (B, F*N, dim)).
+
+        The noisy-action slots are left out: only noisy actions attend to them, and a depth's
+        output is read at its noisy-video slots only, so they would be computed for nothing
+        (the KV-cached draft never runs them either)."""
         FN, F, N = out.num_video_tokens, draw.sigma.shape[1], backbone.config.tokens_per_frame
         embedded = embed_future(backbone, self.config, draw, out.K)  # (B, F*N, dim)
         z = depth.join(h_prev, embedded)  # (B, F*N, dim)
         cond_video = backbone.condition(per_token(draw.sigma, N))  # (B, F*N, dim)
-        cond = torch.cat([cond_video, out.cond[:, FN:]], dim=1)  # (B, L, dim)
-        x = torch.cat([z, out.hidden_states[-1][:, FN:]], dim=1)  # (B, L, dim)
+        noisy_actions = slice(2 * FN, 2 * FN + F)  # sequence order of layout.py
+        keep = torch.cat(
+            [torch.arange(noisy_actions.start), torch.arange(noisy_actions.stop, out.cond.shape[1])]
+        ).to(out.cond.device)  # (L - F,)
+        context = keep[FN:]  # the clean slots
+        cond = torch.cat([cond_video, out.cond[:, context]], dim=1)  # (B, L - F, dim)
+        x = torch.cat([z, out.hidden_states[-1][:, context]], dim=1)  # (B, L - F, dim)
+        mask = out.attn_mask[keep][:, keep]  # (L - F, L - F)
         for block in depth.blocks:
-            x, _ = block(x, cond, out.attn_mask)
+            x, _ = block(x, cond, mask)
         h = x[:, :FN]  # (B, F*N, dim)
         return backbone.decode_video(h, cond_video, F), h
 
