@@ -1,6 +1,7 @@
 """Aggregation of sweep run folders, on factory-made runs with hand-computed numbers."""
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -101,6 +102,29 @@ def test_convergence_speedup_and_relative_improvement_follow_the_paper(tmp_path)
     assert all(lo <= p <= hi for lo, p, hi in zip(curve.low, curve.point, curve.high, strict=True))
 
 
+def test_the_depth_curve_also_reads_the_area_and_the_baselines_flops(tmp_path):
+    """Every run's success curve rises linearly from 0 to 0.4 over 400 steps: its area is a
+    mean success of 0.2. A D=2 step costs 2x the baseline's FLOPs, so at the baseline's
+    budget it has trained 200 steps: success 0.2 there, area 0.1; D=1 costs 1.25x (320
+    steps: 0.32 and 0.16). D=0 reads the same at matched steps and FLOPs."""
+    cost = {0: 1.0, 1: 1.25, 2: 2.0}
+    specs = [
+        dataclasses.replace(
+            spec, success=[0.0, 0.1, 0.2, 0.3, 0.4], flops_per_step=1.2e9 * cost[spec.mcp_depth]
+        )
+        for spec in depth_specs({0: (4, 6), 1: (6, 8), 2: (7, 7)})
+    ]
+    write_sweep(tmp_path, specs)
+    points = {(e.quantity, e.depth): e.point for e in summarise(tmp_path).depth}
+    expected = {
+        "success_auc": [0.2, 0.2, 0.2],
+        "success_at@baseline_flops": [0.4, 0.32, 0.2],
+        "success_auc@baseline_flops": [0.2, 0.16, 0.1],
+    }
+    for quantity, values in expected.items():
+        assert [points[(quantity, d)] for d in (0, 1, 2)] == pytest.approx(values), quantity
+
+
 def test_matched_budgets_convert_the_speedup_by_the_cost_per_step(tmp_path):
     """Next Forcing reaches the target in half the steps, but its step costs 2x the FLOPs:
     at matched FLOPs (and wall-clock) the speed-up is 1x; at matched samples still 2x."""
@@ -131,10 +155,11 @@ def test_the_depth_curve_is_final_success_per_mcp_depth(tmp_path):
     successes = {0: (4, 6), 1: (6, 8), 2: (7, 7)}  # of 10 episodes, seeds 0 and 1
     write_sweep(tmp_path / "three", depth_specs(successes))
     summary = summarise(tmp_path / "three")
-    assert [e.depth for e in summary.depth] == [0, 1, 2]
-    assert [e.point for e in summary.depth] == pytest.approx([0.5, 0.7, 0.7])
-    assert [e.successes for e in summary.depth] == [10, 14, 14]
-    assert [e.variants for e in summary.depth][1] == ["next_forcing,d1"]
+    final = [e for e in summary.depth if e.quantity == "success/model"]
+    assert [e.depth for e in final] == [0, 1, 2]
+    assert [e.point for e in final] == pytest.approx([0.5, 0.7, 0.7])
+    assert [e.successes for e in final] == [10, 14, 14]
+    assert [e.variants for e in final][1] == ["next_forcing,d1"]
     assert all(e.low <= e.point <= e.high for e in summary.depth)
     write_sweep(tmp_path / "two", depth_specs({0: (4, 6), 1: (6, 8)}))
     assert summarise(tmp_path / "two").depth == []  # two depths are a comparison, no curve

@@ -91,7 +91,8 @@ def test_the_depth_curve_has_its_table_and_figure(tmp_path):
     rows = table_bodies(part)
     assert [row.split(" | ")[3] for row in rows] == ["0", "1", "2", "3"]
     assert "0.800 [" in rows[3] and "16/20 episodes" in rows[3]
-    assert "![final success against the MCP depth D](report/depth_curve.png)" in part
+    assert "the depth curve: final success and the area under the success curve" in part
+    assert "(report/depth_curve.png)" in part and "success at the baseline's FLOPs" in part
     image = imageio.imread(tmp_path / "report" / "depth_curve.png")
     assert image.std() > 10 and (image < 128).mean() > 0.005
 

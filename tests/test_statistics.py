@@ -347,3 +347,16 @@ def test_resampled_ci_bounds_a_statistic_of_resampled_units():
     assert resampled_ci(3, lambda idx: 2.0, point=2.0) == Interval(2.0, 2.0, 2.0)
     with pytest.raises(ValueError, match="n=0"):
         resampled_ci(0, lambda idx: 0.0, point=0.0)
+
+
+def test_mean_over_span_is_the_trapezoid_area_over_the_span():
+    from worldmodel.evaluation.statistics import mean_over_span
+
+    steps, values = [0, 100, 200, 400], [0.0, 0.2, 0.2, 0.6]
+    # area: 10 + 20 + 80 = 110 over 400 steps
+    assert mean_over_span(steps, values, 400) == pytest.approx(110 / 400)
+    # up to 300 (value 0.4 there): 10 + 20 + 30 = 60 over 300
+    assert mean_over_span(steps, values, 300) == pytest.approx(60 / 300)
+    assert mean_over_span(steps, values, 0) == 0.0
+    with pytest.raises(ValueError, match="step=500 is not valid"):
+        mean_over_span(steps, values, 500)

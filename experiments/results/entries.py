@@ -76,8 +76,12 @@ class Estimate(SummaryEntry):
 
 @dataclass(frozen=True, kw_only=True)
 class DepthPoint(SummaryEntry):
-    """Final model success at one MCP depth (0 = no heads) of a (task, setting, fps):
-    mean over seeds with its interval and episode counts, and the variants behind it."""
+    """One measure of the depth curve (``summary.DEPTH_QUANTITIES``: final success, area
+    under the success curve, both at matched steps and at the baseline's FLOPs) at one MCP
+    depth (0 = no heads) of a (task, setting, fps): mean over seeds with its interval, the
+    final evaluation's episode counts, and the variants behind it."""
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("successes", "episodes")
 
     quantity: str
     task: str
@@ -89,11 +93,11 @@ class DepthPoint(SummaryEntry):
     high: float
     n_runs: int
     seeds: list[int]
-    successes: int
-    episodes: int
     runs: list[str]
     depth: int
     variants: list[str]
+    successes: int | None = None  # final success only
+    episodes: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

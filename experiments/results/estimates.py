@@ -1,24 +1,33 @@
 """Final numbers per run (success per policy, final losses, speeds), their mean over seeds
-per group and IQM across tasks, and the depth curve: ``Summary.estimates`` and ``.depth``."""
+per group and IQM across tasks, and the depth curve (final success and the area under the
+success curve, at matched steps and at the baseline's FLOPs): ``Summary.estimates`` and
+``.depth``."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from experiments.results.entries import DepthPoint, Estimate
 from experiments.results.eval_file import SPEED_KEYS, SPEED_MODES
 from experiments.results.run_folders import GroupKey, Run, RunSet
 from experiments.results.summary import (
     ACROSS_TASKS,
+    DEPTH_QUANTITIES,
     FINAL_LOSSES,
+    MATCHED_FLOPS,
     PER_SEED,
     POOLED_PREFIXES,
     SPEEDUP,
+    SUCCESS,
+    SUCCESS_AT,
+    SUCCESS_AUC,
     Bootstrap,
     pooled_groups,
 )
-from worldmodel.evaluation.statistics import Interval
+from worldmodel.evaluation.statistics import Interval, mean_over_span, value_at
 
 
 def run_quantities(run: Run) -> dict[str, float]:
@@ -92,9 +101,9 @@ def _estimate(
 def depth_entries(
     groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
 ) -> list[DepthPoint]:
-    """Final success against the MCP depth D (0 = no heads) per (task, setting, fps) whose
-    runs have three or more depths, D=0 and the chained ``mcp`` heads only: mean over seeds
-    with its bootstrap interval, per D."""
+    """The depth curve per (task, setting, fps) whose runs have three or more MCP depths D
+    (D=0 and the chained ``mcp`` heads only): per D and each of ``DEPTH_QUANTITIES``, the mean
+    over seeds with its bootstrap interval (``depth_quantities`` for the measures)."""
     slices: dict[tuple, dict[int, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for key, runs in groups.items():
         for run in runs:
@@ -104,19 +113,56 @@ def depth_entries(
     for (task, setting, fps), by_depth in sorted(slices.items()):
         if len(by_depth) < 3:
             continue
+        budget = _baseline_flops(by_depth.get(0, []))
         for depth, runs in sorted(by_depth.items()):
-            values = [run_quantities(run)["success/model"] for run in runs]
-            fields = _estimate(
-                "success/model", PER_SEED, bootstrap.over_seeds(values), runs, run_set
-            )
-            entries.append(
-                DepthPoint(
-                    task=task,
-                    setting=setting,
-                    fps=fps,
-                    **fields,
-                    depth=depth,
-                    variants=sorted({r.variant for r in runs}),
+            values = [depth_quantities(run, budget) for run in runs]
+            for quantity in DEPTH_QUANTITIES:
+                members = [
+                    (r, v[quantity]) for r, v in zip(runs, values, strict=True) if quantity in v
+                ]
+                if not members:
+                    continue
+                interval = bootstrap.over_seeds([value for _, value in members])
+                used = [run for run, _ in members]
+                fields = _estimate(quantity, PER_SEED, interval, used, run_set)
+                entries.append(
+                    DepthPoint(
+                        task=task,
+                        setting=setting,
+                        fps=fps,
+                        **fields,
+                        depth=depth,
+                        variants=sorted({r.variant for r in used}),
+                    )
                 )
-            )
     return entries
+
+
+def depth_quantities(run: Run, baseline_flops: float | None) -> dict[str, float]:
+    """One run's points of the depth curve (``DEPTH_QUANTITIES``): its final success, the area
+    under its periodic success curve (as a mean success rate over training), and both at the
+    baseline's training FLOPs, where a deeper run, whose step costs more, has trained fewer
+    steps (``baseline_flops``: the D=0 runs' mean total; None when unknown)."""
+    values = {}
+    final = run_quantities(run).get("success/model")
+    if final is not None:
+        values["success/model"] = final
+    curve = run.curve(SUCCESS)
+    if curve is None:
+        return values
+    steps, success = curve
+    values[SUCCESS_AUC] = mean_over_span(steps, success, steps[-1])
+    flops = run.curve("perf/flops")
+    if baseline_flops is None or flops is None or flops[0][-1] <= 0:
+        return values
+    matched = min(baseline_flops / (flops[1][-1] / flops[0][-1]), steps[-1])  # steps at budget
+    if matched >= steps[0]:
+        values[f"{SUCCESS_AT}{MATCHED_FLOPS}"] = value_at(steps, success, matched)
+        values[f"{SUCCESS_AUC}{MATCHED_FLOPS}"] = mean_over_span(steps, success, matched)
+    return values
+
+
+def _baseline_flops(runs: list[Run]) -> float | None:
+    """Mean total training FLOPs of the D=0 runs; None without any that logged them."""
+    totals = [curve[1][-1] for run in runs if (curve := run.curve("perf/flops")) is not None]
+    return float(np.mean(totals)) if totals else None

@@ -25,8 +25,11 @@ from experiments.results.summary import (
     ACROSS_TASKS,
     ALL_TASKS,
     CURVE_METRICS,
+    MATCHED_FLOPS,
     SPEEDUP,
     SUCCESS,
+    SUCCESS_AT,
+    SUCCESS_AUC,
     Summary,
 )
 from worldmodel.evaluation.drift import METRICS as DRIFT_METRICS
@@ -157,22 +160,38 @@ def plot_budgets(entries: Sequence[Entry], path: Path) -> Path:
     return _save(figure, path)
 
 
+DEPTH_LINES = {  # summary.DEPTH_QUANTITIES -> legend
+    "success/model": "final success",
+    SUCCESS_AUC: "area under the success curve",
+    f"{SUCCESS_AT}{MATCHED_FLOPS}": "success at the baseline's FLOPs",
+    f"{SUCCESS_AUC}{MATCHED_FLOPS}": "area at the baseline's FLOPs",
+}
+
+
 def plot_depth(entries: Sequence[Entry], path: Path) -> Path:
-    """Final success against the MCP depth D, a panel per (task, fps), error bars from the
-    intervals: where does the gain flatten?"""
+    """The depth curve's measures against the MCP depth D, a panel per (task, fps), error bars
+    from the intervals: where does the gain flatten, at matched steps and at matched FLOPs?"""
     panels = list(dict.fromkeys((e.task, e.setting, e.fps) for e in entries))
     figure, axes = _figure(len(panels))
     for ax, (task, setting, fps) in zip(axes, panels, strict=True):
-        rows = [e for e in entries if (e.task, e.setting, e.fps) == (task, setting, fps)]
-        depths = np.array([e.depth for e in rows])
-        point = np.array([e.point for e in rows])
-        errors = [point - [e.low for e in rows], [e.high for e in rows] - point]
-        ax.errorbar(depths, point, yerr=errors, marker="o", capsize=4)
+        for quantity, label in DEPTH_LINES.items():
+            rows = [
+                e
+                for e in entries
+                if (e.task, e.setting, e.fps, e.quantity) == (task, setting, fps, quantity)
+            ]
+            if not rows:
+                continue
+            depths = np.array([e.depth for e in rows])
+            point = np.array([e.point for e in rows])
+            errors = [point - [e.low for e in rows], [e.high for e in rows] - point]
+            ax.errorbar(depths, point, yerr=errors, marker="o", capsize=4, label=label)
+            ax.set_xticks(depths)
         ax.set_title(f"{task} ({setting}, fps {fps:g})", fontsize="medium")
         ax.set_xlabel("MCP depth D (0 = no heads)")
-        ax.set_ylabel("final success rate")
-        ax.set_xticks(depths)
+        ax.set_ylabel("success rate")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     figure.suptitle("the depth curve: mean over seeds and 95% interval")
     return _save(figure, path)
 
@@ -255,6 +274,9 @@ def report_figures(summary: Summary, folder: Path) -> list[FigureFile]:
             files.append(FigureFile("speed", caption, plot_speed(speed, path)))
     if summary.depth:
         path = folder / "depth_curve.png"
-        caption = "final success against the MCP depth D"
+        caption = (
+            "the depth curve: final success and the area under the success curve against the "
+            "MCP depth D, at matched steps and at the baseline's training FLOPs"
+        )
         files.append(FigureFile("depth", caption, plot_depth(summary.depth, path)))
     return files

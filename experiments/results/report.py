@@ -21,7 +21,15 @@ from experiments.results.entries import RelativeImprovement
 from experiments.results.eval_file import MODEL_POLICIES, SPEED_MODES
 from experiments.results.figures import Entry, FigureFile, report_figures, select, slices, tasks_of
 from experiments.results.run_folders import REPORT_DIR, SCOPE_EVAL
-from experiments.results.summary import ALL_TASKS, FINAL_LOSSES, SPEEDUP, Summary
+from experiments.results.summary import (
+    ALL_TASKS,
+    FINAL_LOSSES,
+    MATCHED_FLOPS,
+    SPEEDUP,
+    SUCCESS_AT,
+    SUCCESS_AUC,
+    Summary,
+)
 from worldmodel import atomic
 
 REPORT_FILE = "REPORT.md"
@@ -212,16 +220,33 @@ def speed_table(summary: Summary, setting: str, fps: float) -> Table | None:
     return Table("speed", title, columns, rows)
 
 
+DEPTH_COLUMNS = {  # summary.DEPTH_QUANTITIES -> column
+    "success/model": "final success",
+    SUCCESS_AUC: "area under the success curve",
+    f"{SUCCESS_AT}{MATCHED_FLOPS}": "success at the baseline's FLOPs",
+    f"{SUCCESS_AUC}{MATCHED_FLOPS}": "area at the baseline's FLOPs",
+}
+
+
 def depth_table(summary: Summary) -> Table | None:
-    """Final success per MCP depth D (D=0: no heads) where the sweep spans three or more."""
+    """The depth curve where the sweep spans three or more MCP depths D (D=0: no heads): final
+    success and the area under the success curve (a mean success rate over training), at
+    matched steps and at the D=0 baseline's training FLOPs."""
     if not summary.depth:
         return None
-    rows = [
-        [e.setting, f"{e.fps:g}", e.task, str(e.depth), ", ".join(e.variants)] + [success_cell(e)]
-        for e in summary.depth
-    ]
-    columns = ["setting", "fps", "task", "D", "variants", "final success"]
-    title = "The depth curve: final closed-loop success per MCP depth, mean over seeds [95% CI]"
+    points: dict[tuple, dict[str, Entry]] = {}
+    for e in summary.depth:
+        points.setdefault((e.setting, e.fps, e.task, e.depth), {})[e.quantity] = e
+    rows = []
+    for (setting, fps, task, depth), by_quantity in points.items():
+        first = next(iter(by_quantity.values()))
+        cells = [
+            (success_cell(e) if e.successes is not None else interval(e)) if e else "–"
+            for e in (by_quantity.get(q) for q in DEPTH_COLUMNS)
+        ]
+        rows.append([setting, f"{fps:g}", task, str(depth), ", ".join(first.variants), *cells])
+    columns = ["setting", "fps", "task", "D", "variants", *DEPTH_COLUMNS.values()]
+    title = "The depth curve: closed-loop success per MCP depth, mean over seeds [95% CI]"
     return Table("depth", title, columns, rows)
 
 

@@ -44,6 +44,16 @@ FINAL_LOSSES = (LOSS, "val/loss_action")
 CURVES_CSV_KEYS = ("eval/success_rate", "eval/successes", "eval/episodes")  # and every val/
 SPEEDUP = "speed/mcp_parallel_speedup"
 POOLED_PREFIXES = ("success/", "speed/")  # quantities on a scale common to all tasks
+# the depth curve's measures per run (estimates.depth_quantities): final closed-loop success;
+# the area under the periodic success curve as a mean success rate; both at the D=0 baseline's
+# training FLOPs (a deeper run's step costs more, so it has trained fewer steps by then)
+SUCCESS_AUC, SUCCESS_AT, MATCHED_FLOPS = "success_auc", "success_at", "@baseline_flops"
+DEPTH_QUANTITIES = (
+    "success/model",
+    SUCCESS_AUC,
+    f"{SUCCESS_AT}{MATCHED_FLOPS}",
+    f"{SUCCESS_AUC}{MATCHED_FLOPS}",
+)
 BUDGET_KEYS = ("perf/samples", "perf/flops", "perf/wall_seconds")  # running totals per step
 PER_SEED = "mean over seeds"
 ACROSS_TASKS = "IQM across tasks"

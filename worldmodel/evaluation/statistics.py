@@ -315,6 +315,20 @@ def value_at(steps: npt.ArrayLike, values: npt.ArrayLike, step: float) -> float:
     return float(np.interp(step, s, v))
 
 
+def mean_over_span(steps: npt.ArrayLike, values: npt.ArrayLike, until: float) -> float:
+    """Area under the linearly interpolated curve from its first step to ``until`` (within its
+    range), divided by that span: the curve's mean value over training, e.g. the area under a
+    success curve as a success rate."""
+    s, v = _curve(steps, values)
+    end = value_at(s, v, until)
+    inside = s < until
+    xs = np.append(s[inside], until)  # (n + 1,)
+    ys = np.append(v[inside], end)
+    if xs[-1] <= xs[0]:
+        return float(ys[0])
+    return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2) / (xs[-1] - xs[0]))
+
+
 def convergence_speedup(
     base_steps: npt.ArrayLike,
     base_values: npt.ArrayLike,
