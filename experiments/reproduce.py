@@ -44,6 +44,7 @@ from experiments.results.aggregate import aggregate_sweep
 from experiments.results.claims import claims_table, next_forcing_claims
 from experiments.results.entries import RunValues
 from experiments.results.eval_file import EVAL_FILE
+from experiments.results.fidelity import fidelity_rows, fidelity_table
 from experiments.results.report import write_report
 from experiments.results.run_folders import read_run_config
 from experiments.train import run_training, train_config_from
@@ -430,6 +431,26 @@ def reproduce(config: ReproduceConfig) -> Path:
     seconds = time.perf_counter() - started
     header = claims_header(config, preset, runs, failures, seconds, summary.settings.frame_rates)
     table = f"{header}\n\n{claims_table(claims, config.scale)}\n"
+    variant_run = next(
+        (
+            out_dir / "runs" / spec.folder
+            for spec in run_specs(preset)
+            if spec.variant == preset.variants[1]
+            and (out_dir / "runs" / spec.folder / "config.yaml").is_file()
+        ),
+        None,
+    )
+    if variant_run is not None:
+        rows = fidelity_rows(
+            read_run_config(variant_run),
+            preset.steps,
+            preset.early,
+            preset.late,
+            runs,
+            preset.baseline,
+            preset.variants[1],
+        )
+        table += f"\n{fidelity_table(rows)}\n"
     return write_report(out_dir, summary, table, wandb_mode=config.wandb)
 
 

@@ -28,7 +28,8 @@ from experiments.results.claims import (
     speed_claim,
     success_claim,
 )
-from experiments.results.run_folders import load_runs
+from experiments.results.fidelity import fidelity_rows, fidelity_table
+from experiments.results.run_folders import load_runs, read_run_config
 from tests.run_folder_factory import RunSpec, claim_runs, write_sweep
 from worldmodel.evaluation.statistics import Interval
 
@@ -356,3 +357,29 @@ def test_claim_steps_are_the_papers_ten_and_ninety_percent():
         ScalePreset(**base.__dict__ | {"late_step": 42000})
     with pytest.raises(ConfigError, match="need 0 < early_step < late_step"):
         ScalePreset(**base.__dict__ | {"early_step": 45000})
+
+
+def test_the_fidelity_table_reads_the_runs_setting_beside_the_papers(tmp_path):
+    runs = known_sweep(tmp_path)
+    folder = next(tmp_path.glob("*heads=next_forcing*seed=0*"))
+    rows = {
+        setting: (item, paper, ours)
+        for item, setting, paper, ours in fidelity_rows(
+            read_run_config(folder), 400, 100, 300, runs, "single_step", "next_forcing"
+        )
+    }
+    assert rows["frame rate of the 50 fps claims"][2] == (
+        "fps 50 (4 actions per latent frame, 0.16 s per chunk of 2)"
+    )
+    assert rows["MCP depths D x blocks per depth"] == (
+        "B",
+        "3 x 3 (1-block ablation: 86.5 vs 85.8)",
+        "3 x 3",
+    )
+    assert rows["fused layers (1-based)"][2] == "1, 2, 3, 4 of 4"
+    assert rows["claim steps (early; late)"][2] == "100; 300 of 400"
+    assert rows["Next Forcing FLOPs per step / baseline"][2] == "1.00x (measured per step)"
+    assert rows["mcp_parallel: speed; success change"][2] == "1.90x; +0.0 pts (3 runs)"
+    assert "| E | Next Forcing FLOPs per step" in fidelity_table(
+        list((item, setting, *rest) for setting, (item, *rest) in rows.items())
+    )
