@@ -133,7 +133,11 @@ def test_diagnose_writes_action_skill_oracle_loop_and_figures(trained_run, tmp_p
     draft = skill["draft"]
     assert draft["by_chunk"]["draft"][0] is None and draft["by_chunk"]["backbone"][0] is None
     assert all(v > 0 for key in draft["by_chunk"] for v in draft["by_chunk"][key][1:])
-    assert [len(draft["by_step"][key]) for key in ("backbone", "draft")] == [2, 2]  # 2 steps
+    assert [len(draft["by_step"][key]) for key in ("backbone", "backbone_two_ahead", "draft")] == [
+        2,
+        2,
+        2,
+    ]  # 2 Euler steps
     assert len(skill["skill_by_chunk"]["drafted"]["arm"]) == chunks
     oracle = diagnosis["oracle_closed_loop"]
     assert oracle["n"] == 2 and [e["seed"] for e in oracle["episodes"]] == [100000, 100001]

@@ -25,9 +25,13 @@ A model with MCP heads is also run as ``mcp_parallel`` drafts it (``drafted``): 
 denoises chunk c - 1 from the real context of the chunks before it also drafts chunk c with
 depth 1, and chunk c's actions are denoised on that draft once the real chunk c - 1 joined.
 ``DraftError`` sets the draft against the backbone's own denoising of the same chunk (from the
-real context of every chunk before it): latent MSE to the real chunk per chunk index, and per
-Euler step the MSE of each trajectory's clean estimate ``x - sigma * v`` (where the denoising
-is heading), so a draft that lags the backbone shows at which step and chunk it does.
+real context of every chunk before it) and against the backbone two chunks ahead, as the draft
+predicts: from the real context before chunk c - 1, the backbone imagines chunk c - 1, decodes
+and appends its actions, then imagines chunk c (the same information as the draft, by the
+standard sequential path). Latent MSE to the real chunk per chunk index, and per Euler step
+the MSE of each trajectory's clean estimate ``x - sigma * v`` (where the denoising is heading),
+so a draft that lags the backbone shows at which step and chunk it does, and whether it lags
+what two chunks ahead allows.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from worldmodel.training.windows import EpisodeLatents, WindowSet, relative_acti
 
 SOURCES = ("real", "imagined")
 PREDICTORS = ("real", "imagined", "drafted", "hold", "mean")
-DRAFT_SERIES = ("backbone", "draft")
+DRAFT_SERIES = ("backbone", "backbone_two_ahead", "draft")
 GROUPS = ("arm", "gripper")
 
 
@@ -80,8 +84,8 @@ class DraftError:
     """mcp_parallel's depth-1 draft of each chunk against the backbone's own denoising of it
     (module docstring); latent MSE over the valid frames, NaN where there is none."""
 
-    by_chunk: dict[str, list[float]]  # backbone | draft | draft_vs_backbone -> (C,)
-    by_step: dict[str, list[float]]  # backbone | draft -> (steps,) clean estimate vs real
+    by_chunk: dict[str, list[float]]  # DRAFT_SERIES and draft_vs_backbone -> (C,)
+    by_step: dict[str, list[float]]  # DRAFT_SERIES -> (steps,) clean estimate vs real
     windows: int
 
 
@@ -215,7 +219,11 @@ def _drafted_actions(
             trace=trace,
         )
         if draft is not None:  # chunk 0 has no draft; the others are scored against chunk c
-            errors.add(c, real, mask, own, [step[0] for step in trace], draft, draft_trace)
+            two_ahead = _two_chunks_ahead(model, batch, units, c, video_steps, action_steps, seed)
+            own_traces = {"backbone": [step[0] for step in trace], "draft": draft_trace}
+            own_traces["backbone_two_ahead"] = two_ahead[1]
+            videos = {"backbone": own, "backbone_two_ahead": two_ahead[0], "draft": draft}
+            errors.add(c, real, mask, videos, own_traces)
         session.append_video(own if draft is None else draft)
         pad = episode_start if c == 0 else False
         actions = session.denoise_actions(action_steps, generator, pad_first=pad)
@@ -224,6 +232,37 @@ def _drafted_actions(
         session.append_actions(units[:, frames])
         draft, draft_trace = next_draft, [step[-1] for step in trace]
     return torch.cat(predicted, dim=1), errors.result(B)
+
+
+def _two_chunks_ahead(
+    model: WorldModel,
+    batch: dict[str, Tensor],
+    units: Tensor,
+    c: int,
+    video_steps: int,
+    action_steps: int,
+    seed: int,
+) -> tuple[Tensor, list[Tensor]]:
+    """The backbone's chunk ``c`` (B, K, N, C) two chunks ahead of the real context, and its
+    clean estimate per Euler step: from real chunks < c - 1 it imagines chunk c - 1, decodes
+    and appends its own actions, then imagines chunk c (module docstring)."""
+    K = model.config.K
+    video = batch["video"].to(model.device, model.dtype)  # (B, F, N, C)
+    episode_start = ~batch["action_valid"][:, 0] & batch["valid"][:, 0]  # (B,)
+    generator = torch.Generator().manual_seed(seed + c)
+    session = InferenceSession(model, video.shape[0])
+    for j in range(c - 1):  # the real context, joined in one pass at the first denoising
+        session.append_video(video[:, j * K : (j + 1) * K])
+        session.append_actions(units[:, j * K : (j + 1) * K])
+    previous, _ = session.denoise_video(
+        video_steps, generator, first_frame=video[:, 0] if c == 1 else None
+    )
+    session.append_video(previous)
+    actions = session.denoise_actions(action_steps, generator, pad_first=episode_start & (c == 1))
+    session.append_actions(actions)
+    trace: list[list[Tensor]] = []
+    imagined, _ = session.denoise_video(video_steps, generator, trace=trace)
+    return imagined, [step[0] for step in trace]
 
 
 class _DraftErrorSums:
@@ -240,24 +279,21 @@ class _DraftErrorSums:
         c: int,
         real: Tensor,
         mask: Tensor,
-        own: Tensor,
-        own_trace: list[Tensor],
-        draft: Tensor,
-        draft_trace: list[Tensor],
+        videos: dict[str, Tensor],
+        traces: dict[str, list[Tensor]],
     ) -> None:
-        """Chunk ``c``: real (B, K, N, C), mask (B, K), the backbone's video and the draft
-        (B, K, N, C), and each one's clean estimate per Euler step."""
+        """Chunk ``c``: real (B, K, N, C), mask (B, K), per series (``DRAFT_SERIES``) its
+        video (B, K, N, C) and its clean estimate per Euler step."""
 
         def sse(a: Tensor, b: Tensor) -> float:
             return float(((a - b).square().mean((-1, -2)) * mask).sum())  # over valid frames
 
-        self.chunk["backbone"][c] += sse(own, real)
-        self.chunk["draft"][c] += sse(draft, real)
-        self.chunk["draft_vs_backbone"][c] += sse(draft, own)
+        for series in DRAFT_SERIES:
+            self.chunk[series][c] += sse(videos[series], real)
+            for s, estimate in enumerate(traces[series]):
+                self.step[series][s] += sse(estimate, real)
+        self.chunk["draft_vs_backbone"][c] += sse(videos["draft"], videos["backbone"])
         self.chunk_count[c] += float(mask.sum())
-        for s, (own_s, draft_s) in enumerate(zip(own_trace, draft_trace, strict=True)):
-            self.step["backbone"][s] += sse(own_s, real)
-            self.step["draft"][s] += sse(draft_s, real)
         self.step_count += float(mask.sum())
 
     def result(self, windows: int) -> DraftError:

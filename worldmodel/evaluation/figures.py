@@ -91,6 +91,7 @@ def plot_action_skill(
 
 DRAFT_LABELS = {
     "backbone": "backbone's own denoising",
+    "backbone_two_ahead": "backbone, two chunks ahead",
     "draft": "depth-1 draft",
     "draft_vs_backbone": "draft vs backbone",
 }
