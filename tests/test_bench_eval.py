@@ -8,10 +8,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_eval_bench_measures_both_modes():
-    # fps 12.5: A = 4 control steps per latent frame, K = 2. Chunk 0 runs (K - 1) * A = 4
-    # actions (its frame-0 token is padding), chunk 1 runs K * A = 8: an episode of 12 steps
-    # is 2 chunks, one mcp_parallel step (chunk 0 denoised, chunk 1 its draft)
-    spec = EvalBenchSpec(episodes=2, max_steps=12, steps=1, repeats=1, batch_sizes=(1, 2))
+    # fps 50: A = 4 control steps per latent frame, K = 2. Chunk 0 runs (K - 1) * A = 4
+    # actions (its frame-0 token is padding), the others K * A = 8: an episode of 28 steps is
+    # 4 chunks, three mcp_parallel steps (chunk 0 alone, as every sequence's first chunk;
+    # chunk 1 and its draft chunk 2; chunk 3, whose draft is never used)
+    spec = EvalBenchSpec(episodes=2, max_steps=28, steps=1, repeats=1, batch_sizes=(1, 2))
     results = run_eval_bench(spec)
     assert [(r.batch_size, r.mode) for r in results] == [
         (1, "standard"),
@@ -24,7 +25,7 @@ def test_eval_bench_measures_both_modes():
     assert all(r.episodes_per_minute > 0 and r.policy_steps_per_second > 0 for r in results)
     assert standard.passes_per_chunk["video"] == pytest.approx(spec.steps)
     assert parallel.passes_per_chunk["video"] == pytest.approx(
-        standard.passes_per_chunk["video"] / 2
+        standard.passes_per_chunk["video"] * 3 / 4
     )
     table = eval_table(spec, results)
     assert table.count("| mcp_parallel / standard |") == 2 and table.count("\n| ") == 7

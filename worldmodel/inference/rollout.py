@@ -79,7 +79,7 @@ def rollout_open_loop(
     videos, actions = [], []
     while len(videos) < horizon:
         video, draft = session.denoise_video(
-            steps, generator, draft=session.heads is not None and len(videos) + 1 < horizon
+            steps, generator, draft=session.drafts_next() and len(videos) + 1 < horizon
         )
         for chunk_video in [video] if draft is None else [video, draft]:
             h = len(videos)

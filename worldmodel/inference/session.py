@@ -21,7 +21,11 @@ re-appends its whole context in one pass (an imagined video replaced before it r
 Modes: ``standard`` runs the backbone alone (any model). ``mcp_parallel`` (MCP heads) denoises
 chunk i with the backbone and, in the same passes, drafts chunk i+1 with depth 1
 (``worldmodel/heads/draft.py``); the caller appends the draft as chunk i+1's video without
-denoising it again, so video-denoising passes per chunk are halved.
+denoising it again, so video-denoising passes per chunk are halved. A sequence's first chunk,
+which has no context (an episode's start: frame 0 observed, nothing before), is denoised
+alone (``drafts_next``): drafted from it, chunk 1 was 10x further from the real chunk than the
+backbone's own prediction two chunks ahead, and its actions lost all skill (diagnose suite,
+README "mcp_parallel"), which cost mcp_parallel 27 points of success at scale tiny.
 
 Frame 0 of an episode (``first_frame``): the observed latent is clamped at noise level 0 and
 the other frames of the chunk are generated around it; the padded action token of that frame
@@ -289,6 +293,11 @@ class InferenceSession:
         self._video = None
 
     # ----------------------------------------------------------------- denoising
+    def drafts_next(self) -> bool:
+        """Whether the next denoising step drafts the chunk after it: in mcp_parallel, unless
+        the sequence has no context yet (module docstring)."""
+        return self.heads is not None and self.next_chunk > 0
+
     def make_room(self, new_chunks: int) -> None:
         """Rebuild the caches from the last committed chunks if ``new_chunks`` more would pass
         the trained chunk positions (module docstring); they join at the next ``flush``."""
@@ -316,9 +325,9 @@ class InferenceSession:
         """The next chunk's video (B, K, N, C) and, when drafting, depth 1's draft of the
         chunk after it (B, K, N, C), else None. ``first_frame`` (B, N, C): an observed frame 0,
         clamped (in the rows ``first_rows``, (B,) bool, default all). ``draft`` defaults to
-        True in mcp_parallel mode (False: a standard step). ``trace``: the clean estimates of
-        each Euler step ([video] or [video, draft]; ``euler_integrate``)."""
-        draft = self.heads is not None if draft is None else draft
+        ``drafts_next()`` (False: a standard step). ``trace``: the clean estimates of each
+        Euler step ([video] or [video, draft]; ``euler_integrate``)."""
+        draft = self.drafts_next() if draft is None else draft
         if draft and self.heads is None:
             raise ValueError("drafting needs mode='mcp_parallel'")
         self.make_room(2 if draft else 1)
