@@ -112,7 +112,7 @@ def run_specs(preset: ScalePreset) -> list[RunSpec]:
             float(fps),
             int(seed),
             variant,
-            tuple(preset.variant_overrides.get(variant, [])),
+            tuple(preset.overrides_at(fps) + preset.variant_overrides.get(variant, [])),
         )
         for task in preset.tasks
         for setting in preset.settings
@@ -132,7 +132,7 @@ def run_specs(preset: ScalePreset) -> list[RunSpec]:
             float(curve.fps),
             int(seed),
             curve.heads,
-            (*own, f"heads.mcp_depth={depth}"),
+            (*preset.overrides_at(curve.fps), *own, f"heads.mcp_depth={depth}"),
         )
         for depth in curve.depths
         for seed in curve.seeds
@@ -145,14 +145,15 @@ def tokenizer_frame_fps(preset: ScalePreset) -> float:
     return max(preset.fps) / FRAMES_PER_LATENT
 
 
-def run_order(preset: ScalePreset, spec: RunSpec) -> tuple[bool, int]:
-    """Sort key of the runs: the main comparison before the depth curve (its results come
-    first if the command is stopped), and within each the costlier variants first (the heads
-    variants, the deepest heads), which keeps the last wave of parallel jobs short."""
+def run_order(preset: ScalePreset, spec: RunSpec) -> tuple[bool, int, int]:
+    """Sort key of the runs: the main comparison before the depth curve, seed by seed, so a
+    stopped command (or one made in pieces) has whole pairs of every slice first; within a
+    seed the costlier variants first (the heads variants, the deepest heads), which keeps the
+    last wave of parallel jobs short."""
     if spec.variant in preset.variants:
-        return False, -preset.variants.index(spec.variant)
+        return False, spec.seed, -preset.variants.index(spec.variant)
     curve = preset.depth_curve
-    return True, -[curve.variant(d) for d in curve.depths].index(spec.variant)
+    return True, spec.seed, -[curve.variant(d) for d in curve.depths].index(spec.variant)
 
 
 def compose_app(conf_dir: Path, name: str, overrides: list[str]) -> DictConfig:

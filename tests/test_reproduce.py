@@ -383,3 +383,16 @@ def test_the_fidelity_table_reads_the_runs_setting_beside_the_papers(tmp_path):
     assert "| E | Next Forcing FLOPs per step" in fidelity_table(
         list((item, setting, *rest) for setting, (item, *rest) in rows.items())
     )
+
+
+def test_runs_at_one_fps_get_its_own_overrides():
+    preset = scale_preset("next_forcing", "micro_state")
+    fields = preset.__dict__ | {
+        "fps": [50.0, 12.5],
+        "fps_overrides": {12.5: ["data.window_frames=12"]},
+    }
+    specs = reproduce.run_specs(ScalePreset(**fields))
+    assert {s.extra for s in specs if s.fps == 12.5} == {("data.window_frames=12",)}
+    assert {s.extra for s in specs if s.fps == 50.0} == {()}
+    with pytest.raises(ConfigError, match="fps_overrides='25' is not valid"):
+        ScalePreset(**fields | {"fps_overrides": {25: ["data.window_frames=12"]}})

@@ -61,6 +61,9 @@ class ScalePreset:
     evaluate: list[str] = field(default_factory=list)  # overrides of experiments.evaluate
     # more experiments.train overrides of one variant's runs (e.g. its heads.mcp_depth)
     variant_overrides: dict[str, list[str]] = field(default_factory=dict)
+    # more experiments.train overrides of the runs at one fps, keyed by its label ("12.5"):
+    # e.g. training windows that span whole episodes at a low frame rate
+    fps_overrides: dict[str, list[str]] = field(default_factory=dict)
     depth_curve: DepthCurve | None = None  # extra runs: success against the MCP depth
     # closed-loop episodes of each periodic evaluation during training (the convergence
     # curve); None: eval_episodes. At most eval_episodes (the seeds collected).
@@ -103,6 +106,9 @@ class ScalePreset:
             )
         for variant in self.variant_overrides:
             check_choice("variant_overrides", variant, self.variants)
+        self.fps_overrides = {f"{float(k):g}": list(v) for k, v in self.fps_overrides.items()}
+        for label in self.fps_overrides:
+            check_choice("fps_overrides", label, [f"{fps:g}" for fps in self.fps])
         if isinstance(self.depth_curve, dict):
             self.depth_curve = DepthCurve(**self.depth_curve)
         if self.depth_curve is not None:
@@ -123,6 +129,10 @@ class ScalePreset:
     @property
     def baseline(self) -> str:
         return self.variants[0]
+
+    def overrides_at(self, fps: float) -> list[str]:
+        """The train overrides of the runs at ``fps`` (``fps_overrides``)."""
+        return list(self.fps_overrides.get(f"{fps:g}", []))
 
     @property
     def early(self) -> int:
