@@ -8,10 +8,10 @@ video frame rate with ``frames_per_latent`` video frames per latent frame
 same actions per latent frame it was trained with). The same day MCP and the losses moved to
 the reference's scheme; a run stored without the new keys is read with the values it trained
 with (``BEFORE_REFERENCE``: the bell loss weights, MCP tokens at their own chunk's positions,
-evenly spread fusion layers, re-noised history at ``U(0, noisy_history_max_sigma)``). Every
-reader of a stored run goes through
-here: ``config.yaml``, a checkpoint's ``config`` and ``build``, and its weights, so old runs
-and committed reports keep loading, resuming and aggregating.
+evenly spread fusion layers, re-noised history at ``U(0, noisy_history_max_sigma)``).
+Every reader of a stored run goes through here: ``config.yaml``, a checkpoint's ``config`` and
+``build``, and its weights, so old runs and committed reports keep loading, resuming and
+aggregating.
 """
 
 from __future__ import annotations
