@@ -56,6 +56,6 @@ def test_the_installed_package_reads_its_own_presets_and_configs(installed, tmp_
     )
     paths, values = run_installed(installed, tmp_path, "-c", code).splitlines()
     assert all(path.startswith(str(installed)) for path in paths.split())
-    assert values.split() == ["64", "3", "800"]
+    assert values.split() == ["64", "3", "1200"]
     composed = run_installed(installed, tmp_path, "-m", "experiments.train", "--cfg", "job")
     assert "heads:" in composed and "task:" in composed
