@@ -24,6 +24,8 @@ Skill score: ``1 - RMSE / RMSE(hold)`` (> 0: better than holding).
 A model with MCP heads is also run as ``mcp_parallel`` drafts it (``drafted``): the pass that
 denoises chunk c - 1 from the real context of the chunks before it also drafts chunk c with
 depth 1, and chunk c's actions are denoised on that draft once the real chunk c - 1 joined.
+Every chunk but the first is drafted here, chunk 1 included, which mcp_parallel no longer does
+(``InferenceSession.drafts_next``): this is where that rule's measurement comes from.
 ``DraftError`` sets the draft against the backbone's own denoising of the same chunk (from the
 real context of every chunk before it) and against the backbone two chunks ahead, as the draft
 predicts: from the real context before chunk c - 1, the backbone imagines chunk c - 1, decodes
