@@ -28,6 +28,7 @@ from experiments.results.claims import (
     speed_claim,
     success_claim,
 )
+from experiments.results.entries import RunValues
 from experiments.results.fidelity import fidelity_rows, fidelity_table
 from experiments.results.run_folders import load_runs, read_run_config
 from tests.run_folder_factory import RunSpec, claim_runs, write_sweep
@@ -396,3 +397,19 @@ def test_runs_at_one_fps_get_its_own_overrides():
     assert {s.extra for s in specs if s.fps == 50.0} == {()}
     with pytest.raises(ConfigError, match="fps_overrides='25' is not valid"):
         ScalePreset(**fields | {"fps_overrides": {25: ["data.window_frames=12"]}})
+
+
+def test_an_early_ratio_of_near_zero_rates_says_so():
+    def run(variant: str, seed: int, early: float) -> RunValues:
+        curve = [[0.0, 0.0], [100.0, early], [400.0, 0.5]]
+        common = dict(task="press_button", setting="randomized", fps=50.0, seed=seed)
+        return RunValues(path=f"{variant}{seed}", variant=variant, success_curve=curve, **common)
+
+    runs = [run("single_step", s, e) for s, e in enumerate([0.1, 0.0, 0.0])]
+    runs += [run("next_forcing", s, 0.0) for s in range(3)]
+    claim = relative_improvement_claim(runs, "single_step", "next_forcing", 50.0, 100)
+    assert claim.verdict == NOT_REPRODUCED and "0.0% vs 3.3%" in claim.ours
+    assert "neither model succeeds in 5% of episodes" in claim.reason
+    runs[0] = run("single_step", 0, 0.4)  # 13.3% on average: an early rate to speak of
+    claim = relative_improvement_claim(runs, "single_step", "next_forcing", 50.0, 100)
+    assert "near-zero" not in claim.reason

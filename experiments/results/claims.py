@@ -44,6 +44,7 @@ INCONCLUSIVE, NOT_MEASURED = "inconclusive", "not measured"
 SPEEDUP_THRESHOLD = 1.5  # "about 2x": a lower bound above 1.5 counts as reproduced
 SUCCESS_TOLERANCE = 0.03  # "at 1-3 points of success"
 MIN_PAIRS = 3  # fewer pairs never reproduce a claim
+EARLY_SUCCESS_FLOOR = 0.05  # below it in both models, the early ratio is said to be near zero
 
 
 @dataclass
@@ -169,6 +170,11 @@ def relative_improvement_claim(
     ours += f": {_fmt(interval, unit='%')}"
     verdict = interval_verdict(interval, 0.0)
     reason = "interval of the relative improvement vs 0"
+    if max(base_sr.mean(), var_sr.mean()) < EARLY_SUCCESS_FLOOR:
+        reason += (
+            f"; at this step neither model succeeds in {EARLY_SUCCESS_FLOOR:.0%} of episodes, so "
+            "the ratio compares near-zero rates"
+        )
     return Claim(claim, paper, ours, *too_few(len(pairs), verdict, reason))
 
 
