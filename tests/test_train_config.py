@@ -78,6 +78,7 @@ BAD = [
     (["heads=foo"], "heads=foo is not valid; choose one of: chain_last_layer"),
     (["model.dim=abc"], "model.dim"),
     (["fps=7"], "fps=7: control_hz / fps must be a positive integer"),
+    (["seed=-1"], "seed=-1 is not valid; must be >= 0"),
     (["task.name=nope"], "task.name='nope' is not valid; choose one of"),
     (["task=nope"], "task=nope is not valid; choose one of: handover_block"),
     (["train.lr=-1"], "train.lr=-1.0 is not valid"),

@@ -164,7 +164,10 @@ class TrainConfig:
 
 
 def check_train_config(config: TrainConfig) -> None:
-    """Checks that involve more than one group; raises ``ConfigError`` naming the keys."""
+    """Checks that involve more than one group (and the top-level keys); raises
+    ``ConfigError`` naming the keys."""
+    if config.seed < 0:
+        raise ConfigError(f"seed={config.seed} is not valid; must be >= 0")
     try:
         config.frame_rate  # noqa: B018 (validates fps and frames_per_latent)
     except ValueError as exc:
