@@ -7,12 +7,12 @@ next to the file (or into ``--out``).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from worldmodel.data.episodes import DatasetError, EpisodeFile
+from experiments.cli import exit_on_user_error
+from worldmodel.data.episodes import EpisodeFile
 from worldmodel.media import contact_sheet, tile_cameras, upscale, write_image, write_video
 
 
@@ -64,12 +64,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=4, help="episodes in the previews")
     parser.add_argument("--out", type=Path, default=None, help="folder for the PNG and mp4")
     args = parser.parse_args(argv)
-    try:
-        with EpisodeFile(args.path) as dataset:
-            print(summary(dataset))
-            sheet, movie = previews(dataset, args.out or args.path.parent, args.episodes)
-    except DatasetError as error:
-        sys.exit(f"error: {error}")
+    inspect_dataset(args.path, args.out or args.path.parent, args.episodes)
+
+
+@exit_on_user_error
+def inspect_dataset(path: Path, out_dir: Path, episodes: int) -> None:
+    """Print the summary and write the previews; a damaged or missing file, or a folder that
+    cannot be written, exits 2 with one line as every app does."""
+    with EpisodeFile(path) as dataset:
+        print(summary(dataset))
+        sheet, movie = previews(dataset, out_dir, episodes)
     print(f"contact sheet  {sheet}\nvideo          {movie}")
 
 

@@ -381,3 +381,19 @@ def test_an_older_schema_names_the_exact_recollect_command(tmp_path: Path) -> No
         f"with python -m experiments.collect task=handover_block setting=clean "
         f"data_dir={tmp_path} cameras=[front,wrist] image_size=[8,8]"
     )
+
+
+def test_inspect_exits_2_with_one_line_like_every_app(tmp_path):
+    """A missing dataset: ``error: ...`` on one line and exit status 2 (it was 1)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.inspect", str(tmp_path / "none.h5")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert f"{tmp_path / 'none.h5'}: file not found" in result.stderr
