@@ -57,6 +57,7 @@ from worldmodel.evaluation.drift import DriftConfig, DriftResult, measure_drift
 from worldmodel.evaluation.figures import plot_action_skill, plot_draft_error, plot_drift
 from worldmodel.evaluation.run_eval import (
     BASELINE_POLICIES,
+    check_held_out_frames,
     closed_loop_episode_video,
     closed_loop_metrics,
     drift_episodes,
@@ -106,8 +107,8 @@ def inference_modes(config: EvaluateConfig, trained: TrainedRun) -> list[str]:
 
 
 def check_inference(config: EvaluateConfig, trained: TrainedRun) -> None:
-    """ConfigError (one line) for a mode the model cannot run or more context than training
-    saw, before any episode runs."""
+    """ConfigError (one line) for a mode the model cannot run, more context than training saw
+    or a drift rollout longer than every held-out episode, before any episode runs."""
     for mode in inference_modes(config, trained):
         try:
             check_mode(trained.model, mode)
@@ -115,6 +116,14 @@ def check_inference(config: EvaluateConfig, trained: TrainedRun) -> None:
             check_context(trained.model.config.trained_chunks, per_step, config.context_chunks)
         except ValueError as exc:
             raise ConfigError(f"{config.checkpoint}: {exc}") from None
+    if {"drift", "videos"} & set(config.suites):
+        suite = config.drift
+        frames = (suite.context_chunks + suite.horizon) * trained.model.config.K
+        what = f"drift.horizon={suite.horizon} or drift.context_chunks={suite.context_chunks}"
+        try:
+            check_held_out_frames(trained.build, frames, what)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def closed_loop_suite(

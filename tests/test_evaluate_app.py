@@ -190,3 +190,16 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path}/none.pt: no such checkpoint; train one with python -m experiments.train"
     ]
+
+
+def test_a_drift_rollout_longer_than_every_held_out_episode_is_refused_first(
+    trained_run, tmp_path
+):
+    """drift.horizon=50 asks for 102 latent frames; one line naming the keys to shorten, before
+    any episode runs (it was a 22-line traceback after the closed loop)."""
+    result = evaluate(trained_run, "suites=[closed_loop,drift]", "drift.horizon=50")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no held-out episode of ")
+    assert "has 102 latent frames" in lines[0] and "shorten the drift.horizon=50" in lines[0]
+    assert "eval press_button" not in result.stderr  # no episode ran

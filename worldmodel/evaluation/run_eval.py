@@ -125,6 +125,20 @@ def held_out_indices(build: RunBuild) -> list[int]:
     return held_out or list(range(total))
 
 
+def check_held_out_frames(build: RunBuild, frames: int, what: str = "context or horizon") -> None:
+    """ValueError (one line, naming ``what`` to shorten) unless a held-out episode of the run's
+    dataset has ``frames`` latent frames; reads only the actions, so it costs no work."""
+    with EpisodeFile(build.dataset) as dataset:
+        longest = max(
+            len(dataset.actions_at_fps(i, build.latent_fps)) + 1 for i in held_out_indices(build)
+        )
+    if longest < frames:
+        raise ValueError(
+            f"no held-out episode of {build.dataset} has {frames} latent frames at "
+            f"{build.frame_rate.describe()} (the longest has {longest}); shorten the {what}"
+        )
+
+
 @torch.no_grad()
 def drift_episodes(
     build: RunBuild,
@@ -137,19 +151,13 @@ def drift_episodes(
     """The first ``frames`` latent frames of up to ``count`` held-out episodes that have them,
     with their actions, real camera frames (for pixel metrics), real scene states and env
     seeds (for state-track videos)."""
+    check_held_out_frames(build, frames)
     indices = held_out_indices(build)
     latents = load_episode_latents(
         build.dataset, tokenizer, build.latent_fps, indices, cache_dir, max_bytes, progress=False
     )
     chosen = [(i, e) for i, e in zip(indices, latents, strict=True) if len(e.video) >= frames]
     chosen = chosen[:count]
-    if not chosen:
-        longest = max(len(e.video) for e in latents)
-        raise ValueError(
-            f"no held-out episode of {build.dataset} has {frames} latent frames at "
-            f"{build.frame_rate.describe()} (the longest has {longest}); shorten the context "
-            "or horizon"
-        )
     with EpisodeFile(build.dataset) as dataset:
         strided = [dataset.episode_at_fps(i, build.latent_fps) for i, _ in chosen]
     images = [episode.images for episode in strided]
