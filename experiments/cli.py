@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import os
@@ -132,12 +133,37 @@ def check_overrides(
         for variant in _override_variants(overrides):
             with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
                 cfg = compose(config_name, overrides=variant)
+            _check_added_keys(cfg, variant)
             validate(cfg)
         _check_output_folder(argv, conf_dir, config_name)
     except (HydraException, OmegaConfBaseException) as exc:
         _exit_with(_one_line(exc))
     except USER_ERRORS as exc:
         _exit_with(str(exc))
+
+
+def _check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """Exit with one line when a ``+key=`` or ``++key=`` override adds a key that is not a
+    field of the typed config (a misspelling Hydra would otherwise add and the app ignore);
+    keys under a free-form dict field, such as ``logger.init``, stay allowed."""
+    for text in overrides:
+        if not text.startswith("+") or text.lstrip("+").startswith("hydra"):
+            continue
+        key = text.lstrip("+").split("=", 1)[0]
+        parent_key, _, leaf = key.rpartition(".")
+        parent = cfg if not parent_key else OmegaConf.select(cfg, parent_key)
+        schema = OmegaConf.get_type(parent) if isinstance(parent, DictConfig) else None
+        if dataclasses.is_dataclass(schema) and leaf not in {
+            f.name for f in dataclasses.fields(schema)
+        }:
+            renamed = renamed_key(key)
+            hint = (
+                f"it was renamed: use {renamed}"
+                if renamed
+                else f"check the spelling (its keys are documented in the {schema.__name__} "
+                "dataclass)"
+            )
+            _exit_with(f"{text}: {key} is not a config key of {schema.__name__}; {hint}")
 
 
 def _check_output_folder(argv: list[str], conf_dir: Path, config_name: str) -> None:

@@ -6,13 +6,14 @@ command that makes it, and ``ensure_dataset`` (collects a missing one, checks a 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cli import exit_on_user_error, to_config
+from experiments.cli import APPS_CONF_DIR, check_overrides, exit_on_user_error, to_config
 from experiments.config.base import ConfigError
 from experiments.config.collect import CollectConfig
 from experiments.config.registry import register_configs
@@ -96,9 +97,13 @@ def ensure_dataset(config: TrainConfig, dist: DistInfo) -> Path:
     return path
 
 
+def collect_config_from(cfg: DictConfig) -> CollectConfig:
+    return to_config(cfg, CollectConfig)
+
+
 @exit_on_user_error
 def collect(cfg: DictConfig) -> None:
-    config = to_config(cfg, CollectConfig)
+    config = collect_config_from(cfg)
     result = run_collection(job_from_config(config, OmegaConf.to_yaml(cfg)))
     for note in result.notes:
         print(note)
@@ -111,8 +116,14 @@ def collect(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path="../conf/apps", config_name="collect", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     collect(cfg)
+
+
+def main() -> None:
+    """A bad key or value stops with one line before Hydra starts (and makes its folder)."""
+    check_overrides("collect", sys.argv[1:], collect_config_from, conf_dir=APPS_CONF_DIR)
+    hydra_main()
 
 
 if __name__ == "__main__":

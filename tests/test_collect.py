@@ -148,3 +148,27 @@ def test_collect_config_composes_and_validates():
     ]:
         with pytest.raises(ConfigError, match=message):
             compose_collect(override)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("epsiodes=5", "epsiodes is not a config key of CollectConfig"),
+        ("+epsiodes=5", "+epsiodes=5: epsiodes is not a config key of CollectConfig"),
+        ("task=foo", "task='foo' is not valid; choose one of: handover_block"),
+    ],
+)
+def test_a_bad_collect_command_gives_one_line_and_leaves_nothing(tmp_path, override, expected):
+    """Run from an empty folder: one line, status 2 and no outputs/collect/... folder (Hydra's
+    6-line error advised +epsiodes=5, which then collected the default 50 episodes)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.collect", override],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -192,9 +192,7 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     ]
 
 
-def test_a_drift_rollout_longer_than_every_held_out_episode_is_refused_first(
-    trained_run, tmp_path
-):
+def test_a_drift_rollout_longer_than_every_held_out_episode_is_refused_first(trained_run, tmp_path):
     """drift.horizon=50 asks for 102 latent frames; one line naming the keys to shorten, before
     any episode runs (it was a 22-line traceback after the closed loop)."""
     result = evaluate(trained_run, "suites=[closed_loop,drift]", "drift.horizon=50")
