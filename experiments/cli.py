@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from conf import CONF_DIR
 from experiments.config.base import ConfigError
+from worldmodel.command_line import override
 from worldmodel.data.episodes import DatasetError
 from worldmodel.folder_lock import FolderInUse
 from worldmodel.training.checkpoint import CheckpointError
@@ -192,15 +193,16 @@ def _exit_with(message: str) -> None:
 
 def _override_variants(overrides: list[str]) -> list[list[str]]:
     """The overrides with every sweep at its first value, then each other value in turn."""
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
     except HydraException as exc:
-        _exit_with(_one_line(exc))
+        _exit_with(_unreadable_override(parser, overrides) or _one_line(exc))
     choices = []
-    for override, text in zip(parsed, overrides, strict=True):
-        if override.is_sweep_override():
+    for item, text in zip(parsed, overrides, strict=True):
+        if item.is_sweep_override():
             key = text.split("=", 1)[0]
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+            choices.append([f"{key}={value}" for value in item.sweep_string_iterator()])
         else:
             choices.append([text])
     base = [values[0] for values in choices]
@@ -208,6 +210,22 @@ def _override_variants(overrides: list[str]) -> list[list[str]]:
     for i, values in enumerate(choices):
         variants += [base[:i] + [value] + base[i + 1 :] for value in values[1:]]
     return variants
+
+
+def _unreadable_override(parser: OverridesParser, overrides: list[str]) -> str | None:
+    """For the first ``key=value`` Hydra cannot read as written (a path with a space or a
+    non-ASCII letter, say), the line that names it and the quoted word to paste instead."""
+    for text in overrides:
+        try:
+            parser.parse_override(text)
+        except HydraException:
+            key, sep, value = text.partition("=")
+            if sep and key and not key.startswith(("+", "~")):
+                return (
+                    f"{text}: Hydra cannot read this value unquoted; pass it as "
+                    f"{override(key, value)}"
+                )
+    return None
 
 
 def _one_line(exc: BaseException) -> str:

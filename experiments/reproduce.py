@@ -49,6 +49,7 @@ from experiments.results.report import write_report
 from experiments.results.run_folders import read_run_config
 from experiments.train import run_training, train_config_from
 from worldmodel import atomic
+from worldmodel.command_line import hydra_override
 from worldmodel.data.collection import dataset_path
 from worldmodel.timing import FRAMES_PER_LATENT
 from worldmodel.tokenizer.training import train_conv_ae
@@ -94,8 +95,8 @@ class RunSpec:
             f"eval.episodes={preset.curve_episodes}",
             f"data.episodes={preset.data_episodes}",
             f"data.eval_episodes={preset.eval_episodes}",
-            f"data.dir={data_dir}",
-            f"data.cache_dir={data_dir}/latents",
+            hydra_override("data.dir", data_dir),
+            hydra_override("data.cache_dir", f"{data_dir}/latents"),
             "data.auto_collect=true",
             f"logger={wandb}",
             "logger.progress=false",
@@ -186,7 +187,7 @@ def tokenizer_checkpoint(dataset: Path) -> Path:
 
 
 def with_tokenizer(overrides: list[str], checkpoint: Path) -> list[str]:
-    return [*overrides, "tokenizer=conv_ae", f"tokenizer.checkpoint={checkpoint}"]
+    return [*overrides, "tokenizer=conv_ae", hydra_override("tokenizer.checkpoint", checkpoint)]
 
 
 def ensure_tokenizer(preset: ScalePreset, overrides: list[str]) -> list[str]:
@@ -231,7 +232,7 @@ def train_run(spec: RunSpec, run_dir: Path, overrides: list[str], steps: int) ->
 def evaluate_run(run_dir: Path, preset: ScalePreset, wandb: str, threads: int) -> None:
     if (run_dir / EVAL_FILE).is_file():
         return
-    overrides = [f"checkpoint={run_dir / LAST_CHECKPOINT}", *preset.evaluate]
+    overrides = [hydra_override("checkpoint", run_dir / LAST_CHECKPOINT), *preset.evaluate]
     overrides += [f"episodes={preset.eval_episodes}", f"logger.mode={wandb}", f"threads={threads}"]
     evaluate_checkpoint(evaluate_config_from(compose_app(APPS_CONF_DIR, "evaluate", overrides)))
 
@@ -410,7 +411,8 @@ def train_commands(config: ReproduceConfig, preset: ScalePreset, out_dir: Path) 
         if preset.conv_ae_steps:
             dataset = dataset_path(data_dir, spec.task, spec.setting)
             overrides = with_tokenizer(overrides, tokenizer_checkpoint(dataset))
-        args = " ".join(shlex.quote(o) for o in [*overrides, f"hydra.run.dir={run_dir}"])
+        run = hydra_override("hydra.run.dir", run_dir)
+        args = " ".join(shlex.quote(o) for o in [*overrides, run])
         lines.append(f"torchrun --nproc_per_node=${{GPUS:-1}} -m experiments.train {args}")
     return atomic.write_text(out_dir / "train_commands.sh", "\n".join(lines) + "\n")
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from experiments import reproduce
 from experiments.cli import CONF_DIR
@@ -32,6 +34,7 @@ from experiments.results.entries import RunValues
 from experiments.results.fidelity import fidelity_rows, fidelity_table
 from experiments.results.run_folders import load_runs, read_run_config
 from tests.run_folder_factory import RunSpec, claim_runs, write_sweep
+from worldmodel.command_line import hydra_override, override
 from worldmodel.evaluation.statistics import Interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,14 +49,14 @@ def micro(tmp_path_factory, tiny_data_dir):
     """The micro reproduction, stopped by SIGTERM once its first runs train, then run again
     to the end; returns the folder, the finished run and the stopped run's exit code and
     stderr."""
-    out_dir = tmp_path_factory.mktemp("reproduce")
+    out_dir = tmp_path_factory.mktemp("reproduce sp ü")  # Hydra needs a space and ü quoted
     cmd = [
         sys.executable,
         "-m",
         "experiments.reproduce",
         "paper=next_forcing",
         "scale=micro",
-        f"out_dir={out_dir}",
+        hydra_override("out_dir", out_dir),
         "jobs=2",  # two runs at a time in worker processes; the re-run below uses jobs=1
     ]
     process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -91,7 +94,7 @@ def test_micro_reproduction_writes_every_section_and_figure(micro):
     assert f"report: {out_dir / 'REPORT.md'}" in result.stdout
     for section in SECTIONS:
         assert section in report, section
-    command = f"paper=next_forcing scale=micro out_dir={out_dir} jobs=2"
+    command = f"paper=next_forcing scale=micro {override('out_dir', out_dir)} jobs=2"
     assert f"Command: `python -m experiments.reproduce {command}`" in report
     for claim in CLAIMS:
         row = next(line for line in report.splitlines() if line.startswith(f"| {claim}"))
@@ -123,7 +126,8 @@ def test_claim_numbers_come_from_the_runs(micro):
 def test_a_second_invocation_reuses_finished_runs(micro):
     out_dir, _, _ = micro
     before = {p: p.stat().st_mtime_ns for p in out_dir.glob("runs/**/last.pt")}
-    cmd = [sys.executable, "-m", "experiments.reproduce", "scale=micro", f"out_dir={out_dir}"]
+    cmd = [sys.executable, "-m", "experiments.reproduce", "scale=micro"]
+    cmd.append(hydra_override("out_dir", out_dir))
     cmd.append("jobs=1")
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -332,9 +336,10 @@ def test_fewer_than_three_pairs_never_reproduce_a_claim(tmp_path, seeds):
 def test_base_scale_writes_the_gpu_command_lines(tmp_path, capsys):
     from experiments.reproduce import main
 
-    main(["scale=base", "commands_only=true", f"out_dir={tmp_path}"])
-    lines = (tmp_path / "train_commands.sh").read_text().splitlines()
-    assert capsys.readouterr().out.strip() == f"commands: {tmp_path / 'train_commands.sh'}"
+    out_dir = tmp_path / "gpu runs ü"  # every path in a command line stays one Hydra value
+    main(["scale=base", "commands_only=true", hydra_override("out_dir", out_dir)])
+    lines = (out_dir / "train_commands.sh").read_text().splitlines()
+    assert capsys.readouterr().out.strip() == f"commands: {out_dir / 'train_commands.sh'}"
     runs = [line for line in lines if line.startswith("torchrun --nproc_per_node=${GPUS:-1}")]
     collects = [line for line in lines if line.startswith("python -m experiments.collect")]
     assert len(runs) == 2 * 6 * 2 * 3 * 3  # variants x tasks x settings x fps x seeds
@@ -345,6 +350,10 @@ def test_base_scale_writes_the_gpu_command_lines(tmp_path, capsys):
     # the tokenizer never sees the world model's validation episodes (data.val_episodes=5)
     assert len(tokenizers) == 6 * 2 and all("--held-out-last 5" in t for t in tokenizers)
     assert all("model=base" in line and "hydra.run.dir=" in line for line in runs)
+    words = shlex.split(runs[0])[4:]  # after torchrun, its flag, -m and the module
+    read = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(words)}
+    assert Path(read["hydra.run.dir"]).parent.parent.parent.parent == out_dir / "runs"
+    assert Path(read["data.dir"]).is_relative_to(out_dir)
 
 
 def test_claim_steps_are_the_papers_ten_and_ninety_percent():

@@ -82,6 +82,10 @@ BAD = [
     (["+train.stpes=5"], "+train.stpes=5: train.stpes is not a config key of TrainLoopConfig"),
     (["++train.stpes=5"], "++train.stpes=5: train.stpes is not a config key of TrainLoopConfig"),
     (["+foo=1"], "+foo=1: foo is not a config key of TrainConfig; check the spelling"),
+    (
+        ["data.dir=/d ü"],
+        """data.dir=/d ü: Hydra cannot read this value unquoted; pass it as 'data.dir="/d ü"'""",
+    ),
     (["task.name=nope"], "task.name='nope' is not valid; choose one of"),
     (["task=nope"], "task=nope is not valid; choose one of: handover_block"),
     (["train.lr=-1"], "train.lr=-1.0 is not valid"),
@@ -160,6 +164,8 @@ def test_a_config_error_reaches_callers_as_a_value_error():
         "/out/data=tiny,task=press_button/step_0000002.pt",
         'x"y\\z',
         'a\\"b\\',
+        "/tmp/rep sp ü/runs",  # non-ASCII: Hydra's lexer refuses it unquoted
+        "/tmp/müller",
     ],
 )
 def test_a_pasted_override_is_one_shell_word_that_hydra_reads_back(value):

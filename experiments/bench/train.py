@@ -36,6 +36,7 @@ from experiments.cli import CONF_DIR
 from experiments.collect import ensure_dataset
 from experiments.config.train import TrainConfig
 from experiments.train import model_config_for, run_training, train_config_from
+from worldmodel.command_line import hydra_override
 from worldmodel.heads import WorldModelWithHeads
 from worldmodel.heads.config import HeadsConfig
 from worldmodel.model import ModelConfig
@@ -82,8 +83,8 @@ class TrainBenchSpec:
             f"train.batch_size={self.batch_size}",
             f"train.device={self.device}",
             f"train.threads={self.threads}",
-            f"data.dir={data_dir}",
-            f"data.cache_dir={data_dir / 'latents'}",
+            hydra_override("data.dir", data_dir),
+            hydra_override("data.cache_dir", data_dir / "latents"),
             *([] if steps is None else [f"train.steps={steps}"]),
         ]
 

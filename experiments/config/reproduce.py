@@ -16,6 +16,7 @@ from conf import CONF_DIR
 from envs.scene import SETTINGS
 from envs.tasks import TASKS
 from experiments.config.base import ConfigError, check_choice
+from worldmodel.command_line import override
 
 PRESET_DIR = CONF_DIR / "reproduce"
 PAPERS = ("next_forcing",)
@@ -197,10 +198,10 @@ class ReproduceConfig:
 
     @property
     def command(self) -> str:
-        """The command line of this config (keys left at their defaults omitted)."""
+        """The command line of this config, ready to paste (keys left at defaults omitted)."""
         parts = [f"paper={self.paper}", f"scale={self.scale}"]
         defaults = ReproduceConfig()
         for key in ("out_dir", "data_dir", "wandb", "jobs"):
             if getattr(self, key) != getattr(defaults, key):
-                parts.append(f"{key}={getattr(self, key)}")
+                parts.append(override(key, getattr(self, key)))
         return "python -m experiments.reproduce " + " ".join(parts)
