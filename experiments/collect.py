@@ -6,7 +6,10 @@ command that makes it, and ``ensure_dataset`` (collects a missing one, checks a 
 
 from __future__ import annotations
 
+import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -66,6 +69,16 @@ def collect_command(config: CollectConfig) -> str:
     )
 
 
+@contextmanager
+def run_collect_command(config: TrainConfig) -> Iterator[None]:
+    """A dataset error inside the block names the collect command of this run's own dataset:
+    its cameras, image size and episodes, which a damaged file cannot tell."""
+    try:
+        yield
+    except DatasetError as exc:
+        raise exc.with_command(collect_command(collect_config(config))) from exc
+
+
 def ensure_dataset(config: TrainConfig, dist: DistInfo) -> Path:
     """The dataset path; collected first when missing and ``data.auto_collect`` (rank 0)."""
     data, collect = config.data, collect_config(config)
@@ -82,12 +95,15 @@ def ensure_dataset(config: TrainConfig, dist: DistInfo) -> Path:
         missing = [c for c in data.cameras if c not in dataset.cameras]
         resized = data.cameras and list(dataset.image_size) != list(data.image_size)
         if missing or resized:
+            height, width = dataset.image_size
             raise DatasetError(
                 path,
                 f"has cameras {dataset.cameras} at {list(dataset.image_size)}, the run wants "
                 f"{data.cameras} at {data.image_size}",
-                f"set data.cameras/data.image_size to match, or collect into another data.dir: "
-                f"{collect_command(collect)}",
+                f"train on it with data.cameras=[{','.join(dataset.cameras)}] "
+                f"data.image_size=[{height},{width}], or move it aside "
+                f"({shlex.join(['mv', str(path), f'{path}.bak'])}) and re-run",
+                collect_command(collect),
             )
         if dataset.num_episodes - data.val_episodes < 1:
             raise ConfigError(

@@ -34,7 +34,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +318,7 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
     out_dir = (
         Path(config.out_dir) if config.out_dir else run_dir / "eval" / f"step_{trained.step:07d}"
     )
+    check_writable(out_dir)
     results: dict[str, Any] = {
         "schema_version": EVAL_SCHEMA_VERSION,
         "checkpoint": str(Path(config.checkpoint).resolve()),
@@ -346,12 +349,32 @@ def evaluate_checkpoint(config: EvaluateConfig) -> dict[str, Any]:
     return results
 
 
+def check_writable(out_dir: Path) -> None:
+    """One line naming ``out_dir=`` before any episode runs when the evaluation's folder
+    cannot be made or written (a read-only mount, say)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{out_dir}: {exc.strerror}; the evaluation cannot be written there: pass "
+            "out_dir=<a writable folder>"
+        ) from None
+
+
 def record_run_evaluation(
     path: Path, written: Path, results: dict[str, Any], replace: bool
 ) -> None:
     """The final checkpoint's evaluation becomes the run's ``eval.json`` unless the run has one
     already: an evaluation with other suites or episodes never silently replaces the one a
     sweep or reproduction made (``replace_run_eval=true`` does)."""
+    if not os.access(path.parent, os.W_OK):
+        print(
+            f"the run folder {path.parent} is read-only: the evaluation is {written}",
+            file=sys.stderr,
+        )
+        return
     if path.is_file() and not replace:
         print(
             f"kept {path} (the run's evaluation, which the aggregation reads); this one is "

@@ -33,6 +33,8 @@ def summary(dataset: EpisodeFile) -> str:
         f"{dataset.image_size[1]}",
         f"rates          control {dataset.control_hz:g} Hz, physics dt {attrs['physics_dt']:g} s",
         f"versions       schema {attrs['schema_version']}, mujoco {attrs['mujoco_version']}",
+        f"checksums      fletcher32 on {dataset.checksummed_episodes} of {len(dataset)} "
+        "episodes (re-collect into a new data_dir to add them: README, 'Datasets')",
     ]
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_overrides, exit_on_user_error, to_config
-from experiments.collect import ensure_dataset
+from experiments.collect import ensure_dataset, run_collect_command
 from experiments.config.base import ConfigError
 from experiments.config.registry import register_configs
 from experiments.config.train import TrainConfig, check_train_config
@@ -92,8 +92,11 @@ def run_training(
     resolved: dict,
     heads_name: str = "custom",
     overrides: list[str] | None = None,
+    hydra_files: dict[str, str] | None = None,
 ) -> Progress:
-    """Train one run into ``run_dir`` (continuing its checkpoint when there is one)."""
+    """Train one run into ``run_dir`` (continuing its checkpoint when there is one);
+    ``hydra_files``: what Hydra would keep in ``.hydra/``, written only by the process that
+    holds the folder (a refused second process writes nothing into it)."""
     check_train_config(config)
     dist = init_distributed(config.train.device)
     lock = (
@@ -106,7 +109,9 @@ def run_training(
             if dist.is_main:
                 for path in atomic.remove_stale_temps(run_dir):
                     print(f"removed {path}, left by a killed write", file=sys.stderr)
-            return _train(config, run_dir, resolved, heads_name, list(overrides or []), dist)
+            with run_collect_command(config):
+                overrides = list(overrides or [])
+                return _train(config, run_dir, resolved, heads_name, overrides, hydra_files, dist)
     finally:
         shutdown(dist)
 
@@ -117,6 +122,7 @@ def _train(
     resolved: dict,
     heads_name: str,
     overrides: list[str],
+    hydra_files: dict[str, str] | None,
     dist: DistInfo,
 ) -> Progress:
     if config.train.threads > 0:
@@ -131,6 +137,8 @@ def _train(
             print(start_history(start, run_dir), file=sys.stderr)
         variant = config.variant or variant_label(heads_name, overrides)
         run_info = {"git": git, "versions": versions(), "argv": sys.argv, "heads": heads_name}
+        for name, text in (hydra_files or {}).items():
+            atomic.write_text(run_dir / ".hydra" / name, text)
         write_run_files(run_dir, resolved, {**run_info, "variant": variant, "overrides": overrides})
     logger = RunLogger(
         run_dir,
@@ -256,7 +264,13 @@ def train(cfg: DictConfig) -> Progress:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     heads_name = hydra_cfg.runtime.choices.get("heads", "custom")
     overrides = list(hydra_cfg.overrides.task)
-    return run_training(config, Path(hydra_cfg.runtime.output_dir), resolved, heads_name, overrides)
+    hydra_files = {  # what Hydra keeps in .hydra/ (conf/train.yaml turns its own copy off)
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+        "overrides.yaml": OmegaConf.to_yaml(overrides),
+    }
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    return run_training(config, run_dir, resolved, heads_name, overrides, hydra_files)
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

@@ -172,3 +172,29 @@ def test_a_bad_collect_command_gives_one_line_and_leaves_nothing(tmp_path, overr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("size", "culprit"),
+    [("128k", "press_button_clean.parts/ep_000000.h5"), ("320k", "press_button_clean.h5")],
+)
+def test_a_full_disk_stops_collection_with_one_line_and_keeps_finished_parts(
+    tmp_path, size, culprit
+):
+    """An episode (~210 KB at 32x32) fills 128k while its part file is written; 320k holds
+    the part but not the consolidated copy beside it."""
+    from tests.test_train_run import small_file_system
+
+    with small_file_system(tmp_path / "disk", size) as disk:
+        cmd = [sys.executable, "-m", "experiments.collect", "task=press_button"]
+        cmd += ["episodes=1", "eval_episodes=0", "cameras=[head]", "image_size=[32,32]"]
+        cmd += [f"data_dir={disk}", f"hydra.run.dir={tmp_path}/hydra"]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2
+        line = result.stderr.strip().splitlines()[-1]
+        assert "Traceback" not in result.stderr  # the line is whole: its start and its end
+        assert line.startswith(f"error: {disk / culprit}: No space left on device"), line
+        assert line.endswith("; free space on that disk or write elsewhere")
+        parts = finished_parts(disk / "press_button_clean.parts")
+        assert len(parts) == (culprit.endswith("clean.h5"))  # a finished part is kept
+        assert not [p for p in disk.rglob("*") if ".tmp" in p.name]

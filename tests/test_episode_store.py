@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.damage import overwrite_middle_of
 from worldmodel import atomic
 from worldmodel.data.episodes import (
     SCHEMA_VERSION,
@@ -380,6 +381,50 @@ def test_an_older_schema_names_the_exact_recollect_command(tmp_path: Path) -> No
         f"{out}: schema version 1, this code reads {SCHEMA_VERSION} - delete it and re-collect "
         f"with python -m experiments.collect task=handover_block setting=clean "
         f"data_dir={tmp_path} cameras=[front,wrist] image_size=[8,8]"
+    )
+
+
+@pytest.mark.parametrize("dataset", ["state", "action", "qpos", "images/front"])
+def test_damaged_bytes_fail_the_checksum_with_the_file_and_the_episode(tmp_path, dataset):
+    out = tmp_path / "handover_block_clean.h5"
+    write_dataset(out, [make_record(0, 4), make_record(1, 60)])
+    overwrite_middle_of(out, f"episodes/ep_000001/{dataset}", length=16)
+    with EpisodeFile(out) as episodes:
+        assert episodes.checksummed_episodes == 2
+        episodes.episode(0)  # the other episode reads as written
+        with pytest.raises(DatasetError) as info:
+            episodes.episode(1)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{out}: /episodes/ep_000001 has unreadable data, corrupt")
+    assert message.endswith(
+        f"delete it and re-run python -m experiments.collect task=handover_block "
+        f"setting=clean data_dir={tmp_path} cameras=[front,wrist] image_size=[8,8]"
+    )
+
+
+def write_unchecked(path: Path, records: list[EpisodeRecord]) -> None:
+    """A dataset as collected before checksums (same schema, no fletcher32)."""
+    parts_dir = path.parent / f"{path.stem}_parts"
+    for i, record in enumerate(records):
+        write_episode_part(parts_dir, i, record, checksums=False)
+    consolidate(list(finished_parts(parts_dir).values()), path, root_attrs())
+    remove_parts(parts_dir)
+
+
+def test_files_without_checksums_still_load_and_nan_damage_is_refused(tmp_path):
+    out = tmp_path / "handover_block_clean.h5"
+    records = [make_record(0, 4), make_record(1, 60)]
+    write_unchecked(out, records)
+    with EpisodeFile(out) as episodes:
+        assert episodes.checksummed_episodes == 0
+        for i, record in enumerate(records):
+            assert_same_record(episodes.episode(i), record)
+    overwrite_middle_of(out, "episodes/ep_000001/state", length=512, fill=b"\xff")  # NaNs
+    with EpisodeFile(out) as episodes, pytest.raises(DatasetError) as info:
+        episodes.state_at_fps(1, 12.5)
+    assert str(info.value).startswith(
+        f"{out}: /episodes/ep_000001/state holds non-finite values, corrupt - delete it and re-run"
     )
 
 

@@ -1,6 +1,7 @@
 """``python -m experiments.evaluate`` on a tiny trained run: eval.json, figures, videos."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +202,25 @@ def test_a_drift_rollout_longer_than_every_held_out_episode_is_refused_first(tra
     assert len(lines) == 1 and lines[0].startswith("error: no held-out episode of ")
     assert "has 102 latent frames" in lines[0] and "shorten the drift.horizon=50" in lines[0]
     assert "eval press_button" not in result.stderr  # no episode ran
+
+
+def test_a_read_only_run_folder_is_one_line_before_any_episode_and_out_dir_works(
+    trained_run, tmp_path
+):
+    from tests.test_train_run import small_file_system
+
+    with small_file_system(tmp_path / "mount", "20m") as mount:
+        shutil.copytree(trained_run, mount / "run", ignore=shutil.ignore_patterns("step_*"))
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        run_dir = mount / "run"
+        result = evaluate(run_dir, "suites=[closed_loop]")
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {run_dir / 'eval'}")
+        assert lines[0].endswith("pass out_dir=<a writable folder>")
+        assert "eval press_button" not in result.stderr  # no episode ran
+        elsewhere = tmp_path / "evaluation"
+        result = evaluate(run_dir, "suites=[closed_loop]", f"out_dir={elsewhere}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (elsewhere / "eval.json").is_file()
+        assert f"the run folder {run_dir} is read-only: the evaluation is " in result.stderr

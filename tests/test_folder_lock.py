@@ -56,9 +56,16 @@ def test_a_held_lock_names_its_holder_and_a_killed_holder_leaves_none(tmp_path, 
 
 def test_a_second_training_in_a_run_folder_stops_with_one_line(tmp_path):
     run_dir = tmp_path / "run"
+    live = {".hydra/config.yaml": "seed: 0\n", ".hydra/overrides.yaml": "- seed=0\n"}
+    for name, text in live.items():  # the live run's record of itself
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text(text)
     with exclusive(run_dir / RUN_LOCK, "the test"):
         result = subprocess.run(
-            train_cmd(tmp_path / "data", run_dir), capture_output=True, text=True, cwd=REPO
+            train_cmd(tmp_path / "data", run_dir, "seed=3", "train.lr=0.01"),
+            capture_output=True,
+            text=True,
+            cwd=REPO,
         )
     assert result.returncode == 2  # a user error (experiments/cli.py)
     lines = result.stderr.strip().splitlines()
@@ -68,6 +75,10 @@ def test_a_second_training_in_a_run_folder_stops_with_one_line(tmp_path):
         "run this again"
     )
     assert not (run_dir / "metrics.jsonl").exists() and not (tmp_path / "data").exists()
+    assert {name: (run_dir / name).read_text() for name in live} == live  # Hydra's copy is off
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == sorted(
+        Path(name).name for name in live
+    )
 
 
 def test_a_second_collection_of_a_dataset_is_refused(tmp_path):

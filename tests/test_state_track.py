@@ -3,6 +3,8 @@ episodes, videos of imagined states from a briefly trained run, and the whole re
 pipeline on it (micro scale)."""
 
 import json
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from envs.expert import ScriptedExpert
 from envs.scene import VIEW_SIZE
 from envs.state import rotation_6d, rotation_angle
 from envs.tasks import TASKS
+from tests.damage import overwrite_middle_of
 from worldmodel.data.collection import CollectionJob, dataset_path, run_collection
 from worldmodel.data.episodes import EpisodeFile
 from worldmodel.evaluation.closed_loop import eval_seeds, evaluate_closed_loop
@@ -192,6 +195,42 @@ def test_a_closed_loop_video_of_imagined_states(state_run, tmp_path, one_torch_t
     assert np.abs(real[: A - 1] - imagined[: A - 1]).mean() < 2  # frame 0 is observed
     assert np.abs(real[-1] - imagined[-1]).mean() > 2  # imagined states differ from real ones
     assert imagined.std() > 20 and imagined[-1].std() > 20  # a rendered scene, not blank
+
+
+def test_damaged_states_stop_training_before_the_optimizer_and_the_fix_works(
+    state_data, state_run, tmp_path
+):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    damaged = data_dir / state_data.name
+    shutil.copy(state_data, damaged)
+    overwrite_middle_of(damaged, "episodes/ep_000002/state")
+    run_dir = tmp_path / "run"
+    config = (state_run / ".hydra" / "overrides.yaml").read_text().splitlines()
+    cmd = [sys.executable, "-m", "experiments.train"]
+    cmd += [o[2:] for o in config if o.startswith("- ") and "dir=" not in o]
+    cmd += [
+        f"data.dir={data_dir}",
+        f"data.cache_dir={data_dir}/latents",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: {damaged}: /episodes/ep_000002 has "), line
+    assert not (run_dir / "metrics.jsonl").exists()  # no step, no optimizer
+    fix = line.split(" - delete it and re-run ")[1]
+    # the run's own collection: its cameras (none), size and episodes, so training takes it
+    assert "cameras=[] image_size=[32,32]" in fix and "episodes=4 eval_episodes=1" in fix
+    damaged.unlink()
+    python, *words = shlex.split(fix)  # "python", as in the user's activated environment
+    assert python == "python"
+    collected = subprocess.run(
+        [sys.executable, *words], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    trained = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
 
 
 def test_micro_reproduction_on_the_state_track(tmp_path):

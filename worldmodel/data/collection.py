@@ -56,6 +56,7 @@ class CollectionJob:
     eval_episodes: int = 20
     workers: int = 1
     config_yaml: str = ""
+    checksums: bool = True  # fletcher32 on every dataset (False: as before, for the benchmark)
 
     @property
     def out_path(self) -> Path:
@@ -139,7 +140,7 @@ def _collect_seed(seed: int) -> tuple[int, bool]:
     job = _WORKER["job"]
     record = record_expert_episode(_WORKER["env"], _WORKER["expert"], seed)
     if record.success:
-        write_episode_part(job.parts_dir, seed, record)
+        write_episode_part(job.parts_dir, seed, record, job.checksums)
     else:
         (job.parts_dir / f"seed_{seed:06d}.skipped").touch()
     return seed, record.success
@@ -198,6 +199,8 @@ def run_collection(job: CollectionJob) -> CollectionResult:
     lock = job.out_path.parent / f".{job.out_path.stem}.lock"
     with exclusive(lock, f"dataset {job.out_path}"):
         atomic.remove_stale_temps(job.out_path.parent, stem=job.out_path.stem)  # a killed run's
+        if job.parts_dir.is_dir():  # and its half-written episodes (they may fill a disk)
+            atomic.remove_stale_temps(job.parts_dir)
         return _collect(job)
 
 

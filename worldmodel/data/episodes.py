@@ -14,8 +14,11 @@ channels named by the root attr ``state_names``. Version 2 added ``state``.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,10 +68,19 @@ HDF5_DAMAGE = (OSError, KeyError, RuntimeError)
 
 
 class DatasetError(Exception):
-    """A dataset file is missing or unusable; the message is one line: file, problem, fix."""
+    """A dataset file is missing or unusable; the message is one line: file, problem, fix.
 
-    def __init__(self, path: Path, problem: str, fix: str) -> None:
-        super().__init__(" ".join(f"{path}: {problem} - {fix}".split()))
+    ``command``, when given, ends the fix: the collect command that makes the file anew. The
+    file alone cannot tell all of it (a truncated file has no cameras to read), so a caller
+    that knows the run's cameras, image size and episodes puts its own (``with_command``)."""
+
+    def __init__(self, path: Path, problem: str, fix: str, command: str = "") -> None:
+        self.path, self.problem, self.fix, self.command = Path(path), problem, fix, command
+        super().__init__(" ".join(f"{path}: {problem} - {fix} {command}".split()))
+
+    def with_command(self, command: str) -> DatasetError:
+        """The same error whose fix ends with ``command`` (only where it ends with one)."""
+        return DatasetError(self.path, self.problem, self.fix, command if self.command else "")
 
 
 @dataclass
@@ -207,16 +219,19 @@ def _strided(
 # ---------------------------------------------------------------- writing
 
 
-def write_episode_part(parts_dir: Path, index: int, record: EpisodeRecord) -> Path:
-    """Write one episode to ``parts_dir/ep_{index:06d}.h5`` atomically (``worldmodel.atomic``)."""
+def write_episode_part(
+    parts_dir: Path, index: int, record: EpisodeRecord, checksums: bool = True
+) -> Path:
+    """Write one episode to ``parts_dir/ep_{index:06d}.h5`` atomically (``worldmodel.atomic``);
+    ``checksums``: HDF5's fletcher32 filter on every dataset, so damaged bytes fail the read
+    (False writes files as before issue 37, for tests and the benchmark)."""
     if index < 0:
         raise ValueError(f"index: expected >= 0, got {index}")
-    parts_dir = Path(parts_dir)
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    final = parts_dir / f"ep_{index:06d}.h5"
-    with _atomic_h5(final) as f:
-        _write_record(f.create_group(final.stem), record)
-    return final
+    final = Path(parts_dir) / f"ep_{index:06d}.h5"
+    image = io.BytesIO()  # built in memory: a full disk fails the plain write below, with
+    with h5py.File(image, "w") as f:  # errno and path, never inside HDF5's cache flush
+        _write_record(f.create_group(final.stem), record, checksums)
+    return atomic.write_bytes(final, image.getvalue())
 
 
 def finished_parts(parts_dir: Path) -> dict[int, Path]:
@@ -255,6 +270,7 @@ def consolidate(parts: Sequence[Path], out_path: Path, attrs: Mapping[str, Any])
     out_path = Path(out_path)
     root = _root_attrs(attrs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    _check_free_space(out_path, [out_path, *parts])
     sources: list[tuple[Path, h5py.Group]] = []  # (file, group whose children are episodes)
     try:
         if out_path.exists():
@@ -276,6 +292,16 @@ def consolidate(parts: Sequence[Path], out_path: Path, attrs: Mapping[str, Any])
             group.file.close()
 
 
+def _check_free_space(out_path: Path, sources: Sequence[Path]) -> None:
+    """Raise ENOSPC for ``out_path`` before writing when its folder cannot hold a copy of the
+    ``sources`` (HDF5 fails a full disk deep in its cache, with pages of errors)."""
+    needed = sum(Path(p).stat().st_size for p in sources if Path(p).is_file())
+    free = shutil.disk_usage(out_path.parent).free
+    if needed > free:
+        mib = f"needs {needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free"
+        raise OSError(errno.ENOSPC, f"No space left on device ({mib})", str(out_path))
+
+
 def _copy_episodes(
     sources: list[tuple[Path, h5py.Group]], episodes: h5py.Group, root: Mapping[str, Any]
 ) -> None:
@@ -292,10 +318,7 @@ def _copy_episodes(
                 # h5o copy keeps chunking and compression, without decompressing
                 episodes.copy(group[name], f"ep_{len(episodes):06d}")
         except HDF5_DAMAGE as exc:
-            problem = f"unreadable HDF5 data ({exc})"
-            raise DatasetError(
-                path, problem, f"delete it and re-run {_collect_hint(path)}"
-            ) from exc
+            raise _recollect(path, f"unreadable HDF5 data ({first_line(exc)})") from exc
 
 
 def _root_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -329,7 +352,7 @@ def _root_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return root
 
 
-def _write_record(group: h5py.Group, record: EpisodeRecord) -> None:
+def _write_record(group: h5py.Group, record: EpisodeRecord, checksums: bool) -> None:
     group.attrs.update(
         seed=int(record.seed),
         setting=record.setting,
@@ -341,10 +364,15 @@ def _write_record(group: h5py.Group, record: EpisodeRecord) -> None:
     for cam, frames in record.images.items():
         chunks = (1, *frames.shape[1:])  # one frame per chunk
         images.create_dataset(
-            cam, data=frames, chunks=chunks, compression="gzip", compression_opts=1
+            cam,
+            data=frames,
+            chunks=chunks,
+            compression="gzip",
+            compression_opts=1,
+            fletcher32=checksums,
         )
-    for name in ARRAY_FIELDS:
-        group.create_dataset(name, data=getattr(record, name))
+    for name in ARRAY_FIELDS:  # fletcher32 chunks the array (one chunk at these sizes)
+        group.create_dataset(name, data=getattr(record, name), fletcher32=checksums)
 
 
 @contextmanager
@@ -355,6 +383,16 @@ def _atomic_h5(final: Path) -> Iterator[h5py.File]:
 
 
 # ---------------------------------------------------------------- reading
+
+
+def _recollect(
+    path: Path,
+    problem: str,
+    attrs: Mapping[str, Any] | None = None,
+    fix: str = "delete it and re-run",
+) -> DatasetError:
+    """The error for a file to make anew with the collect command (``_collect_hint``)."""
+    return DatasetError(path, problem, fix, _collect_hint(path, attrs))
 
 
 def _collect_hint(path: Path, attrs: Mapping[str, Any] | None = None) -> str:
@@ -379,22 +417,20 @@ def first_line(exc: BaseException) -> str:
 
 def _open_h5(path: Path) -> h5py.File:
     """Open an existing, finished HDF5 file read-only, or raise DatasetError."""
-    rerun = f"delete it and re-run {_collect_hint(path)}"
     if atomic.is_temp(path):
-        raise DatasetError(path, "is a temporary file of an unfinished write", rerun)
+        raise _recollect(path, "is a temporary file of an unfinished write")
     if not path.is_file():
-        raise DatasetError(path, "file not found", f"collect it with {_collect_hint(path)}")
+        raise _recollect(path, "file not found", fix="collect it with")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        problem = f"not a readable HDF5 file, truncated or corrupt ({exc})"
-        raise DatasetError(path, problem, rerun) from exc
+        problem = f"not a readable HDF5 file, truncated or corrupt ({first_line(exc)})"
+        raise _recollect(path, problem) from exc
 
 
 def _open_checked(path: Path) -> h5py.File:
     """Open a consolidated file and validate schema, root attrs and every episode's layout."""
     f = _open_h5(path)
-    rerun = f"delete it and re-run {_collect_hint(path)}"
     try:
         version = f.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
@@ -403,42 +439,45 @@ def _open_checked(path: Path) -> h5py.File:
                 if version is None
                 else (f"schema version {version}, this code reads {SCHEMA_VERSION}")
             )
-            fix = f"delete it and re-collect with {_collect_hint(path, f.attrs)}"
-            raise DatasetError(path, problem, fix)
+            raise _recollect(path, problem, f.attrs, fix="delete it and re-collect with")
         missing = [k for k in REQUIRED_ROOT_ATTRS if k not in f.attrs]
         if missing:
-            raise DatasetError(path, f"missing root attributes {missing}", rerun)
+            raise _recollect(path, f"missing root attributes {missing}")
         if not isinstance(f.get("episodes"), h5py.Group):
-            raise DatasetError(path, "no 'episodes' group", rerun)
+            raise _recollect(path, "no 'episodes' group")
         root = dict(f.attrs)
         for name in sorted(f["episodes"]):
             _check_episode(path, f"episodes/{name}", f["episodes"][name], root)
     except HDF5_DAMAGE as exc:
         f.close()
-        raise DatasetError(path, f"unreadable HDF5 metadata ({first_line(exc)})", rerun) from exc
+        raise _recollect(path, f"unreadable HDF5 metadata ({first_line(exc)})") from exc
     except BaseException:
         f.close()
         raise
     return f
 
 
+def _dataset_keys(group: h5py.Group) -> list[str]:
+    """The episode's datasets: the arrays and every camera's images."""
+    return [*ARRAY_FIELDS, *(f"images/{camera}" for camera in group["images"])]
+
+
 def _check_episode(path: Path, name: str, group: Any, root: Mapping[str, Any]) -> None:
     """Raise DatasetError unless ``group`` holds a complete episode matching the root attrs."""
-    rerun = f"delete it and re-run {_collect_hint(path)}"
     cameras = [str(c) for c in root["cameras"]]
     if not isinstance(group, h5py.Group):
-        raise DatasetError(path, f"{name} is not an episode group", rerun)
+        raise _recollect(path, f"{name} is not an episode group", root)
     missing = [k for k in EPISODE_ATTRS if k not in group.attrs]
     keys = [*ARRAY_FIELDS, *(f"images/{c}" for c in cameras)]
     missing += [k for k in keys if not isinstance(group.get(k), h5py.Dataset)]
     if missing:
-        raise DatasetError(path, f"{name} lacks {', '.join(missing)}", rerun)
+        raise _recollect(path, f"{name} lacks {', '.join(missing)}", root)
     if sorted(group["images"]) != sorted(cameras):
         got = sorted(group["images"])
-        raise DatasetError(path, f"{name} has cameras {got}, file declares {cameras}", rerun)
+        raise _recollect(path, f"{name} has cameras {got}, file declares {cameras}", root)
     if group.attrs["setting"] != root["setting"]:
         problem = f"{name} has setting {group.attrs['setting']!r}, file is {root['setting']!r}"
-        raise DatasetError(path, problem, rerun)
+        raise _recollect(path, problem, root)
     steps = int(group.attrs["length"])
     joints = group["action"].shape[-1]
     expected = {
@@ -453,10 +492,10 @@ def _check_episode(path: Path, name: str, group: Any, root: Mapping[str, Any]) -
     for key, shape in expected.items():
         if group[key].shape != shape:
             problem = f"{name}/{key} has shape {group[key].shape}, expected {shape}"
-            raise DatasetError(path, problem, rerun)
+            raise _recollect(path, problem, root)
     for cam in cameras:
         if group["images"][cam].dtype != np.uint8:
-            raise DatasetError(path, f"{name}/images/{cam} is not uint8", rerun)
+            raise _recollect(path, f"{name}/images/{cam} is not uint8", root)
 
 
 class EpisodeFile:
@@ -478,6 +517,13 @@ class EpisodeFile:
     def num_episodes(self) -> int:
         return len(self._groups)
 
+    @property
+    def checksummed_episodes(self) -> int:
+        """Episodes whose every dataset has the fletcher32 checksum (collected since issue 37)."""
+        return sum(
+            all(group[key].fletcher32 for key in _dataset_keys(group)) for group in self._groups
+        )
+
     def __len__(self) -> int:
         return len(self._groups)
 
@@ -489,7 +535,7 @@ class EpisodeFile:
                 seed=int(group.attrs["seed"]),
                 setting=str(group.attrs["setting"]),
                 images={cam: group["images"][cam][()] for cam in self.cameras},
-                **{name: group[name][()] for name in ARRAY_FIELDS},
+                **{name: self._finite(group, name, group[name][()]) for name in ARRAY_FIELDS},
                 success=bool(group.attrs["success"]),
                 first_success_step=int(group.attrs["first_success_step"]),
             )
@@ -498,7 +544,7 @@ class EpisodeFile:
         """Episode ``i`` at ``fps``, reading only the kept frames from disk."""
         group = self._groups[i]
         with self._reading(group):
-            return _strided(
+            episode = _strided(
                 {cam: group["images"][cam] for cam in self.cameras},
                 group["joint_pos"],
                 group["joint_vel"],
@@ -511,6 +557,9 @@ class EpisodeFile:
                 control_hz=self.control_hz,
                 fps=fps,
             )
+        for name in ("joint_pos", "joint_vel", "state", "action"):
+            self._finite(group, name, getattr(episode, name))
+        return episode
 
     def joint_pos_at_fps(self, i: int, fps: float) -> np.ndarray:
         """(N+1, J) joint positions at the kept frames of episode ``i`` (no images read)."""
@@ -525,16 +574,24 @@ class EpisodeFile:
         with self._reading(group):
             stride = fps_stride(self.control_hz, fps)
             intervals = int(group.attrs["length"]) // stride
-            return group[name][0 : intervals * stride + 1 : stride]
+            return self._finite(group, name, group[name][0 : intervals * stride + 1 : stride])
 
     def actions_at_fps(self, i: int, fps: float) -> np.ndarray:
         """(N, s, J) actions of episode ``i`` grouped per interval at ``fps`` (no images read)."""
         group = self._groups[i]
         with self._reading(group):
-            action = group["action"][()]
+            action = self._finite(group, "action", group["action"][()])
         stride = fps_stride(self.control_hz, fps)
         intervals = len(action) // stride
         return action[: intervals * stride].reshape(intervals, stride, action.shape[1])
+
+    def _finite(self, group: h5py.Group, name: str, values: np.ndarray) -> np.ndarray:
+        """``values`` of ``group/name``, refused when damage made them NaN or infinite (files
+        written before checksums read damaged bytes without an error)."""
+        if not np.isfinite(values).all():
+            problem = f"{group.name}/{name} holds non-finite values, corrupt"
+            raise _recollect(self.path, problem, self.attrs)
+        return values
 
     @contextmanager
     def _reading(self, group: h5py.Group) -> Iterator[None]:
@@ -542,8 +599,7 @@ class EpisodeFile:
             yield
         except HDF5_DAMAGE as exc:
             problem = f"{group.name} has unreadable data, corrupt ({first_line(exc)})"
-            fix = f"delete it and re-run {_collect_hint(self.path)}"
-            raise DatasetError(self.path, problem, fix) from exc
+            raise _recollect(self.path, problem, self.attrs) from exc
 
     def close(self) -> None:
         self._file.close()
