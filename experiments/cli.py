@@ -27,7 +27,7 @@ from worldmodel.data.episodes import DatasetError
 from worldmodel.folder_lock import FolderInUse
 from worldmodel.training.checkpoint import CheckpointError
 from worldmodel.training.renamed_keys import renamed_key
-from worldmodel.training.stop_signals import Interrupted, stop_at_once
+from worldmodel.training.stop_signals import EXIT_INTERRUPTED, Interrupted, stop_at_once
 from worldmodel.training.trainer import TrainingError
 from worldmodel.training.windows import MemoryBudgetError
 
@@ -49,7 +49,6 @@ FILE_SYSTEM_FIXES = {
     errno.EPERM: "make it writable or write elsewhere",
     errno.EROFS: "it is on a read-only file system: write elsewhere",
 }
-EXIT_INTERRUPTED = 3  # an app stopped by a signal, its files whole: run it again to continue
 APPS_CONF_DIR = CONF_DIR / "apps"  # apps whose keys are plain values (conf/apps/README.md)
 
 

@@ -57,6 +57,7 @@ from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from worldmodel.training.distributed import init_distributed
 from worldmodel.training.resume import RunConfigChanged, config_differences
 from worldmodel.training.stop_signals import STOP_SIGNALS, Interrupted, stop_requests
+from worldmodel.worker_processes import start_pool_worker
 
 register_configs()
 
@@ -317,7 +318,10 @@ def run_jobs(todo: list[RunJob], jobs: int, threads: int, desc: str) -> dict[str
         else:
             context = multiprocessing.get_context("spawn")  # no fork of a process holding GL
             with ProcessPoolExecutor(
-                jobs, mp_context=context, initializer=start_worker, initargs=(threads,)
+                jobs,
+                mp_context=context,
+                initializer=start_pool_worker,
+                initargs=(start_worker, threads),
             ) as pool:
                 pending = {pool.submit(train_and_evaluate, job): job for job in todo}
                 forwarded = False

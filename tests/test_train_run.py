@@ -380,3 +380,33 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
         for key in a:
             expected = b[key] if isinstance(b[key], str) else pytest.approx(b[key], 1e-5, 1e-7)
             assert a[key] == expected, (a["step"], key)
+
+
+@pytest.mark.parametrize(
+    ("app", "stop"),
+    [
+        ("train", signal.SIGTERM),
+        ("train", signal.SIGINT),
+        ("collect", signal.SIGTERM),
+        ("evaluate", signal.SIGTERM),
+        ("reproduce", signal.SIGTERM),
+    ],
+)
+def test_a_stop_signal_while_an_app_starts_is_one_line_and_exit_3(tmp_path, app, stop):
+    """Half a second in, the app is still importing torch and mujoco (it exited 143 in
+    silence on SIGTERM, with a traceback on SIGINT)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"experiments.{app}", f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 3
+    assert stderr == (
+        f"stopped: stopped by {stop.name} while starting; run the same command again\n"
+    )
+    assert not (tmp_path / "run").exists()

@@ -33,6 +33,7 @@ from worldmodel.data.episodes import (
     write_episode_part,
 )
 from worldmodel.folder_lock import exclusive
+from worldmodel.worker_processes import start_pool_worker
 
 EVAL_SEED_BASE = 100_000  # evaluation seeds live in their own range, above every training seed
 
@@ -158,7 +159,9 @@ def _worker_pool(job: CollectionJob) -> Iterator[Callable]:
         yield map
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process holding GL state
-    with context.Pool(job.workers, initializer=_init_worker, initargs=(job,)) as pool:
+    with context.Pool(
+        job.workers, initializer=start_pool_worker, initargs=(_init_worker, job)
+    ) as pool:
         yield pool.imap
 
 

@@ -42,6 +42,7 @@ from worldmodel.data.episodes import DatasetError, EpisodeFile
 from worldmodel.evaluation.policies import BatchPolicy, EpisodePolicies, Policy
 from worldmodel.evaluation.statistics import wilson_interval
 from worldmodel.media import tile_cameras
+from worldmodel.worker_processes import start_pool_worker
 
 CONFIDENCE = 0.95  # of the Wilson interval of the success rate
 
@@ -321,7 +322,7 @@ def _episode_runner(job: _Job, workers: int) -> Iterator[Callable[[Iterable[int]
             _WORKER.clear()
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process holding GL state
-    with context.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+    with context.Pool(workers, initializer=start_pool_worker, initargs=(_init_worker, job)) as pool:
         yield lambda batches: pool.imap_unordered(_run_seeds, batches)
 
 

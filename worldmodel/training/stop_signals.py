@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+EXIT_INTERRUPTED = 3  # an app stopped by a signal, its files whole: run it again to continue
 PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  # submitit's name for its preemption signal
 DEFAULT_PREEMPT_SIGNAL = "USR2"
 
@@ -104,3 +106,20 @@ def stop_at_once() -> Iterator[None]:
 
     with _handling(list(STOP_SIGNALS), raise_interrupted):
         yield
+
+
+def stop_while_starting() -> None:
+    """Until an app's own handlers take over (``stop_at_once``), SIGTERM or SIGINT ends the
+    process with one line and ``EXIT_INTERRUPTED``: without this, a signal during the first
+    seconds of imports exits 143 in silence (SIGTERM) or with a traceback (SIGINT)."""
+
+    def stop(number: int, _frame: Any) -> None:
+        name = signal.Signals(number).name
+        print(
+            f"stopped: stopped by {name} while starting; run the same command again",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+
+    for number in STOP_SIGNALS:
+        signal.signal(number, stop)
