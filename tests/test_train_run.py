@@ -410,3 +410,26 @@ def test_a_stop_signal_while_an_app_starts_is_one_line_and_exit_3(tmp_path, app,
         f"stopped: stopped by {stop.name} while starting; run the same command again\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_truncated_dataset_names_the_runs_own_collect_command_which_works(
+    tmp_path, tiny_data_dir
+):
+    """The file alone cannot tell its cameras once truncated; the run's line names the run's
+    (it named none, so the collection made three 64x64 cameras that training refused again)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    dataset = data_dir / "press_button_clean.h5"
+    source = (tiny_data_dir / dataset.name).read_bytes()
+    dataset.write_bytes(source[: len(source) // 2])
+    cmd = train_cmd(data_dir, tmp_path / "run", "logger=disabled", "train.steps=2")
+    line = failed(cmd)
+    assert line.startswith(f"error: {dataset}: not a readable HDF5 file, truncated or corrupt")
+    fix = line.split(" - delete it and re-run ")[1]
+    assert fix == (
+        f"python -m experiments.collect task=press_button setting=clean episodes=6 "
+        f"eval_episodes=4 cameras=[head] image_size=[32,32] data_dir={data_dir}"
+    )
+    dataset.unlink()
+    run([sys.executable, *shlex.split(fix)[1:]], timeout=600)
+    run(cmd, timeout=600)
