@@ -50,8 +50,9 @@ register_configs()
 
 # Overrides that do not make a different model: the run's identity and its infrastructure.
 NOT_VARIANT_KEYS = {"task", "fps", "seed", "name", "variant", "experiment", "heads", "resume"}
-NOT_VARIANT_KEYS |= {"resume_from"}
-NOT_VARIANT_PREFIXES = ("task.", "data", "logger", "eval", "hydra", "train.steps", "train.device")
+NOT_VARIANT_KEYS |= {"resume_from", "data.dir", "data.cache_dir", "data.auto_collect"}
+NOT_VARIANT_KEYS |= {"data.collect_workers", "data.max_memory_gb", "data.eval_episodes"}
+NOT_VARIANT_PREFIXES = ("task.", "logger", "eval", "hydra", "train.steps", "train.device")
 NOT_VARIANT_PREFIXES += ("train.threads", "train.log_every", "train.checkpoint_every")
 NOT_VARIANT_PREFIXES += ("train.keep_checkpoints",)
 
@@ -76,7 +77,8 @@ def run_frame_rate(config: TrainConfig, dataset: Path) -> FrameRate:
 
 def variant_label(heads_name: str, overrides: list[str]) -> str:
     """What tells this model apart in a comparison: the heads preset plus every override that
-    is not the run's identity (task, fps, seed) or infrastructure (data, logging, eval, ...)."""
+    is not the run's identity (task, fps, seed) or infrastructure (data paths, logging,
+    eval, ...); the data it trains on (``data=``, ``data.window_frames=``, ...) is named."""
     kept = [
         override
         for override in overrides

@@ -58,6 +58,7 @@ class RunSpec:
         default_factory=lambda: {"python": "3.12.3", "torch": "2.13.0", "mujoco": "3.3.0"}
     )
     extra_overrides: list[str] = field(default_factory=list)
+    config_changes: dict[str, object] = field(default_factory=dict)  # dotted key -> value
 
     @property
     def heads(self) -> str:
@@ -132,6 +133,17 @@ def write_sweep(sweep_dir: Path, specs: Sequence[RunSpec]) -> list[Path]:
 
 
 def _config(spec: RunSpec) -> dict:
+    config = _base_config(spec)
+    for dotted, value in spec.config_changes.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
+def _base_config(spec: RunSpec) -> dict:
     return {
         "task": {"name": spec.task, "setting": spec.setting},
         "data": {"dir": "data", "episodes": 50, "val_episodes": 5, "window_frames": 8},

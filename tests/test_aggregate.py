@@ -14,6 +14,7 @@ from experiments.results.claims import BUDGETS, convergence_claim
 from experiments.results.figures import select
 from experiments.results.run_folders import RunFolderError, find_run_dirs, load_runs
 from experiments.results.summary import ACROSS_TASKS, LOSS, SPEEDUP, SUCCESS, Summary
+from experiments.train import variant_label
 from tests.run_folder_factory import RunSpec, claim_runs, depth_specs, write_run, write_sweep
 from worldmodel.evaluation.statistics import wilson_interval
 
@@ -322,3 +323,38 @@ def test_every_entry_of_a_committed_summary_reads_back_to_the_same_json():
         assert [e.to_dict() for e in getattr(summary, kind)] == written[kind], kind
     assert any(e.successes is not None for e in summary.estimates)
     assert any(e.successes is None and "successes" not in e.to_dict() for e in summary.estimates)
+
+
+def test_runs_that_differ_in_their_data_are_never_pooled_as_seeds_of_one_group(tmp_path, capsys):
+    """Two single_step runs, one trained on 12-frame windows: seeds of two experiments."""
+    other = RunSpec(seed=1, extra_overrides=["data.window_frames=12"])
+    other.config_changes = {"data.window_frames": 12, "data.episode_start_prob": 0.0}
+    first, second = write_sweep(tmp_path, [RunSpec(seed=0), other])
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path)])
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line == (
+        f"error: {first} and {second} would be seeds of single_step (press_button clean, fps "
+        "50) but differ in data.episode_start_prob (None vs 0.0), data.window_frames (8 vs "
+        "12); tell them apart with variant=<name>, or aggregate them separately"
+    )
+    # the train app names them apart: their data is part of the variant's name
+    assert variant_label(
+        "single_step", ["data.window_frames=12", "data.episode_start_prob=0.0"]
+    ) == ("single_step,data.episode_start_prob=0.0,data.window_frames=12")
+    assert variant_label("single_step", ["data.dir=/d", "data.cache_dir=/c", "seed=3"]) == (
+        "single_step"
+    )
+
+
+def test_a_seed_twice_in_one_group_is_refused_naming_both_folders(tmp_path, capsys):
+    first, second = write_sweep(
+        tmp_path, [RunSpec(seed=0), RunSpec(seed=0, extra_overrides=["train.threads=2"])]
+    )
+    with pytest.raises(SystemExit):
+        main([str(tmp_path)])
+    assert capsys.readouterr().err.strip() == (
+        f"error: {first} and {second} are both seed 0 of single_step (press_button clean, fps "
+        "50); leave one out, or tell them apart with variant=<name>"
+    )

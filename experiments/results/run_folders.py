@@ -96,6 +96,7 @@ class Run:
     versions: dict[str, str] = field(default_factory=dict)  # run.json: python, torch, mujoco, ...
     frames_per_latent: int = FRAMES_PER_LATENT  # video frames per latent frame
     K: int = 2  # latent frames per chunk at inference
+    config: dict[str, Any] = field(default_factory=dict)  # config.yaml, upgraded on read
 
     @property
     def frame_rate(self) -> FrameRate:
@@ -226,6 +227,7 @@ def read_run(folder: Path) -> Run:
         versions={str(k): str(v) for k, v in (info.get("versions") or {}).items()},
         frames_per_latent=int(_config_value(config, "frames_per_latent", folder)),
         K=int((config.get("model") or {}).get("K", 2)),
+        config=config,
     )
 
 

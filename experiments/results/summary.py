@@ -25,8 +25,13 @@ from experiments.results.entries import (
     SummarySettings,
     as_plain,
 )
-from experiments.results.run_folders import GroupKey, Run
+from experiments.results.run_folders import GroupKey, Run, RunFolderError
 from worldmodel.evaluation.statistics import Interval, bootstrap_ci, stratified_bootstrap_iqm
+from worldmodel.training.resume import RESUMABLE_KEYS, config_differences
+
+# What the seeds of one group may differ in besides the seed: what a resumed run may change
+# (logging, evaluation, data paths, threads), except the planned steps, which set the curves.
+GROUP_FREE_KEYS = (*(k for k in RESUMABLE_KEYS if k != "train.steps"), "seed")
 
 SUMMARY_SCHEMA_VERSION = 1
 SUMMARY_FILE = "summary.json"
@@ -131,15 +136,48 @@ class Bootstrap:
 
 
 def group_runs(runs: Iterable[Run], baseline: str) -> dict[GroupKey, list[Run]]:
-    """Runs by group, in report order: setting, fps, task, then the baseline first."""
+    """Runs by group, in report order: setting, fps, task, then the baseline first. Raises
+    ``RunFolderError`` (``check_seeds_of_one_experiment``) where a group would pool runs
+    that are not seeds of one experiment."""
     groups: dict[GroupKey, list[Run]] = defaultdict(list)
     for run in sorted(runs, key=lambda r: r.seed):
         groups[run.group].append(run)
+    for key, members in groups.items():
+        check_seeds_of_one_experiment(key, members)
 
     def order(key: GroupKey) -> tuple:
         return (key.setting, key.fps, key.task, key.variant != baseline, key.variant)
 
     return {key: groups[key] for key in sorted(groups, key=order)}
+
+
+def check_seeds_of_one_experiment(key: GroupKey, runs: Sequence[Run]) -> None:
+    """Refuse, with one line naming both folders, two runs of a group that share a seed or
+    differ in anything but the seed and what may change on resume (``GROUP_FREE_KEYS``)."""
+    first = runs[0]
+    where = f"{key.variant} ({key.task} {key.setting}, fps {key.fps:g})"
+    for run in runs[1:]:
+        if run.seed == first.seed:
+            raise RunFolderError(
+                f"{first.path} and {run.path} are both seed {run.seed} of {where}; leave one "
+                "out, or tell them apart with variant=<name>"
+            )
+        changed = config_differences(first.config, run.config, GROUP_FREE_KEYS)
+        if changed:
+            shown = ", ".join(
+                f"{k} ({_config_at(first.config, k)} vs {_config_at(run.config, k)})"
+                for k in changed[:3]
+            )
+            raise RunFolderError(
+                f"{first.path} and {run.path} would be seeds of {where} but differ in {shown}; "
+                "tell them apart with variant=<name>, or aggregate them separately"
+            )
+
+
+def _config_at(config: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 def pooled_groups(groups: dict[GroupKey, list[Run]]) -> dict[GroupKey, dict[str, list[Run]]]:
