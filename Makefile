@@ -33,6 +33,7 @@ preview: setup
 	$(PY) -m experiments.preview
 
 test: setup
+	$(PY) -m experiments.pin_versions --check
 	$(PY) -m pytest -q
 
 lint: setup

@@ -5,12 +5,17 @@ torch and its own requirements are left out: torch is pinned by the Makefile's `
 only installed when missing, so a GPU user's own build (and what it pins) keeps working.
 
     python -m experiments.pin_versions            # rewrite constraints.txt from this venv
+    python -m experiments.pin_versions --check    # exit 1 unless it matches this venv
+
+``make test`` runs the check in the environment it installed from constraints.txt; the tests
+check what holds in any environment (every dependency pinned, within pyproject's range).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata as metadata
+import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -65,6 +70,13 @@ def constraints_text() -> str:
     return HEADER + "".join(f"{line}\n" for line in lines)
 
 
+def direct_requirements() -> list[Requirement]:
+    """This package's own requirements with the extras the Makefile installs, torch aside
+    (pyproject's ranges, as the installed package records them)."""
+    requirements = _requirements(PACKAGE, EXTRAS)
+    return [r for r in requirements if canonicalize_name(r.name) != UNPINNED_ROOT]
+
+
 def read_constraints(path: Path = CONSTRAINTS_FILE) -> dict[str, str]:
     """``{canonical name: version}`` of a constraints file."""
     pins = {}
@@ -78,7 +90,27 @@ def read_constraints(path: Path = CONSTRAINTS_FILE) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=CONSTRAINTS_FILE)
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 unless the file pins this environment"
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        pins = read_constraints(args.out)
+        installed = {name: metadata.version(name) for name in pinned_names()}
+        changed = sorted(
+            f"{name} {pins.get(name, 'unpinned')} -> {installed.get(name, 'not installed')}"
+            for name in set(pins) | set(installed)
+            if pins.get(name) != installed.get(name)
+        )
+        if changed:
+            print(
+                f"error: {args.out} does not pin this environment ({', '.join(changed[:5])}); "
+                "regenerate it with: python -m experiments.pin_versions",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        print(f"{args.out} pins this environment ({len(pins)} distributions)")
+        return
     atomic.write_text(args.out, constraints_text())
     print(f"wrote {len(pinned_names())} pins to {args.out}")
 

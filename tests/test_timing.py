@@ -4,7 +4,7 @@ paper's 12 / 25 / 50 fps are video frame rates, and a latent frame holds 4 video
 
 import pytest
 
-from worldmodel.timing import FrameRate
+from worldmodel.timing import FrameRate, kept_frames
 
 PAPER_RATES = [
     # fps, actions per latent frame, latent fps, seconds per latent frame, per chunk of 2
@@ -47,3 +47,12 @@ def test_one_video_frame_per_latent_frame_is_the_old_latent_rate():
 def test_rates_the_control_clock_cannot_run_are_refused(fps, frames_per_latent, message):
     with pytest.raises(ValueError, match=message):
         FrameRate(fps, frames_per_latent)
+
+
+@pytest.mark.parametrize(
+    ("steps", "stride", "frames"),
+    [(10, 4, [0, 4, 8]), (8, 4, [0, 4, 8]), (3, 4, [0]), (5, 1, [0, 1, 2, 3, 4, 5])],
+)
+def test_kept_frames_drop_a_trailing_partial_stride(steps, stride, frames):
+    observations = list(range(steps + 1))  # o_0 .. o_T
+    assert observations[kept_frames(steps, stride)] == frames

@@ -41,6 +41,13 @@ def fps_stride(control_hz: float, fps: float) -> int:
     return round(stride)
 
 
+def kept_frames(steps: int, stride: int) -> slice:
+    """The frames o_0, o_s, o_2s, ... kept of an episode of ``steps`` control steps (T+1
+    observations) at ``stride`` control steps per frame; a trailing partial stride is dropped,
+    so the slice holds ``steps // stride + 1`` frames."""
+    return slice(0, steps // stride * stride + 1, stride)
+
+
 @dataclass(frozen=True)
 class FrameRate:
     """A run's frame rate: the paper's video ``fps`` and what it means for the model."""

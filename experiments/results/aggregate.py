@@ -5,7 +5,7 @@ missing ones included), ``curves.csv`` (long format: validation losses and close
 success against steps), ``success.csv`` (final closed-loop success per run and policy, with n
 and a Wilson interval), ``drift.csv``, ``speed.csv`` and ``summary.json`` (:class:`Summary`).
 
-The rules (DESIGN section 5), computed with ``worldmodel.evaluation.statistics``:
+The rules (README, "Reproducing Next Forcing"), computed with ``worldmodel.evaluation.statistics``:
 - A group is (variant, task, setting, fps); its seeds are repetitions. Per group a quantity
   is the mean over seeds with a percentile-bootstrap interval over seeds.
 - Across tasks (per variant, setting, fps; only with two or more tasks) success rates and

@@ -30,7 +30,7 @@ import numpy as np
 
 from worldmodel import atomic
 from worldmodel.command_line import override
-from worldmodel.timing import fps_stride
+from worldmodel.timing import fps_stride, kept_frames
 
 SCHEMA_VERSION = 2
 SETTINGS = ("clean", "randomized")
@@ -199,7 +199,7 @@ def _strided(
     stride = fps_stride(control_hz, fps)
     steps, joints = action.shape
     intervals = steps // stride  # N; a trailing partial stride is dropped
-    frames = slice(0, intervals * stride + 1, stride)
+    frames = kept_frames(steps, stride)
     return StridedEpisode(
         seed=seed,
         setting=setting,
@@ -572,9 +572,8 @@ class EpisodeFile:
     def _frames_at_fps(self, i: int, name: str, fps: float) -> np.ndarray:
         group = self._groups[i]
         with self._reading(group):
-            stride = fps_stride(self.control_hz, fps)
-            intervals = int(group.attrs["length"]) // stride
-            return self._finite(group, name, group[name][0 : intervals * stride + 1 : stride])
+            frames = kept_frames(int(group.attrs["length"]), fps_stride(self.control_hz, fps))
+            return self._finite(group, name, group[name][frames])
 
     def actions_at_fps(self, i: int, fps: float) -> np.ndarray:
         """(N, s, J) actions of episode ``i`` grouped per interval at ``fps`` (no images read)."""

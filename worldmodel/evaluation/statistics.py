@@ -1,11 +1,11 @@
 """Statistics behind every report: intervals over seeds, IQM across tasks, convergence speed.
 
-Reporting rules (DESIGN): a comparison over seeds carries a percentile-bootstrap interval; an
-aggregate across tasks is the interquartile mean (IQM) with a stratified bootstrap interval, as
-in rliable (Agarwal et al. 2021); a success rate is reported with its episode count and a
-Wilson interval. Convergence speed-ups follow the Next Forcing paper: the steps the baseline
-needs to reach its own value at a late step, divided by the steps the variant needs to reach
-that same value.
+Reporting rules (README, "Reproducing Next Forcing"): a comparison over seeds carries a
+percentile-bootstrap interval; an aggregate across tasks is the interquartile mean (IQM) with a
+stratified bootstrap interval, as in rliable (Agarwal et al. 2021); a success rate is reported
+with its episode count and a Wilson interval. Convergence speed-ups follow the Next Forcing
+paper: the steps the baseline needs to reach its own value at a late step, divided by the steps
+the variant needs to reach that same value.
 
 Curves are ``(steps, values)`` pairs: 1-D, same length, ``steps`` strictly increasing, no NaN.
 Random draws come from ``np.random.default_rng(seed)``, so every interval is reproducible.

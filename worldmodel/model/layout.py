@@ -81,11 +81,6 @@ def is_video(kind: int) -> bool:
     return kind in (NOISY_VIDEO, CLEAN_VIDEO)
 
 
-def tokens_per_chunk(kind: int, K: int, N: int) -> int:
-    """Tokens one chunk contributes to a block: K*N for video, K for actions."""
-    return K * N if is_video(kind) else K
-
-
 def block_layout(kind: int, first_chunk: int, num_chunks: int, K: int, N: int) -> TokenLayout:
     """Layout of one block: chunks ``first_chunk .. first_chunk+num_chunks-1`` of one kind."""
     per_frame = N if is_video(kind) else 1

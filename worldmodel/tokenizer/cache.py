@@ -32,7 +32,7 @@ from worldmodel.data.episodes import (
     EpisodeFile,
     first_line,
 )
-from worldmodel.timing import fps_stride
+from worldmodel.timing import fps_stride, kept_frames
 from worldmodel.tokenizer.base import Tokenizer
 
 CACHE_SCHEMA_VERSION = 1
@@ -165,9 +165,8 @@ class LatentCache:
             data = self._file["episodes"][f"ep_{episode_index:06d}"]
             if fps is None:
                 return torch.from_numpy(data[()])
-            stride = fps_stride(self.control_hz, fps)
-            intervals = (len(data) - 1) // stride  # a trailing partial stride is dropped
-            return torch.from_numpy(data[0 : intervals * stride + 1 : stride])
+            frames = kept_frames(len(data) - 1, fps_stride(self.control_hz, fps))
+            return torch.from_numpy(data[frames])
         except HDF5_DAMAGE as exc:
             raise self._damaged(exc) from exc
 
