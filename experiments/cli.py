@@ -25,6 +25,7 @@ from experiments.config.base import ConfigError
 from worldmodel.command_line import override
 from worldmodel.data.episodes import DatasetError
 from worldmodel.folder_lock import FolderInUse
+from worldmodel.presets import PRESETS_DIR
 from worldmodel.training.checkpoint import CheckpointError
 from worldmodel.training.renamed_keys import renamed_key
 from worldmodel.training.stop_signals import EXIT_INTERRUPTED, Interrupted, stop_at_once
@@ -233,7 +234,8 @@ def _one_line(exc: BaseException) -> str:
     missing = re.search(r"Could not find '([\w/]+)/([^']+)'", message)
     if missing:
         group, option = missing.groups()
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        folders = (CONF_DIR / group, PRESETS_DIR / group)  # model and heads: the library's
+        options = sorted(p.stem for folder in folders for p in folder.glob("*.yaml"))
         return f"{group}={option} is not valid; choose one of: {', '.join(options)}"
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     detail = str(cause)

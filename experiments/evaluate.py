@@ -69,7 +69,6 @@ from worldmodel.evaluation.run_eval import (
     run_closed_loop,
     video_twin,
 )
-from worldmodel.heads.modules import MCPHeads
 from worldmodel.inference.session import check_context, check_mode, chunks_per_step
 from worldmodel.training.build import TrainedRun, load_trained
 from worldmodel.training.run_logger import RunLogger
@@ -104,8 +103,7 @@ def run_info(trained: TrainedRun) -> dict[str, Any]:
 def inference_modes(config: EvaluateConfig, trained: TrainedRun) -> list[str]:
     if config.modes:
         return list(config.modes)
-    mcp = isinstance(trained.model.heads, MCPHeads)
-    return ["standard", "mcp_parallel"] if mcp else ["standard"]
+    return ["standard", "mcp_parallel"] if trained.model.drafts_next_chunk else ["standard"]
 
 
 def check_inference(config: EvaluateConfig, trained: TrainedRun) -> None:

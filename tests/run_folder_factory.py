@@ -106,11 +106,14 @@ def write_run(sweep_dir: Path, spec: RunSpec) -> Path:
     return folder
 
 
-def depth_specs(successes: dict[int, tuple[int, ...]]) -> list[RunSpec]:
-    """D=0 is the baseline; D >= 1 are next_forcing runs told apart by heads.mcp_depth."""
+def depth_specs(
+    successes: dict[int, tuple[int, ...]], heads: str = "next_forcing"
+) -> list[RunSpec]:
+    """D=0 is the baseline; D >= 1 are runs of chained ``heads`` told apart by
+    heads.mcp_depth."""
     return [
         RunSpec(
-            variant="single_step" if depth == 0 else f"next_forcing,d{depth}",
+            variant="single_step" if depth == 0 else f"{heads},d{depth}",
             seed=seed,
             final_successes=count,
             mcp_depth=depth,

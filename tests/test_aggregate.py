@@ -166,6 +166,20 @@ def test_the_depth_curve_is_final_success_per_mcp_depth(tmp_path):
     assert summarise(tmp_path / "two").depth == []  # two depths are a comparison, no curve
 
 
+def test_any_chained_mcp_sweep_gives_a_depth_curve_of_one_kind_of_heads(tmp_path):
+    successes = {0: (4, 6), 1: (6, 8), 2: (7, 7)}
+    write_sweep(tmp_path / "chain", depth_specs(successes, heads="chain_last_layer"))
+    final = [e for e in summarise(tmp_path / "chain").depth if e.quantity == "success/model"]
+    assert [e.depth for e in final] == [0, 1, 2]  # read from the heads config, not the name
+    specs = depth_specs(successes)
+    for spec in specs:
+        if spec.mcp_depth == 2 and spec.variant != "single_step":
+            spec.config_changes = {"heads.fusion_spread": "even"}
+    write_sweep(tmp_path / "mixed", specs)
+    with pytest.raises(RunFolderError, match=r"the depth curve of press_button clean fps 50 "):
+        summarise(tmp_path / "mixed")
+
+
 def test_late_step_sets_the_target_and_undefined_speedups_carry_a_reason(tmp_path):
     write_comparison(tmp_path)
     at_300 = one(summarise(tmp_path, late_step=300).convergence, metric=SUCCESS)

@@ -14,6 +14,7 @@ from experiments.config.base import ConfigError
 from experiments.config.train import TrainConfig
 from experiments.train import train_config_from
 from worldmodel.command_line import override
+from worldmodel.presets import PRESETS_DIR
 from worldmodel.training.resume import config_differences
 
 GROUPS = (
@@ -35,8 +36,13 @@ def compose_train(*overrides: str) -> TrainConfig:
         return train_config_from(compose("train", overrides=list(overrides)))
 
 
+def group_folder(group: str) -> Path:
+    """Where a group's options live: conf/, or the library's presets (model and heads)."""
+    return PRESETS_DIR / group if (PRESETS_DIR / group).is_dir() else CONF_DIR / group
+
+
 def group_options() -> list[tuple[str, str]]:
-    return [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+    return [(g, p.stem) for g in GROUPS for p in sorted(group_folder(g).glob("*.yaml"))]
 
 
 def test_every_group_has_options():

@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         "train", help="samples/s of the full train app vs a bare loop (same model and batch)"
     )
     train.add_argument("--model", default="tiny", help="model preset: tiny, small, base")
-    train.add_argument("--heads", default="single_step", help="heads preset (conf/heads)")
+    train.add_argument(
+        "--heads", default="single_step", help="heads preset (worldmodel/presets/heads)"
+    )
     train.add_argument("--steps", type=int, default=100, help="timed optimizer steps per run")
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--repeats", type=int, default=3, help="interleaved bare/app pairs")

@@ -66,8 +66,8 @@ LOOPS = {  # result key -> table label
 class TrainBenchSpec:
     """What one ``bench train`` run measures."""
 
-    model: str = "tiny"  # model size preset (conf/model)
-    heads: str = "single_step"  # heads preset (conf/heads)
+    model: str = "tiny"  # model size preset (worldmodel/presets/model)
+    heads: str = "single_step"  # heads preset (worldmodel/presets/heads)
     steps: int = 100  # timed optimizer steps per measurement, after the warm-up
     batch_size: int = 8
     repeats: int = 3  # bare/app pairs, interleaved

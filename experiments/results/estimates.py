@@ -6,13 +6,14 @@ success curve, at matched steps and at the baseline's FLOPs): ``Summary.estimate
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from experiments.results.entries import DepthPoint, Estimate
 from experiments.results.eval_file import SPEED_KEYS, SPEED_MODES
-from experiments.results.run_folders import GroupKey, Run, RunSet
+from experiments.results.run_folders import GroupKey, Run, RunFolderError, RunSet
 from experiments.results.summary import (
     ACROSS_TASKS,
     DEPTH_QUANTITIES,
@@ -98,6 +99,22 @@ def _estimate(
     return entry
 
 
+def _check_one_heads_family(by_depth: dict[int, list[Run]], where: str) -> None:
+    """RunFolderError when a depth curve would mix chained heads that differ in more than
+    their depth (and its loss weights): say next_forcing and chain_last_layer runs."""
+    family: dict[str, Run] = {}
+    for depth, runs in by_depth.items():
+        for run in runs if depth else []:
+            heads = replace(run.heads_config, mcp_depth=0, loss_weights=None)
+            family.setdefault(repr(heads), run)
+    if len(family) > 1:
+        first, second = list(family.values())[:2]
+        raise RunFolderError(
+            f"the depth curve of {where} would mix heads that differ in more than their depth "
+            f"({first.path} and {second.path}); aggregate each kind of heads separately"
+        )
+
+
 def depth_entries(
     groups: dict[GroupKey, list[Run]], run_set: RunSet, bootstrap: Bootstrap
 ) -> list[DepthPoint]:
@@ -107,12 +124,13 @@ def depth_entries(
     slices: dict[tuple, dict[int, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for key, runs in groups.items():
         for run in runs:
-            if run.eval is not None and (run.mcp_depth == 0 or run.heads == "next_forcing"):
+            if run.eval is not None and (run.mcp_depth == 0 or run.heads_config.chained_mcp):
                 slices[(key.task, key.setting, key.fps)][run.mcp_depth].append(run)
     entries = []
     for (task, setting, fps), by_depth in sorted(slices.items()):
         if len(by_depth) < 3:
             continue
+        _check_one_heads_family(by_depth, f"{task} {setting} fps {fps:g}")
         budget = _baseline_flops(by_depth.get(0, []))
         for depth, runs in sorted(by_depth.items()):
             values = [depth_quantities(run, budget) for run in runs]

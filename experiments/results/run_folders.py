@@ -36,6 +36,7 @@ from experiments.results.eval_file import (
 )
 from worldmodel import atomic
 from worldmodel.command_line import override
+from worldmodel.heads.config import HeadsConfig
 from worldmodel.timing import FRAMES_PER_LATENT, FrameRate
 from worldmodel.training.checkpoint import LAST_CHECKPOINT
 from worldmodel.training.renamed_keys import upgrade_config
@@ -92,7 +93,7 @@ class Run:
     git_commit: str
     git_dirty: bool
     overrides: list[str]
-    mcp_depth: int = 0  # MCP depth D of its heads (0: none, the single-step baseline)
+    heads_config: HeadsConfig = field(default_factory=HeadsConfig)  # its recorded heads
     versions: dict[str, str] = field(default_factory=dict)  # run.json: python, torch, mujoco, ...
     frames_per_latent: int = FRAMES_PER_LATENT  # video frames per latent frame
     K: int = 2  # latent frames per chunk at inference
@@ -101,6 +102,11 @@ class Run:
     @property
     def frame_rate(self) -> FrameRate:
         return FrameRate(self.fps, self.frames_per_latent)
+
+    @property
+    def mcp_depth(self) -> int:
+        """MCP depth D of its heads (0: none, the single-step baseline)."""
+        return self.heads_config.depth
 
     @property
     def finished(self) -> bool:
@@ -223,17 +229,12 @@ def read_run(folder: Path) -> Run:
         git_commit=str(git.get("commit", "unknown")),
         git_dirty=bool(git.get("dirty", False)),
         overrides=[str(o) for o in info.get("overrides") or []],
-        mcp_depth=_mcp_depth(config.get("heads") or {}),
+        heads_config=HeadsConfig.from_record(config.get("heads") or {}),
         versions={str(k): str(v) for k, v in (info.get("versions") or {}).items()},
         frames_per_latent=int(_config_value(config, "frames_per_latent", folder)),
         K=int((config.get("model") or {}).get("K", 2)),
         config=config,
     )
-
-
-def _mcp_depth(heads: dict[str, Any]) -> int:
-    """D of a run's heads config: 0 without heads."""
-    return 0 if heads.get("kind", "none") == "none" else int(heads.get("mcp_depth", 0))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

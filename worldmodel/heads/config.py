@@ -1,6 +1,7 @@
 """``HeadsConfig``: the auxiliary heads trained jointly with the backbone (config group ``heads``).
 
-Presets live in ``conf/heads/<name>.yaml``; each paper ablation is one override of a preset:
+Presets live in ``worldmodel/presets/heads/<name>.yaml``; each paper ablation is one override
+of a preset:
 
     preset               kind    fusion_layers   chain   what it is
     single_step          none    -               -       LingBot-VA baseline, no heads
@@ -27,14 +28,15 @@ window, ``loss/mcp{k}`` is exactly 0 for k >= num_chunks (no target inside the w
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from conf import CONF_DIR
 from worldmodel.model.config import ModelConfig
+from worldmodel.presets import PRESETS_DIR
 
-PRESET_DIR = CONF_DIR / "heads"
+PRESET_DIR = PRESETS_DIR / "heads"
 KINDS = ("none", "mcp", "linear")
 # Paper weights of depths 1..3; a 4th depth (our sweep axis, not in the paper) gets 0.05.
 DEFAULT_LOSS_WEIGHTS = (0.5, 0.2, 0.1, 0.05)
@@ -120,6 +122,23 @@ class HeadsConfig:
         return self.kind != "none" and self.mcp_depth > 0
 
     @property
+    def depth(self) -> int:
+        """D of these heads: the future chunks they predict, 0 when there are none."""
+        return self.mcp_depth if self.enabled else 0
+
+    @property
+    def chained_mcp(self) -> bool:
+        """Next Forcing's kind of heads: MCP modules in a causal chain (a depth-curve axis)."""
+        return self.enabled and self.kind == "mcp" and self.chain
+
+    @classmethod
+    def from_record(cls, values: dict) -> HeadsConfig:
+        """The heads of a run's recorded config (``config.yaml``, upgraded on read); keys this
+        code no longer has are left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+    @property
     def weights(self) -> list[float]:
         """w_1..w_D of the total loss ``L_video + L_action + sum_k w_k L_mcp_k``."""
         if self.loss_weights is not None:
@@ -191,7 +210,7 @@ def preset_names() -> list[str]:
 
 
 def heads_preset(name: str) -> HeadsConfig:
-    """``HeadsConfig`` of the preset ``conf/heads/<name>.yaml``."""
+    """``HeadsConfig`` of the preset ``worldmodel/presets/heads/<name>.yaml``."""
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(

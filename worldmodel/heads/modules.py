@@ -189,6 +189,8 @@ def future_loss(
 class MCPHeads(nn.Module):
     """Next Forcing MCP modules (``chain=True``) or parallel future heads (``chain=False``)."""
 
+    drafts_next_chunk = True  # inference mode mcp_parallel (worldmodel/heads/draft.py)
+
     def __init__(self, config: HeadsConfig, model: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -271,6 +273,8 @@ class LinearHeads(nn.Module):
     where ``cond_k`` is the embedding of the depth's noise level (a velocity is meaningless
     without the level). ``L_mcp_k`` is the mean over the layers.
     """
+
+    drafts_next_chunk = False  # a training signal only
 
     def __init__(self, config: HeadsConfig, model: ModelConfig) -> None:
         super().__init__()
@@ -370,6 +374,11 @@ class WorldModelWithHeads(WorldModel):
         """(Re)copy the backbone's last blocks into the heads, e.g. after loading weights."""
         if self.heads is not None:
             self.heads.init_from_backbone(self)
+
+    @property
+    def drafts_next_chunk(self) -> bool:
+        """Whether the heads can draft chunk i+1 while the backbone denoises chunk i."""
+        return self.heads is not None and self.heads.drafts_next_chunk
 
     def drop_heads(self) -> None:
         """Delete the heads (zero inference overhead); the backbone is left bit-identical."""

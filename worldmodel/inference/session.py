@@ -56,7 +56,6 @@ from torch import Tensor, nn
 
 from worldmodel import flow
 from worldmodel.heads.draft import HeadCache, predict_pair_velocity
-from worldmodel.heads.modules import MCPHeads
 from worldmodel.model.actions import PAD_ACTION
 from worldmodel.model.kv_cache import CleanSegment
 from worldmodel.model.layout import CLEAN_ACTION, CLEAN_VIDEO
@@ -70,7 +69,7 @@ def check_mode(model: WorldModel, mode: str) -> None:
     """ValueError unless ``model`` can run inference ``mode``."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not valid; choose one of: {', '.join(MODES)}")
-    if mode == "mcp_parallel" and not isinstance(getattr(model, "heads", None), MCPHeads):
+    if mode == "mcp_parallel" and not model.drafts_next_chunk:
         raise ValueError(
             "mode='mcp_parallel' needs a WorldModelWithHeads with kind=mcp heads; use "
             "mode='standard' for this model"

@@ -1,7 +1,8 @@
 """``ModelConfig``: every hyperparameter of the chunk-causal world model backbone.
 
-Size presets (``tiny``, ``small``, ``base``) live in ``conf/model/<name>.yaml`` and only set
-the width/num_blocks keys; ``ModelConfig(**model_preset("tiny"), K=..., ...)`` fills in the rest.
+Size presets (``tiny``, ``small``, ``base``) live in ``worldmodel/presets/model/<name>.yaml``
+and set the width/num_blocks keys; ``ModelConfig(**model_preset("tiny"), K=..., ...)`` fills in
+the rest.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from conf import CONF_DIR
 from worldmodel.flow import LOSS_WEIGHTINGS
 from worldmodel.model.actions import ACTION_NORMS, ACTION_SPACES
+from worldmodel.presets import PRESETS_DIR
 
-PRESET_DIR = CONF_DIR / "model"
+PRESET_DIR = PRESETS_DIR / "model"
 
 
 @dataclass
@@ -180,7 +181,7 @@ def preset_names() -> list[str]:
 
 
 def model_preset(name: str) -> dict:
-    """Keys of the size preset ``conf/model/<name>.yaml`` as a plain dict."""
+    """Keys of the size preset ``worldmodel/presets/model/<name>.yaml`` as a plain dict."""
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(

@@ -166,6 +166,8 @@ class TrainOutputs:
 
 
 class WorldModel(nn.Module):
+    drafts_next_chunk = False  # only heads that draft (worldmodel/heads) make it True
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
