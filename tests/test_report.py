@@ -67,6 +67,8 @@ def test_header_states_commits_dirty_runs_and_missing_runs(sweep):
     missing = part["Missing runs"]
     assert "seed=2" in missing and "unfinished" in missing and "| everything |" in missing
     assert "seed=3" in missing and "eval.json is missing" in missing
+    header = text.split("## ")[0]  # names folders relative to the report, which moves
+    assert str(sweep) not in header and f"(`{sweep.name}/`" in header
 
 
 def test_every_figure_is_linked_readable_and_not_blank(sweep):

@@ -297,7 +297,8 @@ def _header(summary: Summary, sweep_dir: Path) -> list[str]:
     lines = [
         f"# Sweep report: {sweep_dir.name}",
         "",
-        f"Sweep folder `{summary.sweep}`: {p.runs_used} runs aggregated, "
+        f"Sweep folder: this file's folder (`{sweep_dir.name}/`; run folders are named "
+        f"relative to it): {p.runs_used} runs aggregated, "
         f"{p.runs_missing} left out, {p.runs_without_eval} without eval.json. Every "
         f"number below is in `aggregate/summary.json` with the run folders it came from; "
         "per-run values are in `aggregate/*.csv`.",
