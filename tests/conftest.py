@@ -33,3 +33,15 @@ def tiny_data_dir(tmp_path_factory):
         )
     )
     return data_dir
+
+
+# Fixtures that train or reproduce before their tests run: every test using one is slow.
+SLOW_FIXTURES = {"micro", "trained_run", "state_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` the tests that use a ``SLOW_FIXTURES`` fixture, so ``-m "not slow"``
+    (README) leaves them out with the tests marked one by one."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -4,7 +4,7 @@ import pytest
 
 from experiments.bench.evaluate import EvalBenchSpec, eval_table, run_eval_bench
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 def test_eval_bench_measures_both_modes():

@@ -4,6 +4,8 @@ import pytest
 
 from experiments.bench.model import BenchShape, markdown_table, run_model_bench
 
+pytestmark = pytest.mark.slow  # real trainings, sweeps or killed processes, each for seconds
+
 
 @pytest.mark.parametrize("actions", ["denoised", "given"])
 def test_model_bench_times_training_and_both_rollout_modes(actions):

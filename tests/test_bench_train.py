@@ -1,6 +1,10 @@
 """``bench train``: the bare loop and the full train app run a few steps and report rates."""
 
+import pytest
+
 from experiments.bench.train import LOOPS, TrainBenchSpec, run_train_bench, train_table
+
+pytestmark = pytest.mark.slow  # real trainings, sweeps or killed processes, each for seconds
 
 
 def test_train_bench_measures_bare_loop_and_app(tmp_path, tiny_data_dir, one_torch_thread):

@@ -71,6 +71,7 @@ def test_collected_episodes_replay_exactly(tmp_path):
     np.testing.assert_array_equal(observation["images"]["head"], record.images["head"][-1])
 
 
+@pytest.mark.slow
 def test_two_workers_collect_the_same_dataset_as_one(tmp_path):
     one = run_collection(job(tmp_path / "one", episodes=3, workers=1))
     two = run_collection(job(tmp_path / "two", episodes=3, workers=2))
@@ -80,6 +81,7 @@ def test_two_workers_collect_the_same_dataset_as_one(tmp_path):
             np.testing.assert_array_equal(a.episode(i).images["head"], b.episode(i).images["head"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_kill_then_resume_keeps_finished_episodes(tmp_path, stop):
     """SIGKILL leaves no word; SIGTERM and Ctrl-C stop with one line and exit 3."""
@@ -174,6 +176,7 @@ def test_a_bad_collect_command_gives_one_line_and_leaves_nothing(tmp_path, overr
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("size", "culprit"),
     [("128k", "press_button_clean.parts/ep_000000.h5"), ("320k", "press_button_clean.h5")],

@@ -94,6 +94,7 @@ def test_env_rejects_bad_arguments():
 
 
 # The bar: >= 95% of 20 clean seeds and >= 90% of 20 randomized seeds.
+@pytest.mark.slow
 @pytest.mark.parametrize(("setting", "required"), [("clean", 19), ("randomized", 18)])
 @pytest.mark.parametrize("task", ALL_TASKS)
 def test_expert_solves_the_task(task, setting, required):

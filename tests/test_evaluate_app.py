@@ -64,7 +64,7 @@ def test_evaluate_writes_eval_json_figures_and_videos(trained_run):
     out_dir = trained_run / "eval" / "step_0000010"
     report = json.loads((out_dir / "eval.json").read_text())
     assert report == json.loads((trained_run / "eval.json").read_text())  # final checkpoint
-    assert report["step"] == 10 and report["run"]["variant"] == "next_forcing,train=tiny"
+    assert report["step"] == 10 and report["run"]["variant"] == "next_forcing,data=tiny,train=tiny"
     assert set(report["closed_loop"]) == {"model", "model_mcp_parallel", "expert", "hold", "random"}
     for outcome in report["closed_loop"].values():
         assert outcome["n"] == 2 and [e["seed"] for e in outcome["episodes"]] == [100000, 100001]

@@ -54,6 +54,7 @@ def test_a_held_lock_names_its_holder_and_a_killed_holder_leaves_none(tmp_path, 
         assert path.read_text().strip() == str(os.getpid())
 
 
+@pytest.mark.slow
 def test_a_second_training_in_a_run_folder_stops_with_one_line(tmp_path):
     run_dir = tmp_path / "run"
     live = {".hydra/config.yaml": "seed: 0\n", ".hydra/overrides.yaml": "- seed=0\n"}

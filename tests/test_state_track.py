@@ -233,6 +233,7 @@ def test_damaged_states_stop_training_before_the_optimizer_and_the_fix_works(
     assert trained.returncode == 0, trained.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_micro_reproduction_on_the_state_track(tmp_path):
     cmd = [
         sys.executable,

@@ -12,6 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from experiments.cli import CONF_DIR
 from tests.test_train_config import compose_train
 
+pytestmark = pytest.mark.slow  # real trainings, sweeps or killed processes, each for seconds
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHERS = {"basic": [], "joblib": ["hydra/launcher=joblib"]}
 LAUNCHERS["submitit_local"] = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]

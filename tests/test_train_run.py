@@ -21,6 +21,8 @@ from worldmodel.training.build import load_trained
 from worldmodel.training.checkpoint import load_checkpoint
 from worldmodel.training.run_logger import read_metrics
 
+pytestmark = pytest.mark.slow  # real trainings, sweeps or killed processes, each for seconds
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["task=press_button", "data=tiny", "train=tiny", "train.threads=1", "logger.progress=false"]
 

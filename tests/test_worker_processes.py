@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.test_collect import collect_cmd
+
+pytestmark = pytest.mark.slow  # real trainings, sweeps or killed processes, each for seconds
 
 REPO = Path(__file__).resolve().parents[1]
 
