@@ -31,6 +31,7 @@ from experiments.config.registry import register_configs
 from experiments.config.train import TrainConfig, check_train_config
 from experiments.periodic_eval import periodic_evaluation
 from experiments.results.run_folders import write_run_files
+from experiments.runs import RESUME_RULES, variant_label
 from worldmodel import atomic
 from worldmodel.data.episodes import EpisodeFile
 from worldmodel.folder_lock import RUN_LOCK, exclusive
@@ -47,14 +48,6 @@ from worldmodel.training.trainer import Progress, Trainer
 from worldmodel.training.windows import WindowSet, fit_action_codec, load_episode_latents
 
 register_configs()
-
-# Overrides that do not make a different model: the run's identity and its infrastructure.
-NOT_VARIANT_KEYS = {"task", "fps", "seed", "name", "variant", "experiment", "heads", "resume"}
-NOT_VARIANT_KEYS |= {"resume_from", "data.dir", "data.cache_dir", "data.auto_collect"}
-NOT_VARIANT_KEYS |= {"data.collect_workers", "data.max_memory_gb", "data.eval_episodes"}
-NOT_VARIANT_PREFIXES = ("task.", "logger", "eval", "hydra", "train.steps", "train.device")
-NOT_VARIANT_PREFIXES += ("train.threads", "train.log_every", "train.checkpoint_every")
-NOT_VARIANT_PREFIXES += ("train.keep_checkpoints",)
 
 
 def model_config_for(config: TrainConfig, dataset: Path, tokenizer: Tokenizer) -> ModelConfig:
@@ -73,19 +66,6 @@ def run_frame_rate(config: TrainConfig, dataset: Path) -> FrameRate:
     with EpisodeFile(dataset) as episodes:
         control_hz = episodes.control_hz
     return replace(config.frame_rate, control_hz=control_hz)
-
-
-def variant_label(heads_name: str, overrides: list[str]) -> str:
-    """What tells this model apart in a comparison: the heads preset plus every override that
-    is not the run's identity (task, fps, seed) or infrastructure (data paths, logging,
-    eval, ...); the data it trains on (``data=``, ``data.window_frames=``, ...) is named."""
-    kept = [
-        override
-        for override in overrides
-        if override.lstrip("+~").split("=")[0] not in NOT_VARIANT_KEYS
-        and not override.lstrip("+~").startswith(NOT_VARIANT_PREFIXES)
-    ]
-    return ",".join([heads_name, *sorted(kept)])
 
 
 def run_training(
@@ -130,7 +110,7 @@ def _train(
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     path = ensure_dataset(config, dist)
-    start = start_point(run_dir, resolved, config.resume, config.resume_from)
+    start = start_point(run_dir, resolved, config.resume, config.resume_from, RESUME_RULES)
     parts = build_parts(config, path, dist)
     git = git_state()
     if dist.is_main:

@@ -14,7 +14,7 @@ from experiments.results.claims import BUDGETS, convergence_claim
 from experiments.results.figures import select
 from experiments.results.run_folders import RunFolderError, find_run_dirs, load_runs
 from experiments.results.summary import ACROSS_TASKS, LOSS, SPEEDUP, SUCCESS, Summary
-from experiments.train import variant_label
+from experiments.runs import variant_label
 from tests.run_folder_factory import RunSpec, claim_runs, depth_specs, write_run, write_sweep
 from worldmodel.evaluation.statistics import wilson_interval
 

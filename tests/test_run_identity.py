@@ -1,55 +1,33 @@
-"""The run identity defined once: the keys a resumed run may change (``RESUMABLE_KEYS``) are the
-keys Hydra leaves out of a run folder's name (``conf/train.yaml``'s ``exclude_keys``), so that a
-re-run with other infrastructure settings finds its folder and resumes there."""
-
-from pathlib import Path
+"""What names a run, defined once (``experiments/runs.py``): the keys a resumed run may change
+name no folder, so a re-run with other infrastructure settings finds its folder and resumes
+there; what changes the model names the folder and the variant."""
 
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from experiments.cli import CONF_DIR
 from experiments.config.registry import register_configs
-from worldmodel.training.resume import RESUMABLE_KEYS
+from experiments.runs import RESUMABLE_KEYS, covers, run_folder_name, variant_label
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-# Hydra keys that choose config files (a group override), not config values.
-GROUP_CHOICES = {"experiment"}
+COMMAND = ["seed=1", "task=press_button", "train.threads=2", "logger=disabled", "+train.lr=0.1"]
+COMMAND += ["experiment=head_variants", "eval.every=5", "data.dir=/data", "heads.mcp_depth=2"]
 
 
-def composed_train_config() -> tuple[dict, list[str]]:
+def test_the_folder_is_the_sorted_overrides_without_the_resumable_ones():
+    assert run_folder_name(COMMAND) == "+train.lr=0.1,heads.mcp_depth=2,seed=1,task=press_button"
+    assert run_folder_name(["data.dir=/elsewhere", *COMMAND, "train.steps=99"]) == (
+        run_folder_name(COMMAND)
+    )
+
+
+def test_the_variant_names_what_changes_the_model_and_nothing_else():
+    assert variant_label("next_forcing", COMMAND) == "next_forcing,+train.lr=0.1,heads.mcp_depth=2"
+    assert covers(RESUMABLE_KEYS, "logger.init.tags") and not covers(RESUMABLE_KEYS, "loggers")
+
+
+def test_hydra_names_the_run_folder_through_the_same_function():
     register_configs()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True)
-    excluded = list(cfg.hydra.job.config.override_dirname.exclude_keys)
-    config = OmegaConf.to_container(cfg, resolve=False)
-    del config["hydra"]
-    return config, excluded
-
-
-def dotted_keys(node: dict, prefix: str = "") -> list[str]:
-    """Every key of a nested config, inner nodes and leaves, dotted."""
-    keys = []
-    for key, value in node.items():
-        keys.append(f"{prefix}{key}")
-        if isinstance(value, dict):
-            keys += dotted_keys(value, f"{prefix}{key}.")
-    return keys
-
-
-def resumable(key: str) -> bool:
-    return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE_KEYS)
-
-
-def test_every_resumable_key_is_left_out_of_the_folder_name():
-    config, excluded = composed_train_config()
-    keys = dotted_keys(config)
-    missing = [k for k in keys if resumable(k) and k not in excluded]
-    assert not missing, f"add to conf/train.yaml's exclude_keys: {missing}"
-
-
-def test_the_folder_name_leaves_out_only_resumable_keys():
-    config, excluded = composed_train_config()
-    keys = set(dotted_keys(config))
-    identity = [k for k in excluded if k not in GROUP_CHOICES and not resumable(k)]
-    assert not identity, f"a change of {identity} is refused on resume, so it must name the folder"
-    unknown = [k for k in excluded if k not in GROUP_CHOICES and k not in keys]
-    assert not unknown, f"not config keys: {unknown}"
+    overrides = ["task=press_button", "seed=1", "train.threads=2", "heads=next_forcing"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    assert cfg.hydra.run.dir == "outputs/train/default/heads=next_forcing,seed=1,task=press_button"
+    assert cfg.hydra.sweep.subdir == "heads=next_forcing,seed=1,task=press_button"

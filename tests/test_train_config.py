@@ -12,6 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from experiments.cli import CONF_DIR, check_overrides
 from experiments.config.base import ConfigError
 from experiments.config.train import TrainConfig
+from experiments.runs import RESUMABLE_KEYS
 from experiments.train import train_config_from
 from worldmodel.command_line import override
 from worldmodel.presets import PRESETS_DIR
@@ -153,7 +154,7 @@ def test_cli_rejects_bad_key_before_any_work(tmp_path):
 def test_resume_refuses_a_different_config():
     old = {"model": {"dim": 64}, "train": {"steps": 10, "lr": 1e-3}, "logger": {"mode": "x"}}
     new = {"model": {"dim": 32}, "train": {"steps": 20, "lr": 1e-3}, "logger": {"mode": "y"}}
-    assert config_differences(old, new) == ["model.dim"]
+    assert config_differences(old, new, RESUMABLE_KEYS) == ["model.dim"]
 
 
 def test_a_config_error_reaches_callers_as_a_value_error():

@@ -145,7 +145,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     name: str = "default"  # experiment name: wandb group and run-folder prefix
     # label of this model in comparisons (run.json, reports); None = the heads preset plus
-    # every override that changes the model or its training (experiments.train.variant_label)
+    # every override that changes the model or its training (experiments.runs.variant_label)
     variant: str | None = None
     # video frames per second, the paper's label (12.5 | 25 | 50; 50 / fps a whole number of
     # control steps); a latent frame holds frames_per_latent of them (worldmodel/timing.py):

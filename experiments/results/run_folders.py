@@ -1,9 +1,9 @@
 """The run folders of a sweep, read and checked: what ``python -m experiments.train`` wrote.
 
 A run folder is any folder below the sweep folder that holds ``config.yaml`` (a sweep puts
-its runs at ``outputs/sweeps/<name>/<override_dirname>/``). Hidden folders (Hydra's
-``.hydra``), ``wandb`` folders and the aggregation's own outputs are not searched, nor is
-anything inside a run folder.
+its runs at ``outputs/sweeps/<name>/<run folder>/``, named by ``experiments/runs.py``).
+Hidden folders (Hydra's ``.hydra``), ``wandb`` folders and the aggregation's own outputs are
+not searched, nor is anything inside a run folder.
 
 A run is usable when its files parse, its validation and evaluation values are finite and
 its last training row reached ``train.steps``. Every other folder becomes a ``MissingRun``

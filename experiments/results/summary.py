@@ -26,12 +26,9 @@ from experiments.results.entries import (
     as_plain,
 )
 from experiments.results.run_folders import GroupKey, Run, RunFolderError
+from experiments.runs import GROUP_FREE_KEYS
 from worldmodel.evaluation.statistics import Interval, bootstrap_ci, stratified_bootstrap_iqm
-from worldmodel.training.resume import RESUMABLE_KEYS, config_differences
-
-# What the seeds of one group may differ in besides the seed: what a resumed run may change
-# (logging, evaluation, data paths, threads), except the planned steps, which set the curves.
-GROUP_FREE_KEYS = (*(k for k in RESUMABLE_KEYS if k != "train.steps"), "seed")
+from worldmodel.training.resume import config_differences
 
 SUMMARY_SCHEMA_VERSION = 1
 SUMMARY_FILE = "summary.json"

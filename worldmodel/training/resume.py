@@ -24,14 +24,6 @@ from worldmodel.command_line import override
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, CheckpointError, load_checkpoint
 from worldmodel.training.run_logger import METRICS_FILE, read_metrics
 
-# Keys a resumed run may change; any other difference to the checkpoint's config is refused.
-# conf/train.yaml's exclude_keys leave exactly these out of a run folder's name, so a re-run
-# that changes them resumes in its folder (held together by tests/test_run_identity.py).
-RESUMABLE_KEYS = ("name", "variant", "resume", "resume_from", "logger", "eval", "train.steps")
-RESUMABLE_KEYS += ("train.device", "train.threads", "train.log_every", "data.auto_collect")
-RESUMABLE_KEYS += ("data.collect_workers", "data.dir", "data.cache_dir", "data.max_memory_gb")
-# What a fork may change on top of those: how the model is trained, not what it is.
-FORKABLE_KEYS = ("train", "seed")
 STEP_CHECKPOINT = re.compile(r"step_(\d+)\.pt")
 
 
@@ -62,9 +54,17 @@ class StartPoint:
         return int(self.payload["step"])
 
 
-def config_differences(
-    old: Any, new: Any, allowed: Sequence[str] = RESUMABLE_KEYS, prefix: str = ""
-) -> list[str]:
+@dataclass(frozen=True)
+class ResumeRules:
+    """What the app lets a run change: ``resumable`` keys when it continues in its folder,
+    ``forkable`` ones on top when it forks another run's checkpoint (a key covers its
+    sub-keys). The train app's are ``experiments/runs.py``'s."""
+
+    resumable: tuple[str, ...]
+    forkable: tuple[str, ...]
+
+
+def config_differences(old: Any, new: Any, allowed: Sequence[str], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved configs (``allowed`` skipped)."""
     if prefix.rstrip(".") in allowed:
         return []
@@ -116,16 +116,17 @@ def good_checkpoint(
 
 
 def start_point(
-    run_dir: Path, resolved: dict[str, Any], resume: bool, resume_from: str
+    run_dir: Path, resolved: dict[str, Any], resume: bool, resume_from: str, rules: ResumeRules
 ) -> StartPoint | None:
     """The checkpoint this run continues from, or None for a fresh start; ``CheckpointError``
-    (one line) where continuing or starting afresh would lose or mix up what is written."""
+    (one line) where continuing or starting afresh would lose or mix up what is written, or
+    where the config changed beyond what ``rules`` allow."""
     last = run_dir / LAST_CHECKPOINT
     if resume_from:
         source = Path(resume_from).resolve()
         if source.parent == run_dir.resolve():
             kind = "continue" if source.name == LAST_CHECKPOINT else "rewind"
-            return _checked(run_dir, _load(source), source, resolved, kind)
+            return _checked(run_dir, _load(source), source, resolved, kind, rules)
         if last.is_file():
             own = _load(last)
             if own.get("forked_from", {}).get("checkpoint") != str(source):
@@ -133,15 +134,16 @@ def start_point(
                     f"{run_dir} already holds a run (last.pt) that was not forked from {source}; "
                     "fork into another folder with hydra.run.dir=<dir>"
                 )
-            return _checked(run_dir, own, last, resolved, "continue")  # a stopped fork
-        return _fork(run_dir, source, resolved)
+            return _checked(run_dir, own, last, resolved, "continue", rules)  # a stopped fork
+        return _fork(run_dir, source, resolved, rules)
     if last.is_file():
         if not resume:
             raise CheckpointError(
                 f"{run_dir} already holds a run (last.pt); pass resume=true to continue it or "
                 "choose another folder with hydra.run.dir=<dir>"
             )
-        return _checked(run_dir, _load(last, fallback=run_dir), last, resolved, "continue")
+        payload = _load(last, fallback=run_dir)
+        return _checked(run_dir, payload, last, resolved, "continue", rules)
     kept = kept_checkpoints(run_dir)
     if kept:
         raise CheckpointError(
@@ -182,16 +184,18 @@ def _load(path: Path, fallback: Path | None = None) -> dict[str, Any]:
         raise
 
 
-def _checked(run_dir: Path, payload: dict, path: Path, resolved: dict, kind: str) -> StartPoint:
-    changed = config_differences(payload["config"], resolved)
+def _checked(
+    run_dir: Path, payload: dict, path: Path, resolved: dict, kind: str, rules: ResumeRules
+) -> StartPoint:
+    changed = config_differences(payload["config"], resolved, rules.resumable)
     if changed:
         raise RunConfigChanged(run_dir, changed)
     return StartPoint(payload, path, kind, payload.get("forked_from"))
 
 
-def _fork(run_dir: Path, source: Path, resolved: dict) -> StartPoint:
+def _fork(run_dir: Path, source: Path, resolved: dict, rules: ResumeRules) -> StartPoint:
     payload = _load(source)
-    changed = config_differences(payload["config"], resolved, (*RESUMABLE_KEYS, *FORKABLE_KEYS))
+    changed = config_differences(payload["config"], resolved, rules.resumable + rules.forkable)
     if changed:
         raise CheckpointError(
             f"resume_from={source} comes from a run with another model or data "
