@@ -115,11 +115,10 @@ def stop_while_starting() -> None:
 
     def stop(number: int, _frame: Any) -> None:
         name = signal.Signals(number).name
-        print(
-            f"stopped: stopped by {name} while starting; run the same command again",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_INTERRUPTED)
+        message = f"stopped: stopped by {name} while starting; run the same command again"
+        print(message, file=sys.stderr, flush=True)
+        # at once: an exception raised here, inside an import, can surface as another error
+        os._exit(EXIT_INTERRUPTED)
 
     for number in STOP_SIGNALS:
         signal.signal(number, stop)
