@@ -47,7 +47,7 @@ from experiments.results.eval_file import EVAL_FILE
 from experiments.results.fidelity import fidelity_rows, fidelity_table
 from experiments.results.report import write_report
 from experiments.results.run_folders import read_run_config
-from experiments.runs import RESUMABLE_KEYS
+from experiments.runs import RESUMABLE_KEYS, RESUME_RULES
 from experiments.train import run_training, train_config_from
 from worldmodel import atomic
 from worldmodel.command_line import hydra_override
@@ -56,7 +56,7 @@ from worldmodel.timing import FRAMES_PER_LATENT
 from worldmodel.tokenizer.training import train_conv_ae
 from worldmodel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint
 from worldmodel.training.distributed import init_distributed
-from worldmodel.training.resume import RunConfigChanged, config_differences
+from worldmodel.training.resume import RunConfigChanged
 from worldmodel.training.stop_signals import STOP_SIGNALS, Interrupted, stop_requests
 from worldmodel.worker_processes import start_pool_worker
 
@@ -178,7 +178,7 @@ def finished_step(run_dir: Path) -> int | None:
 def check_same_run(run_dir: Path, resolved: dict) -> None:
     """``RunConfigChanged`` unless the finished run in ``run_dir`` was trained with
     ``resolved`` (its ``config.yaml``; the keys a resume may change aside)."""
-    changed = config_differences(read_run_config(run_dir), resolved, RESUMABLE_KEYS)
+    changed = RESUME_RULES.differences(read_run_config(run_dir), resolved, RESUMABLE_KEYS)
     if changed:
         raise RunConfigChanged(run_dir, changed)
 

@@ -15,6 +15,8 @@ to.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -26,7 +28,21 @@ RESUMABLE_KEYS += ("train.device", "train.threads", "train.log_every", "data.aut
 RESUMABLE_KEYS += ("data.collect_workers", "data.dir", "data.cache_dir", "data.max_memory_gb")
 # What a fork may change on top of those: how the model is trained, not what it is.
 FORKABLE_KEYS = ("train", "seed")
-RESUME_RULES = ResumeRules(RESUMABLE_KEYS, FORKABLE_KEYS)  # what worldmodel's resume allows
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as two runs are compared: a tokenizer checkpoint inside the data folder by
+    its path relative to that folder, so a reproduction copied or moved elsewhere (its data,
+    tokenizers and runs together) keeps its runs."""
+    tokenizer, data = config.get("tokenizer") or {}, config.get("data") or {}
+    checkpoint, data_dir = tokenizer.get("checkpoint"), data.get("dir")
+    if not checkpoint or not data_dir or not Path(checkpoint).is_relative_to(data_dir):
+        return config
+    relative = str(Path(checkpoint).relative_to(data_dir))
+    return {**config, "tokenizer": {**tokenizer, "checkpoint": f"<data.dir>/{relative}"}}
+
+
+RESUME_RULES = ResumeRules(RESUMABLE_KEYS, FORKABLE_KEYS, comparable)  # for worldmodel's resume
 # What the seeds of one group may differ in besides the seed: what a resumed run may change,
 # except the planned steps, which set the curves (experiments/results/summary.py).
 GROUP_FREE_KEYS = (*(k for k in RESUMABLE_KEYS if k != "train.steps"), "seed")

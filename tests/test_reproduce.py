@@ -134,6 +134,23 @@ def test_a_second_invocation_reuses_finished_runs(micro):
     assert {p: p.stat().st_mtime_ns for p in out_dir.glob("runs/**/last.pt")} == before
 
 
+def test_a_copied_reproduction_reuses_every_run(micro, tmp_path):
+    """Datasets, tokenizers and runs copied together: the runs' configs name the tokenizer at
+    the old folder, which compares by its path inside the data folder."""
+    out_dir, _, _ = micro
+    copy = tmp_path / "moved here"
+    shutil.copytree(out_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    before = {p: p.stat().st_mtime_ns for p in copy.glob("runs/**/last.pt")}
+    cmd = [sys.executable, "-m", "experiments.reproduce", "scale=micro", "jobs=1"]
+    result = subprocess.run(
+        [*cmd, hydra_override("out_dir", copy)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "error" not in result.stderr
+    assert {p: p.stat().st_mtime_ns for p in copy.glob("runs/**/last.pt")} == before
+    assert len(before) == len(list(out_dir.glob("runs/**/last.pt"))) > 0
+
+
 def test_a_run_of_an_older_preset_names_the_fix(micro):
     """A folder trained with another version of the preset is refused with out_dir as the fix,
     and the run is left as it was."""

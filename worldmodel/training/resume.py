@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +58,16 @@ class StartPoint:
 class ResumeRules:
     """What the app lets a run change: ``resumable`` keys when it continues in its folder,
     ``forkable`` ones on top when it forks another run's checkpoint (a key covers its
-    sub-keys). The train app's are ``experiments/runs.py``'s."""
+    sub-keys); ``comparable`` maps a config to the form two configs are compared in (paths
+    that move with a folder made relative, say). The train app's are ``experiments/runs.py``'s."""
 
     resumable: tuple[str, ...]
     forkable: tuple[str, ...]
+    comparable: Callable[[dict[str, Any]], dict[str, Any]] = lambda config: config
+
+    def differences(self, old: dict, new: dict, allowed: Sequence[str]) -> list[str]:
+        """``config_differences`` of the two configs in their comparable form."""
+        return config_differences(self.comparable(old), self.comparable(new), allowed)
 
 
 def config_differences(old: Any, new: Any, allowed: Sequence[str], prefix: str = "") -> list[str]:
@@ -187,7 +193,7 @@ def _load(path: Path, fallback: Path | None = None) -> dict[str, Any]:
 def _checked(
     run_dir: Path, payload: dict, path: Path, resolved: dict, kind: str, rules: ResumeRules
 ) -> StartPoint:
-    changed = config_differences(payload["config"], resolved, rules.resumable)
+    changed = rules.differences(payload["config"], resolved, rules.resumable)
     if changed:
         raise RunConfigChanged(run_dir, changed)
     return StartPoint(payload, path, kind, payload.get("forked_from"))
@@ -195,7 +201,7 @@ def _checked(
 
 def _fork(run_dir: Path, source: Path, resolved: dict, rules: ResumeRules) -> StartPoint:
     payload = _load(source)
-    changed = config_differences(payload["config"], resolved, rules.resumable + rules.forkable)
+    changed = rules.differences(payload["config"], resolved, rules.resumable + rules.forkable)
     if changed:
         raise CheckpointError(
             f"resume_from={source} comes from a run with another model or data "
