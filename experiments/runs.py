@@ -90,4 +90,4 @@ def register_run_resolvers() -> None:
     """Let ``conf/train.yaml`` name run folders with ``${run_folder:${hydra.overrides.task}}``
     (idempotent)."""
     if not OmegaConf.has_resolver(RESOLVER):
-        OmegaConf.register_new_resolver(RESOLVER, lambda overrides: run_folder_name(overrides))
+        OmegaConf.register_new_resolver(RESOLVER, run_folder_name)
