@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from experiments.results.entries import (
     Convergence,
@@ -161,20 +162,15 @@ def check_seeds_of_one_experiment(key: GroupKey, runs: Sequence[Run]) -> None:
             )
         changed = config_differences(first.config, run.config, GROUP_FREE_KEYS)
         if changed:
+            first_config, config = OmegaConf.create(first.config), OmegaConf.create(run.config)
             shown = ", ".join(
-                f"{k} ({_config_at(first.config, k)} vs {_config_at(run.config, k)})"
+                f"{k} ({OmegaConf.select(first_config, k)} vs {OmegaConf.select(config, k)})"
                 for k in changed[:3]
             )
             raise RunFolderError(
                 f"{first.path} and {run.path} would be seeds of {where} but differ in {shown}; "
                 "tell them apart with variant=<name>, or aggregate them separately"
             )
-
-
-def _config_at(config: dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
 
 
 def pooled_groups(groups: dict[GroupKey, list[Run]]) -> dict[GroupKey, dict[str, list[Run]]]:
